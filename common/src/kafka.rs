@@ -1,0 +1,225 @@
+//! Kafka client settings shared by `ferry-operator` and `ferry-sidecar`.
+//!
+//! Every binary flattens [`KafkaArgs`] into its command line, so a flag, its `FERRY_KAFKA_*`
+//! variable and the `.ferry/env` file written by `make env-up` all mean the same thing. The one
+//! way from settings to a client is [`KafkaArgs::client_config`].
+
+use std::fmt;
+
+use clap::{Args, ValueEnum};
+use rdkafka::ClientConfig;
+
+/// Why the Kafka settings cannot make a client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--kafka-security-protocol {protocol} needs --kafka-sasl-mechanism, --kafka-username and --kafka-password")]
+    MissingSaslCredentials { protocol: SecurityProtocol },
+    #[error("--kafka-option {0:?} is not of the form key=value")]
+    BadOption(String),
+}
+
+/// `security.protocol` as librdkafka spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The value librdkafka (and the JVM client) expects.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether the protocol authenticates with SASL, and so needs a mechanism and credentials.
+    pub const fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A password that never shows in `Debug` output, logs or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The secret itself, for handing to a client library and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Password {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Kafka connection settings, the same for every Ferry binary.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated host:port list of brokers to bootstrap from.
+    #[arg(long = "kafka-bootstrap", env = "FERRY_KAFKA_BOOTSTRAP")]
+    pub bootstrap: String,
+
+    /// How to talk to the brokers (librdkafka's `security.protocol`).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "FERRY_KAFKA_SECURITY_PROTOCOL",
+        default_value = "PLAINTEXT",
+        ignore_case = true
+    )]
+    pub security_protocol: SecurityProtocol,
+
+    /// SASL mechanism, e.g. SCRAM-SHA-512 (librdkafka's `sasl.mechanism`).
+    #[arg(long = "kafka-sasl-mechanism", env = "FERRY_KAFKA_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+
+    /// SASL user name (the Kafka principal is `User:<name>`).
+    #[arg(long = "kafka-username", env = "FERRY_KAFKA_USERNAME")]
+    pub username: Option<String>,
+
+    /// SASL password; prefer the variable so it stays out of the process list.
+    #[arg(
+        long = "kafka-password",
+        env = "FERRY_KAFKA_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_password
+    )]
+    pub password: Option<Password>,
+
+    /// Any other librdkafka setting as key=value; repeatable, applied last so it wins.
+    #[arg(long = "kafka-option", value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_password(s: &str) -> Result<Password, std::convert::Infallible> {
+    Ok(Password(s.to_owned()))
+}
+
+fn parse_option(s: &str) -> Result<(String, String), Error> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(Error::BadOption(s.to_owned())),
+    }
+}
+
+impl KafkaArgs {
+    /// The librdkafka configuration for these settings; producers and consumers add their own
+    /// keys on top of it.
+    pub fn client_config(&self) -> Result<ClientConfig, Error> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("security.protocol", self.security_protocol.as_str());
+        if self.security_protocol.uses_sasl() {
+            let (Some(mechanism), Some(username), Some(password)) =
+                (&self.sasl_mechanism, &self.username, &self.password)
+            else {
+                return Err(Error::MissingSaslCredentials {
+                    protocol: self.security_protocol,
+                });
+            };
+            config
+                .set("sasl.mechanism", mechanism)
+                .set("sasl.username", username)
+                .set("sasl.password", password.expose());
+        }
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<KafkaArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied())).map(|c| c.kafka)
+    }
+
+    #[test]
+    fn sasl_settings_reach_librdkafka() {
+        let args = parse(&[
+            "--kafka-bootstrap=127.0.0.1:9092",
+            "--kafka-security-protocol=sasl_plaintext",
+            "--kafka-sasl-mechanism=SCRAM-SHA-512",
+            "--kafka-username=admin",
+            "--kafka-password=s3cret",
+            "--kafka-option=client.id=ferry-test",
+            "--kafka-option=sasl.mechanism=PLAIN",
+        ])
+        .expect("valid flags");
+        let config = args.client_config().expect("complete settings");
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(config.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(config.get("sasl.username"), Some("admin"));
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert_eq!(config.get("client.id"), Some("ferry-test"));
+        // --kafka-option is applied last, so it overrides a first-class flag.
+        assert_eq!(config.get("sasl.mechanism"), Some("PLAIN"));
+    }
+
+    #[test]
+    fn sasl_without_credentials_is_refused() {
+        let args = parse(&[
+            "--kafka-bootstrap=b:9092",
+            "--kafka-security-protocol=SASL_PLAINTEXT",
+        ])
+        .expect("valid flags");
+        let err = args.client_config().expect_err("credentials are missing");
+        assert!(err.to_string().contains("--kafka-username"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_sets_no_sasl_keys() {
+        let config = parse(&["--kafka-bootstrap=b:9092", "--kafka-username=ignored"])
+            .expect("valid flags")
+            .client_config()
+            .expect("plaintext needs no credentials");
+        assert_eq!(config.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(config.get("sasl.username"), None);
+    }
+
+    #[test]
+    fn malformed_option_is_refused() {
+        assert!(parse(&["--kafka-bootstrap=b:9092", "--kafka-option=novalue"]).is_err());
+        assert!(parse(&["--kafka-bootstrap=b:9092", "--kafka-option==v"]).is_err());
+    }
+
+    #[test]
+    fn password_is_redacted_in_debug() {
+        let args = parse(&["--kafka-bootstrap=b:9092", "--kafka-password=hunter2"])
+            .expect("valid flags");
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds KWOK (fake nodes that run pods "Ready") and helm from the Go module proxy into $OUT.
+# Neither has replace directives, so plain `go install` works.
+set -euo pipefail
+: "${KWOK_VERSION:?}" "${HELM_VERSION:?}" "${K8S_VERSION:?}" "${OUT:?}"
+mkdir -p "$OUT"
+export CGO_ENABLED=0 GOBIN="$OUT" GOFLAGS=-mod=mod GOTOOLCHAIN=local
+go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+# The ldflags make `helm version` honest and make offline `helm template`/`lint` assume our
+# Kubernetes minor version instead of v1.20.
+MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
+go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$MINOR \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$MINOR" \
+  "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+"$OUT/kwok" --version
+"$OUT/helm" version --short

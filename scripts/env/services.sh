@@ -1,0 +1,182 @@
+# start_<service> / stop_<service> for every service of the local environment. Sourced, not run.
+# Each start is a no-op when the service already runs, so `make env-up` is idempotent.
+# shellcheck shell=bash
+
+SERVICES=(postgres kafka etcd apiserver controller-manager scheduler kwok)
+
+# --- PostgreSQL (Debian's) -------------------------------------------------------------------
+start_postgres() {
+  local bin; bin=$(pg_bin)
+  if as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then return 0; fi
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    rm -rf "$PG_DIR"; mkdir -p "$PG_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
+    as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >>"$LOGS/postgres.log" 2>&1
+  fi
+  log "starting PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+  # Durability settings are off: this database is thrown away, and tests want speed.
+  as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    >>"$LOGS/postgres.log" 2>&1 || die "PostgreSQL did not start; see $LOGS/postgres.log"
+}
+stop_postgres() {
+  local bin; bin=$(pg_bin)
+  [ -n "$bin" ] && [ -d "$PG_DIR/data" ] || return 0
+  as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+postgres_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+
+# --- Kafka (KRaft, SASL/SCRAM, StandardAuthorizer) -------------------------------------------
+KAFKA_JAVA=(java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$ENV_SCRIPTS/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*")
+start_kafka() {
+  running kafka && return 0
+  local dir=$STATE/kafka
+  if [ ! -f "$dir/meta.properties.done" ]; then
+    rm -rf "$dir"; mkdir -p "$dir/data"
+    local admin_pw noacl_pw
+    admin_pw=$(openssl rand -hex 16); noacl_pw=$(openssl rand -hex 16)
+    echo "$admin_pw" > "$dir/admin-password"; echo "$noacl_pw" > "$dir/noacl-password"
+    sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@DATA@#$dir/data#g" -e "s#@ADMIN_PASSWORD@#$admin_pw#g" \
+      "$ENV_SCRIPTS/kafka/server.properties.in" > "$dir/server.properties"
+    # StorageTool lives in kafka_2.13 (kafka.tools) up to now; guard against a move.
+    local tool=kafka.tools.StorageTool
+    grep -aq "kafka/tools/StorageTool.class" "$KAFKA_LIBS"/kafka_2.13-*.jar \
+      || tool=org.apache.kafka.tools.StorageTool
+    local cluster_id; cluster_id=$("${KAFKA_JAVA[@]}" "$tool" random-uuid 2>>"$LOGS/kafka.log")
+    # The admin, and a user with no ACLs at all that tests use to see the authorizer refuse.
+    "${KAFKA_JAVA[@]}" "$tool" format --standalone -t "$cluster_id" -c "$dir/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]" \
+      --add-scram "SCRAM-SHA-512=[name=ferry-noacl,password=$noacl_pw]" >>"$LOGS/kafka.log" 2>&1 \
+      || die "formatting Kafka storage failed; see $LOGS/kafka.log"
+    touch "$dir/meta.properties.done"
+  fi
+  log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs on)"
+  # Readiness is judged only by what this start logs.
+  mkdir -p "$LOGS"; touch "$LOGS/kafka.log"; wc -l < "$LOGS/kafka.log" > "$RUN/kafka.log-offset"
+  start_bg kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties"
+}
+stop_kafka() { stop_bg kafka; }
+kafka_ready() {
+  running kafka && port_open "$KAFKA_PORT" &&
+    tail -n +"$(( $(cat "$RUN/kafka.log-offset") + 1 ))" "$LOGS/kafka.log" | grep -q 'Kafka Server started'
+}
+
+# --- Kubernetes control plane (envtest-style) ------------------------------------------------
+make_pki() {
+  local d=$STATE/pki
+  [ -f "$d/kubeconfig" ] && return 0
+  mkdir -p "$d"
+  ( cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ferry-local-ca" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    leaf() {
+      openssl req -new -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      printf '%b' "$3" > "$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    }
+    leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+    leaf admin "/O=system:masters/CN=ferry-admin" "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    openssl genrsa -out sa.key 2048 2>/dev/null && openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    b64() { base64 -w0 < "$1"; }
+    cat > kubeconfig.tmp <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: ferry-local, cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority-data: $(b64 ca.crt)}}]
+users: [{name: ferry-admin, user: {client-certificate-data: $(b64 admin.crt), client-key-data: $(b64 admin.key)}}]
+contexts: [{name: ferry-local, context: {cluster: ferry-local, user: ferry-admin}}]
+current-context: ferry-local
+KC
+    mv kubeconfig.tmp kubeconfig )
+}
+KUBECONFIG_FILE() { echo "$STATE/pki/kubeconfig"; }
+
+start_etcd() {
+  running etcd && return 0
+  mkdir -p "$STATE/etcd"
+  log "starting etcd $ETCD_VERSION on 127.0.0.1:$ETCD_PORT"
+  start_bg etcd "$K8S_BIN/etcd" --name=ferry --data-dir="$STATE/etcd" --unsafe-no-fsync \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="ferry=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls="" --log-level=warn
+}
+stop_etcd() { stop_bg etcd; }
+etcd_ready() { curl -fsS "http://127.0.0.1:$ETCD_PORT/health"; }
+
+start_apiserver() {
+  running apiserver && return 0
+  local d=$STATE/pki
+  log "starting kube-apiserver $K8S_VERSION on https://127.0.0.1:$API_PORT"
+  start_bg apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --secure-port="$API_PORT" \
+    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+    --cert-dir="$d" --tls-cert-file="$d/apiserver.crt" --tls-private-key-file="$d/apiserver.key" \
+    --client-ca-file="$d/ca.crt" \
+    --service-account-issuer="https://127.0.0.1:$API_PORT/" \
+    --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false
+}
+stop_apiserver() { stop_bg apiserver; }
+apiserver_ready() {
+  local d=$STATE/pki
+  curl -fsS --cacert "$d/ca.crt" --cert "$d/admin.crt" --key "$d/admin.key" "https://127.0.0.1:$API_PORT/readyz"
+}
+
+start_controller-manager() {
+  running controller-manager && return 0
+  local d=$STATE/pki
+  log "starting kube-controller-manager"
+  start_bg controller-manager "$K8S_BIN/kube-controller-manager" --kubeconfig="$d/kubeconfig" \
+    --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
+    --service-account-private-key-file="$d/sa.key" --root-ca-file="$d/ca.crt" \
+    --use-service-account-credentials=false --profiling=false
+}
+stop_controller-manager() { stop_bg controller-manager; }
+
+start_scheduler() {
+  running scheduler && return 0
+  local d=$STATE/pki
+  log "starting kube-scheduler"
+  start_bg scheduler "$K8S_BIN/kube-scheduler" --kubeconfig="$d/kubeconfig" \
+    --authentication-kubeconfig="$d/kubeconfig" --authorization-kubeconfig="$d/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false --profiling=false
+}
+stop_scheduler() { stop_bg scheduler; }
+
+# KWOK plays kubelet for nodes annotated kwok.x-k8s.io/node=fake: it keeps them Ready and moves
+# their pods to Running/Ready, so Deployments report ready replicas without a container runtime.
+start_kwok() {
+  running kwok && return 0
+  local d=$STATE/pki
+  log "starting KWOK $KWOK_VERSION"
+  start_bg kwok "$TOOLS_BIN/kwok" --kubeconfig="$d/kubeconfig" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-ip=127.0.0.1 --node-lease-duration-seconds=40 --server-address=127.0.0.1:0
+}
+stop_kwok() { stop_bg kwok; }
+
+ensure_nodes() {
+  local n
+  for n in 1 2; do
+    "$K8S_BIN/kubectl" --kubeconfig="$(KUBECONFIG_FILE)" apply --server-side --field-manager=ferry-env -f - >/dev/null <<NODE
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$n
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {type: kwok, kubernetes.io/hostname: kwok-node-$n, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+NODE
+  done
+}
+nodes_ready() {
+  "$K8S_BIN/kubectl" --kubeconfig="$(KUBECONFIG_FILE)" wait --for=condition=Ready node/kwok-node-1 node/kwok-node-2 --timeout=2s
+}

@@ -1,0 +1,4 @@
+//! Ferry's data plane: the outbox relay (PostgreSQL outbox -> Kafka) and the consumer worker
+//! (Kafka -> the service over HTTP).
+
+pub mod cli;

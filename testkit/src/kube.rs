@@ -1,0 +1,68 @@
+//! Kubernetes namespaces that belong to one test.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{TestEnv, cleanup::run_to_completion, unique_name};
+
+impl TestEnv {
+    /// A cluster-admin client for the test control plane.
+    pub async fn kube_client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig())?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+}
+
+/// A namespace with a random name, deleted (with everything in it) when dropped.
+pub struct TempNamespace {
+    name: String,
+    client: Client,
+}
+
+impl TempNamespace {
+    /// Creates the namespace.
+    pub async fn create(env: &TestEnv) -> anyhow::Result<TempNamespace> {
+        let client = env.kube_client().await?;
+        let name = unique_name("test");
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("ferry.dev/test".to_owned(), "true".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        Ok(TempNamespace { name, client })
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A client for the namespace's cluster.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+impl Drop for TempNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let api = Api::<Namespace>::all(self.client.clone());
+        run_to_completion(async move {
+            if let Err(e) = api.delete(&name, &DeleteParams::background()).await {
+                eprintln!("could not delete test namespace {name}: {e}");
+            }
+        });
+    }
+}

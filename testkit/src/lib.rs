@@ -1,0 +1,31 @@
+//! Test support for tests that talk to the real environment `make env-up` starts.
+//!
+//! [`TestEnv::get`] reads `.ferry/env` once. Every test then takes resources of its own with
+//! random names — a [`TempNamespace`], [`TempTopic`] or [`TempSchema`] — so tests run in
+//! parallel and re-runs never collide; each one removes itself when dropped.
+//!
+//! With `CI=true`, a missing or unreachable environment fails the test loudly; elsewhere
+//! [`require_env!`] prints why and skips, so `cargo test` works on a laptop without the services.
+
+mod cleanup;
+mod env;
+mod kafka;
+mod kube;
+mod postgres;
+
+pub use env::{TestEnv, in_ci, unique_name};
+pub use kafka::TempTopic;
+pub use kube::TempNamespace;
+pub use postgres::TempSchema;
+
+/// The environment, or return from the calling test after printing why it was skipped.
+/// Under `CI=true` a missing environment panics instead: CI never skips silently.
+#[macro_export]
+macro_rules! require_env {
+    () => {
+        match $crate::TestEnv::get() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}

@@ -12,7 +12,9 @@ use rdkafka::ClientConfig;
 /// Why the Kafka settings cannot make a client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("--kafka-security-protocol {protocol} needs --kafka-sasl-mechanism, --kafka-username and --kafka-password")]
+    #[error(
+        "--kafka-security-protocol {protocol} needs --kafka-sasl-mechanism, --kafka-username and --kafka-password"
+    )]
     MissingSaslCredentials { protocol: SecurityProtocol },
     #[error("--kafka-option {0:?} is not of the form key=value")]
     BadOption(String),
@@ -217,8 +219,8 @@ mod tests {
 
     #[test]
     fn password_is_redacted_in_debug() {
-        let args = parse(&["--kafka-bootstrap=b:9092", "--kafka-password=hunter2"])
-            .expect("valid flags");
+        let args =
+            parse(&["--kafka-bootstrap=b:9092", "--kafka-password=hunter2"]).expect("valid flags");
         let shown = format!("{args:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
     }

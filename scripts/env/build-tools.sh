@@ -13,5 +13,12 @@ go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version
   -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$MINOR \
   -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$MINOR" \
   "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# kwok run by itself (not through kwokctl) has no stages: ship the upstream "fast" node and pod
+# stages, plus node heartbeats through Leases, from the module we just built.
+stages=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+  pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+  printf -- '---\n'; cat "$stages/$f"
+done > "$OUT/kwok-stages.yaml"
 "$OUT/kwok" --version
 "$OUT/helm" version --short

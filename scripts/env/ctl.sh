@@ -9,7 +9,13 @@ ready() { case $service in postgres|kafka|etcd|apiserver) "${service}_ready" ;; 
 case $action in
   start) "start_$service"; wait_for "$service" 120 ready ;;
   stop) "stop_$service" ;;
-  kill) [ -f "$RUN/$service.pid" ] && kill -KILL -- "-$(cat "$RUN/$service.pid")" 2>/dev/null; rm -f "$RUN/$service.pid" ;;
+  kill)
+    if [ "$service" = postgres ]; then
+      as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    elif [ -f "$RUN/$service.pid" ]; then
+      kill -KILL -- "-$(cat "$RUN/$service.pid")" 2>/dev/null || true
+      rm -f "$RUN/$service.pid"
+    fi ;;
   restart) "stop_$service"; "start_$service"; wait_for "$service" 120 ready ;;
   *) die "unknown action $action" ;;
 esac

@@ -25,6 +25,11 @@ fi
 command -v go >/dev/null || die "Go is needed to build the Kubernetes control plane (go1.26 or newer)"
 command -v cargo >/dev/null || die "Rust (cargo) is needed to build Ferry"
 
+# Two checkouts bringing up environments at once must not build into the same cache together.
+mkdir -p "$FERRY_CACHE"
+exec 9>"$FERRY_CACHE/.install.lock"
+flock 9
+
 # build_into DIR SCRIPT ENV...: runs SCRIPT with OUT=a temporary directory and moves it to DIR
 # only on success, so an interrupted build is never taken for a cached one.
 build_into() {

@@ -155,7 +155,7 @@ start_kwok() {
   running kwok && return 0
   local d=$STATE/pki
   log "starting KWOK $KWOK_VERSION"
-  start_bg kwok "$TOOLS_BIN/kwok" --kubeconfig="$d/kubeconfig" \
+  start_bg kwok "$TOOLS_BIN/kwok" --kubeconfig="$d/kubeconfig" --config="$TOOLS_BIN/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --node-lease-duration-seconds=40 --server-address=127.0.0.1:0
 }

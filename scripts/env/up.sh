@@ -26,7 +26,7 @@ wait_for Kafka 120 kafka_ready
 
 tmp=$FERRY_DIR/env.tmp
 cat > "$tmp" <<ENV
-# Written by \`make env-up\` ($(date -u +%Y-%m-%dT%H:%M:%SZ)); \`. .ferry/env\` to use the local environment.
+# Written by \`make env-up\`; \`. .ferry/env\` to use the local environment.
 export KUBECONFIG='$(KUBECONFIG_FILE)'
 export FERRY_KAFKA_BOOTSTRAP='127.0.0.1:$KAFKA_PORT'
 export FERRY_KAFKA_SECURITY_PROTOCOL='SASL_PLAINTEXT'

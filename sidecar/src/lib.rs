@@ -2,3 +2,6 @@
 //! (Kafka -> the service over HTTP).
 
 pub mod cli;
+pub mod envelope;
+pub mod shutdown;
+pub mod telemetry;

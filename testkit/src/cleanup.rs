@@ -9,7 +9,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let thread = std::thread::spawn(move || {
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime.block_on(future),
             Err(e) => eprintln!("test clean-up could not start a runtime: {e}"),
         }

@@ -37,7 +37,9 @@ impl TestEnv {
         match ENV.get_or_init(|| Self::load().map_err(|e| format!("{e:#}"))) {
             Ok(env) => Some(env),
             Err(reason) if in_ci() => {
-                panic!("CI=true but the Ferry test environment is missing: {reason}; run `make env-up`")
+                panic!(
+                    "CI=true but the Ferry test environment is missing: {reason}; run `make env-up`"
+                )
             }
             Err(reason) => {
                 eprintln!("skipped: no Ferry test environment ({reason}); run `make env-up`");
@@ -166,6 +168,9 @@ mod tests {
         let b = unique_name("t");
         assert_ne!(a, b);
         assert!(a.starts_with("t-") && a.len() == 12);
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.chars()
+                .all(|c| c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
     }
 }

@@ -23,11 +23,12 @@ impl TestEnv {
 pub struct TempNamespace {
     name: String,
     client: Client,
+    env: &'static TestEnv,
 }
 
 impl TempNamespace {
     /// Creates the namespace.
-    pub async fn create(env: &TestEnv) -> anyhow::Result<TempNamespace> {
+    pub async fn create(env: &'static TestEnv) -> anyhow::Result<TempNamespace> {
         let client = env.kube_client().await?;
         let name = unique_name("test");
         let namespace = Namespace {
@@ -41,7 +42,7 @@ impl TempNamespace {
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await?;
-        Ok(TempNamespace { name, client })
+        Ok(TempNamespace { name, client, env })
     }
 
     /// The namespace's name.
@@ -58,10 +59,17 @@ impl TempNamespace {
 impl Drop for TempNamespace {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let api = Api::<Namespace>::all(self.client.clone());
+        let env = self.env;
+        // A kube Client drives its requests from a task on the runtime that made it, which is
+        // blocked while Drop runs: the clean-up needs a client of its own.
         run_to_completion(async move {
-            if let Err(e) = api.delete(&name, &DeleteParams::background()).await {
-                eprintln!("could not delete test namespace {name}: {e}");
+            let deleted = async {
+                let api = Api::<Namespace>::all(env.kube_client().await?);
+                api.delete(&name, &DeleteParams::background()).await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = deleted.await {
+                eprintln!("could not delete test namespace {name}: {e:#}");
             }
         });
     }

@@ -12,11 +12,15 @@ mod env;
 mod kafka;
 mod kube;
 mod postgres;
+mod process;
+mod services;
 
 pub use env::{TestEnv, in_ci, unique_name};
 pub use kafka::TempTopic;
 pub use kube::TempNamespace;
 pub use postgres::TempSchema;
+pub use process::ChildProcess;
+pub use services::{Service, disruption_lock};
 
 /// The environment, or return from the calling test after printing why it was skipped.
 /// Under `CI=true` a missing environment panics instead: CI never skips silently.

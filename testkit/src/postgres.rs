@@ -32,7 +32,10 @@ impl TempSchema {
     /// A DSN whose sessions use this schema by default (`options=-csearch_path=...`).
     pub fn url(&self) -> String {
         let separator = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{separator}options=-csearch_path%3D{}", self.url, self.name)
+        format!(
+            "{}{separator}options=-csearch_path%3D{}",
+            self.url, self.name
+        )
     }
 
     /// A new connection whose `search_path` is this schema.

@@ -12,6 +12,7 @@ use kube::{
 };
 use rdkafka::{
     ClientConfig,
+    consumer::Consumer,
     error::{KafkaError, RDKafkaErrorCode},
     producer::{FutureProducer, FutureRecord},
 };
@@ -38,7 +39,9 @@ async fn produce(config: &ClientConfig, topic: &str) -> Result<(), KafkaError> {
 #[tokio::test]
 async fn kafka_admin_creates_a_topic_with_the_requested_partitions() {
     let env = require_env!();
-    let topic = TempTopic::create(env, 3).await.expect("admin creates a topic");
+    let topic = TempTopic::create(env, 3)
+        .await
+        .expect("admin creates a topic");
     let consumer: rdkafka::consumer::BaseConsumer =
         env.kafka_config().create().expect("metadata client");
     let metadata = tokio::task::spawn_blocking({
@@ -60,7 +63,9 @@ async fn kafka_admin_creates_a_topic_with_the_requested_partitions() {
 #[tokio::test]
 async fn a_scram_user_without_acls_is_refused_by_the_authorizer() {
     let env = require_env!();
-    let topic = TempTopic::create(env, 1).await.expect("admin creates a topic");
+    let topic = TempTopic::create(env, 1)
+        .await
+        .expect("admin creates a topic");
 
     // The admin (a super user) may write to the topic ...
     produce(&env.kafka_config(), topic.name())
@@ -70,8 +75,10 @@ async fn a_scram_user_without_acls_is_refused_by_the_authorizer() {
     // ... a user that authenticates but has no ACLs may not ...
     let no_acl = env
         .kafka_args_as(
-            env.var("FERRY_KAFKA_NOACL_USERNAME").expect("no-ACL user in .ferry/env"),
-            env.var("FERRY_KAFKA_NOACL_PASSWORD").expect("no-ACL password in .ferry/env"),
+            env.var("FERRY_KAFKA_NOACL_USERNAME")
+                .expect("no-ACL user in .ferry/env"),
+            env.var("FERRY_KAFKA_NOACL_PASSWORD")
+                .expect("no-ACL password in .ferry/env"),
         )
         .client_config()
         .expect("complete settings");
@@ -79,7 +86,9 @@ async fn a_scram_user_without_acls_is_refused_by_the_authorizer() {
     assert!(
         matches!(
             refused,
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed))
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            ))
         ),
         "expected TopicAuthorizationFailed, got {refused:?}"
     );
@@ -89,7 +98,10 @@ async fn a_scram_user_without_acls_is_refused_by_the_authorizer() {
         .kafka_args_as("admin", "not-the-password")
         .client_config()
         .expect("complete settings");
-    assert!(produce(&wrong, topic.name()).await.is_err(), "a wrong password is refused");
+    assert!(
+        produce(&wrong, topic.name()).await.is_err(),
+        "a wrong password is refused"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +153,10 @@ async fn a_deployment_gets_ready_pods_on_kwok_nodes() {
     assert_eq!(pods.items.len(), 2);
     for pod in pods.items {
         let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
-        assert!(node.starts_with("kwok-node-"), "pod scheduled onto a KWOK node, not {node:?}");
+        assert!(
+            node.starts_with("kwok-node-"),
+            "pod scheduled onto a KWOK node, not {node:?}"
+        );
         assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
     }
 }
@@ -169,7 +184,11 @@ async fn postgres_round_trip_in_an_isolated_schema() {
         )
         .await
         .expect("select");
-    assert_eq!(row.get::<_, String>(0), schema.name(), "unqualified names land in the test's schema");
+    assert_eq!(
+        row.get::<_, String>(0),
+        schema.name(),
+        "unqualified names land in the test's schema"
+    );
     assert_eq!(row.get::<_, String>(1), "ferry");
     assert!(row.get::<_, i32>(2) > 0, "a real server process answered");
 }

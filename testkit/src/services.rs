@@ -1,0 +1,72 @@
+//! Stopping and starting the environment's services, for tests that try to break an invariant
+//! with a broker or database restart. Such tests must not run beside other tests that need the
+//! same service: put them in a test binary of their own and hold [`disruption_lock`].
+
+use std::process::Command;
+
+use anyhow::{Context, ensure};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::TestEnv;
+
+/// A service of the local environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Kafka,
+    Postgres,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Kafka => "kafka",
+            Service::Postgres => "postgres",
+        }
+    }
+}
+
+/// Serialises the disruptive tests of one test binary.
+pub async fn disruption_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+impl TestEnv {
+    /// Stops a service cleanly (it is down when this returns).
+    pub async fn stop_service(&self, service: Service) -> anyhow::Result<()> {
+        self.ctl("stop", service).await
+    }
+
+    /// Kills a service with SIGKILL, as a crash would (Kafka only; PostgreSQL is stopped
+    /// with pg_ctl's immediate mode, which is the same to its clients).
+    pub async fn kill_service(&self, service: Service) -> anyhow::Result<()> {
+        self.ctl("kill", service).await
+    }
+
+    /// Starts a stopped service and waits until it is ready.
+    pub async fn start_service(&self, service: Service) -> anyhow::Result<()> {
+        self.ctl("start", service).await
+    }
+
+    async fn ctl(&self, action: &'static str, service: Service) -> anyhow::Result<()> {
+        let ctl = self
+            .var("FERRY_ENV_CTL")
+            .context(".ferry/env does not name FERRY_ENV_CTL")?
+            .to_owned();
+        let service = service.name();
+        tokio::task::spawn_blocking(move || {
+            let status = Command::new("bash")
+                .arg(&ctl)
+                .arg(action)
+                .arg(service)
+                .status()
+                .with_context(|| format!("running {ctl} {action} {service}"))?;
+            ensure!(
+                status.success(),
+                "{ctl} {action} {service} failed: {status}"
+            );
+            Ok(())
+        })
+        .await?
+    }
+}

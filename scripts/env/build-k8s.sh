@@ -7,7 +7,7 @@ set -euo pipefail
 : "${K8S_VERSION:?}" "${ETCD_VERSION:?}" "${OUT:?}"
 STAGING=v0.${K8S_VERSION#v1.}
 mkdir -p "$OUT"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -modcacherw" GOTOOLCHAIN=local
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

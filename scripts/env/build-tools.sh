@@ -4,7 +4,7 @@
 set -euo pipefail
 : "${KWOK_VERSION:?}" "${HELM_VERSION:?}" "${K8S_VERSION:?}" "${OUT:?}"
 mkdir -p "$OUT"
-export CGO_ENABLED=0 GOBIN="$OUT" GOFLAGS=-mod=mod GOTOOLCHAIN=local
+export CGO_ENABLED=0 GOBIN="$OUT" GOFLAGS="-mod=mod -modcacherw" GOTOOLCHAIN=local
 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 # The ldflags make `helm version` honest and make offline `helm template`/`lint` assume our
 # Kubernetes minor version instead of v1.20.

@@ -45,6 +45,11 @@ build_into() {
   mv "$tmp" "$dir"
 }
 
+# Go's module downloads are kept with the rest of the cache (so an empty $FERRY_CACHE really is a
+# cold start); its build cache is only needed while building, since the binaries are cached.
+export GOMODCACHE=${GOMODCACHE:-$FERRY_CACHE/go/mod}
+GOCACHE=$(mktemp -d); export GOCACHE
+trap 'rm -rf "$GOCACHE"' EXIT
 build_into "$K8S_BIN" build-k8s.sh K8S_VERSION="$K8S_VERSION" ETCD_VERSION="$ETCD_VERSION"
 build_into "$TOOLS_BIN" build-tools.sh KWOK_VERSION="$KWOK_VERSION" HELM_VERSION="$HELM_VERSION" K8S_VERSION="$K8S_VERSION"
 

@@ -11,4 +11,5 @@
 pub mod api;
 pub mod cli;
 pub mod crdgen;
+pub mod kafka;
 pub mod run;

@@ -12,4 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod crdgen;
 pub mod kafka;
+pub mod metrics;
 pub mod run;
+pub mod status;
+pub mod topic;

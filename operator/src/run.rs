@@ -5,8 +5,10 @@
 //!  standby ──Lease acquired──▶ leading (controllers run) ──Lease lost──▶ standby
 //!     └───────────── SIGTERM: controllers drain, Lease released, exit ─────────┘
 //! ```
-//! Losing the Lease drops the controllers at once (in-flight reconciles are cancelled), so
-//! two replicas never act on Kafka together.
+//! Losing the Lease drops the controllers at once (in-flight reconciles are cancelled); losing
+//! contact with the Lease while leading exits the process (as controller-runtime does), so a
+//! replica that cannot renew stops acting before another one's acquisition (after the Lease
+//! duration) lets it act.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -76,7 +78,8 @@ pub struct RunArgs {
 
     /// Seconds a Lease is valid without renewal; a new leader waits this long after a crash.
     // 15 s: the duration kube-controller-manager uses for its own leader election.
-    #[arg(long, env = "FERRY_LEASE_DURATION", default_value_t = 15)]
+    #[arg(long, env = "FERRY_LEASE_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..))]
     lease_duration: u64,
 
     /// This replica's identity in the Lease; the pod name in a cluster.
@@ -153,12 +156,11 @@ impl RunArgs {
             .with_namespace(&lease_namespace)
             .with_identity(&identity)
             .with_duration(lease_duration)
-            .with_grace(lease_duration / 3)
+            .with_grace((lease_duration / 3).max(1))
             .with_field_manager(crate::topic::FIELD_MANAGER)
             .build()
             .await
             .context("setting up the leader Lease")?;
-        let (mut leader, lease_task) = lease.watch().await;
         metrics.set_ready(true);
         info!(identity, lease = lease_name, "waiting for leadership");
 
@@ -170,26 +172,12 @@ impl RunArgs {
             controller: "ferry-operator".into(),
             instance: Some(identity.clone()),
         };
-        let signal = termination();
-        tokio::pin!(signal);
-        loop {
-            // Standby until this replica holds the Lease.
-            tokio::select! {
-                _ = &mut signal => break,
-                changed = leader.wait_for(|l| *l) => {
-                    if changed.is_err() {
-                        anyhow::bail!("the leader-election task stopped");
-                    }
-                }
-            }
-            info!(identity, "leading: starting controllers");
-            metrics.set_leader(true);
-            let (term_tx, term_rx) = watch::channel(false);
+        let start_controller = |term_rx: watch::Receiver<bool>| {
             let ctx_client = client.clone();
             let ctx_batched = batched.clone();
             let ctx_metrics = metrics.clone();
             let recorder = Recorder::new(client.clone(), reporter.clone());
-            let controller = topic::run(
+            Box::pin(topic::run(
                 api.clone(),
                 move |store| {
                     topic::Context::new(
@@ -202,40 +190,65 @@ impl RunArgs {
                     )
                 },
                 stopped(term_rx),
-            );
-            tokio::pin!(controller);
+            ))
+        };
+
+        let signal = termination();
+        tokio::pin!(signal);
+        // While leading: the controller future and the sender that drains it on SIGTERM.
+        let mut leading = None;
+        let outcome: anyhow::Result<()> = loop {
+            let controller = async {
+                match leading.as_mut() {
+                    Some((controller, _)) => controller.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = &mut signal => {
-                    info!("SIGTERM: draining controllers");
-                    let _ = term_tx.send(true);
-                    controller.await;
-                    break;
-                }
-                lost = leader.wait_for(|l| !*l) => {
-                    // Dropping the controller cancels in-flight reconciles at once.
-                    metrics.set_leader(false);
-                    if lost.is_err() {
-                        anyhow::bail!("the leader-election task stopped");
+                _ = &mut signal => break Ok(()),
+                changed = lease.changed() => match changed {
+                    Ok(true) => {
+                        info!(identity, "leading: starting controllers");
+                        metrics.set_leader(true);
+                        let (term_tx, term_rx) = watch::channel(false);
+                        leading = Some((start_controller(term_rx), term_tx));
                     }
-                    warn!(identity, "lost leadership: controllers stopped");
-                }
-                () = &mut controller => {
-                    anyhow::bail!("the EventTopic controller stopped by itself");
-                }
+                    Ok(false) => {
+                        // Dropping the controller cancels in-flight reconciles at once.
+                        leading = None;
+                        metrics.set_leader(false);
+                        warn!(identity, "lost leadership: controllers stopped");
+                    }
+                    Err(e) if leading.is_some() => {
+                        // Leadership can no longer be confirmed: stop acting at once and exit,
+                        // as controller-runtime does; the pod restarts as a standby.
+                        leading = None;
+                        metrics.set_leader(false);
+                        break Err(anyhow::Error::new(e).context("lost contact with the leader Lease"));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "leader election failed; retrying");
+                        // Standby: nothing to stop; retry after a pause (no busy loop).
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                () = controller => break Err(anyhow::anyhow!("the EventTopic controller stopped by itself")),
             }
+        };
+        if let Some((controller, term_tx)) = leading.take() {
+            info!("SIGTERM: draining controllers");
+            let _ = term_tx.send(true);
+            controller.await;
         }
         metrics.set_leader(false);
-        // Dropping the receiver makes the Lease task release the Lease.
-        drop(leader);
-        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-            Ok(Ok(Ok(_))) => info!("released the leader Lease"),
-            Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease"),
-            Ok(Err(e)) => warn!(error = %e, "leader-election task failed"),
+        match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
+            Ok(Ok(())) => info!("released the leader Lease"),
+            Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease"),
             Err(_) => warn!("timed out releasing the leader Lease"),
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
-        Ok(())
+        outcome
     }
 }
 

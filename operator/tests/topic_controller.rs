@@ -445,3 +445,34 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     f.wait_ready("two", True, "Ready", CONVERGE).await;
     cleanup(&f, &[t1, t2]).await;
 }
+
+#[tokio::test]
+async fn sigterm_drains_and_hands_over_the_lease() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let mut a = f.operator("a");
+    eventually(CONVERGE, || async { a.is_leader().await?.then_some(()) })
+        .await
+        .expect("the only replica leads");
+    let b = f.operator("b");
+    let status = a
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("SIGTERM")
+        .expect("exits by itself within the grace period");
+    assert!(status.success(), "{status}");
+    // The released Lease lets the standby lead without waiting for it to expire.
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        f.ns.client(),
+        f.ns.name(),
+    );
+    eventually(CONVERGE, || async { b.is_leader().await?.then_some(()) })
+        .await
+        .expect("the standby takes over");
+    let lease = leases.get("ferry-operator").await.expect("Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("b")
+    );
+}

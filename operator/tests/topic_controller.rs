@@ -62,6 +62,19 @@ async fn creates_grows_and_syncs_configs() {
         et.metadata.finalizers.unwrap_or_default().is_empty(),
         "Retain adds no finalizer"
     );
+    // The status is written by server-side apply under one field manager.
+    let status_managers: Vec<(Option<String>, Option<String>)> = et
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| (m.manager, m.operation))
+        .collect();
+    assert_eq!(
+        status_managers,
+        [(Some("ferry-operator".to_owned()), Some("Apply".to_owned()))]
+    );
     f.wait_event("orders", "Created", CONVERGE).await;
 
     // Grow, change one config, add another, drop one.

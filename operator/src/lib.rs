@@ -2,4 +2,6 @@
 //! Kafka identities and ACLs, and consumer-worker Deployments, and serves the webhook that
 //! injects the outbox relay.
 
+pub mod acl;
 pub mod cli;
+pub mod kafka;

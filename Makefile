@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint fmt unit
+.PHONY: help env-up env-down test lint fmt unit generate generate-check bench-operator
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,5 +19,17 @@ lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: env-up lint ## env-up, lint, then every test against the real services
+test: env-up lint generate-check ## env-up, lint, then every test against the real services
 	cargo test --workspace --locked
+
+generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)
+	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir crds
+
+generate-check: ## fail when crds/ differs from what the Rust types generate
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir "$$tmp" 2>/dev/null; \
+	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi
+
+bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
+	cargo build --release --locked -p ferry-operator --bins --examples
+	bash bench/operator/run.sh

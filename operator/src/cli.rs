@@ -1,7 +1,10 @@
 //! The command line of `ferry-operator`.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
-use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
+
+use crate::crdgen;
 
 /// Ferry's Kubernetes operator.
 #[derive(Debug, Parser)]
@@ -13,12 +16,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the controllers and the admission webhook.
-    Run {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        log: LogArgs,
+    /// Run the controllers.
+    Run(Box<crate::run::RunArgs>),
+    /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
+    Crdgen {
+        /// Directory to write `<plural>.ferry.dev.yaml` files into; prints to stdout if unset.
+        #[arg(long, env = "FERRY_CRD_OUT_DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -26,10 +30,16 @@ impl Cli {
     /// Runs the chosen subcommand to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Run { kafka, log } => {
-                log.init();
-                kafka.client_config()?;
-                anyhow::bail!("the controllers are not built yet (EventTopic issue)")
+            Command::Run(args) => args.run().await,
+            Command::Crdgen { out_dir: None } => {
+                print!("{}", crdgen::render_all()?);
+                Ok(())
+            }
+            Command::Crdgen { out_dir: Some(dir) } => {
+                for path in crdgen::write_all(&dir)? {
+                    eprintln!("wrote {path}");
+                }
+                Ok(())
             }
         }
     }

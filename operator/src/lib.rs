@@ -1,7 +1,16 @@
 //! Ferry's operator: reconciles `EventTopic` and `EventConsumer` resources into Kafka topics,
 //! Kafka identities and ACLs, and consumer-worker Deployments, and serves the webhook that
 //! injects the outbox relay.
+//!
+//! ```text
+//!  kube-apiserver ──watch EventTopic──▶ topic (Controller) ──admin calls──▶ kafka ──▶ broker
+//!        ▲                                   │
+//!        └──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
+//! ```
 
 pub mod acl;
+pub mod api;
 pub mod cli;
+pub mod crdgen;
 pub mod kafka;
+pub mod run;

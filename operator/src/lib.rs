@@ -12,5 +12,6 @@ pub mod acl;
 pub mod api;
 pub mod cli;
 pub mod crdgen;
+pub mod identity;
 pub mod kafka;
 pub mod run;

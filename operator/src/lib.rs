@@ -14,4 +14,7 @@ pub mod cli;
 pub mod crdgen;
 pub mod identity;
 pub mod kafka;
+pub mod metrics;
 pub mod run;
+pub mod status;
+pub mod topic;

@@ -1,6 +1,41 @@
-//! `ferry-operator run`: placeholder until the controller lands.
+//! `ferry-operator run`: connects to Kubernetes and Kafka, serves metrics, and runs the
+//! controllers (EventTopics, and identities with their ACLs) while this replica holds the
+//! leader Lease.
+//!
+//! ```text
+//!  standby ──Lease acquired──▶ leading (controllers run) ──Lease lost──▶ standby
+//!     └───────────── SIGTERM: controllers drain, Lease released, exit ─────────┘
+//! ```
+//! Losing the Lease drops the controllers at once (in-flight reconciles are cancelled), so
+//! two replicas never act on Kafka together.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
 use clap::Args;
 use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
+use kube::{
+    Api, Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::events::{Recorder, Reporter},
+};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    api::EventTopic,
+    identity::{self, credentials::ClientSettings},
+    kafka::{Batched, KafkaAdmin},
+    metrics::Metrics,
+    topic,
+};
+
+/// Parses a duration such as `30s`, `5m` or `1h` (jiff's friendly format).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from(signed).map_err(|e| format!("{e}"))
+}
 
 /// Flags of `ferry-operator run`.
 #[derive(Debug, Args)]
@@ -9,14 +44,243 @@ pub struct RunArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     log: LogArgs,
+
+    /// Kubeconfig to use; in-cluster config (or $KUBECONFIG) when unset.
+    #[arg(long, env = "FERRY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Watch only this namespace; all namespaces when unset.
+    #[arg(long, env = "FERRY_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+
+    /// How often an in-sync topic is checked again, to revert drift made directly in Kafka.
+    // 5 minutes: drift is reverted within minutes while 1,000 topics cost a few describe
+    // requests per minute.
+    #[arg(long, env = "FERRY_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    resync_interval: Duration,
+
+    /// Deadline of one Kafka admin request.
+    // 30 s: librdkafka's default request.timeout.ms.
+    #[arg(long, env = "FERRY_KAFKA_ADMIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    kafka_admin_timeout: Duration,
+
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "FERRY_LEASE_NAMESPACE", default_value = "ferry-system")]
+    lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FERRY_LEASE_NAME", default_value = "ferry-operator")]
+    lease_name: String,
+
+    /// Seconds a Lease is valid without renewal; a new leader waits this long after a crash.
+    // 15 s: the duration kube-controller-manager uses for its own leader election.
+    #[arg(long, env = "FERRY_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+
+    /// This replica's identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "FERRY_POD_NAME")]
+    identity: Option<String>,
+
+    /// Bootstrap servers written into services' credential Secrets, when clients reach Kafka
+    /// by another address than the operator does; the operator's own when unset.
+    #[arg(long, env = "FERRY_CLIENT_BOOTSTRAP")]
+    client_bootstrap: Option<String>,
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    Ok(match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config =
+                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+            Client::try_from(config)?
+        }
+        None => Client::try_default().await?,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 impl RunArgs {
     /// Runs the operator until SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { kafka, log } = self;
+        let Self {
+            kafka,
+            log,
+            kubeconfig,
+            namespace,
+            metrics_addr,
+            resync_interval,
+            kafka_admin_timeout,
+            lease_namespace,
+            lease_name,
+            lease_duration,
+            identity,
+            client_bootstrap,
+        } = self;
         log.init();
-        kafka.client_config()?;
-        anyhow::bail!("not yet")
+        let client = kube_client(kubeconfig.as_ref()).await?;
+        let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
+        let batched = Batched::new(admin.clone());
+        let client_settings = ClientSettings {
+            bootstrap_servers: client_bootstrap.unwrap_or_else(|| kafka.bootstrap.clone()),
+            security_protocol: kafka.security_protocol.as_str().to_owned(),
+        };
+        let metrics = Metrics::new();
+        let identity = identity.unwrap_or_else(|| {
+            format!(
+                "ferry-operator-{}-{}",
+                std::process::id(),
+                jiff::Timestamp::now().as_millisecond()
+            )
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let listener = Metrics::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding {metrics_addr}"))?;
+        info!(addr = %listener.local_addr()?, "serving metrics");
+        let server = tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
+
+        let lease = LeaseManagerBuilder::new(client.clone(), &lease_name)
+            .with_namespace(&lease_namespace)
+            .with_identity(&identity)
+            .with_duration(lease_duration)
+            .with_grace(lease_duration / 3)
+            .with_field_manager(crate::topic::FIELD_MANAGER)
+            .build()
+            .await
+            .context("setting up the leader Lease")?;
+        let (mut leader, lease_task) = lease.watch().await;
+        metrics.set_ready(true);
+        info!(identity, lease = lease_name, "waiting for leadership");
+
+        let api = match &namespace {
+            Some(ns) => Api::<EventTopic>::namespaced(client.clone(), ns),
+            None => Api::<EventTopic>::all(client.clone()),
+        };
+        let reporter = Reporter {
+            controller: "ferry-operator".into(),
+            instance: Some(identity.clone()),
+        };
+        let signal = termination();
+        tokio::pin!(signal);
+        loop {
+            // Standby until this replica holds the Lease.
+            tokio::select! {
+                _ = &mut signal => break,
+                changed = leader.wait_for(|l| *l) => {
+                    if changed.is_err() {
+                        anyhow::bail!("the leader-election task stopped");
+                    }
+                }
+            }
+            info!(identity, "leading: starting controllers");
+            metrics.set_leader(true);
+            let (term_tx, term_rx) = watch::channel(false);
+            let ctx_client = client.clone();
+            let ctx_batched = batched.clone();
+            let ctx_metrics = metrics.clone();
+            let recorder = Recorder::new(client.clone(), reporter.clone());
+            let controller = topic::run(
+                api.clone(),
+                move |store| {
+                    topic::Context::new(
+                        ctx_client,
+                        ctx_batched,
+                        recorder,
+                        ctx_metrics,
+                        store,
+                        resync_interval,
+                    )
+                },
+                stopped(term_rx.clone()),
+            );
+            let access = identity::run(
+                identity::Context {
+                    client: client.clone(),
+                    admin: admin.clone(),
+                    settings: client_settings.clone(),
+                    namespace: namespace.clone(),
+                    recorder: Recorder::new(client.clone(), reporter.clone()),
+                },
+                resync_interval,
+                stopped(term_rx.clone()),
+            );
+            // Both controllers drain on the same signal; either stopping by itself is a bug.
+            let controller = async move {
+                tokio::join!(controller, access);
+            };
+            tokio::pin!(controller);
+            tokio::select! {
+                _ = &mut signal => {
+                    info!("SIGTERM: draining controllers");
+                    let _ = term_tx.send(true);
+                    controller.await;
+                    break;
+                }
+                lost = leader.wait_for(|l| !*l) => {
+                    // Dropping the controller cancels in-flight reconciles at once.
+                    metrics.set_leader(false);
+                    if lost.is_err() {
+                        anyhow::bail!("the leader-election task stopped");
+                    }
+                    warn!(identity, "lost leadership: controllers stopped");
+                }
+                () = &mut controller => {
+                    anyhow::bail!("the controllers stopped by themselves");
+                }
+            }
+        }
+        metrics.set_leader(false);
+        // Dropping the receiver makes the Lease task release the Lease.
+        drop(leader);
+        match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+            Ok(Ok(Ok(_))) => info!("released the leader Lease"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease"),
+            Ok(Err(e)) => warn!(error = %e, "leader-election task failed"),
+            Err(_) => warn!("timed out releasing the leader Lease"),
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+/// Resolves once `rx` says true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 }

@@ -4,12 +4,15 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use ferry_operator::{
     api::{EventConsumer, EventTopic},
     identity::{self, credentials::ClientSettings},
-    kafka::acls::{self, AclBinding, Operation, ResourceType},
+    kafka::{
+        KafkaAdmin,
+        acls::{AclBinding, Operation, ResourceType},
+    },
 };
 use ferry_testkit::{TempNamespace, TempTopic, TestEnv, require_env, unique_name};
 use futures::FutureExt;
@@ -17,6 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
     api::{Patch, PatchParams},
+    runtime::events::{Recorder, Reporter},
 };
 use rdkafka::{
     Message,
@@ -38,7 +42,8 @@ struct Operator {
 
 impl Operator {
     async fn start(env: &TestEnv, ns: &TempNamespace) -> Operator {
-        let admin = Arc::new(env.kafka_config().create().expect("admin client"));
+        let admin =
+            KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin client");
         let settings = ClientSettings {
             bootstrap_servers: env
                 .var("FERRY_KAFKA_BOOTSTRAP")
@@ -46,7 +51,20 @@ impl Operator {
                 .to_owned(),
             security_protocol: "SASL_PLAINTEXT".to_owned(),
         };
-        let ctx = identity::Context::new(ns.client(), admin, settings, Some(ns.name().to_owned()));
+        let recorder = Recorder::new(
+            ns.client(),
+            Reporter {
+                controller: "ferry-operator".into(),
+                instance: None,
+            },
+        );
+        let ctx = identity::Context {
+            client: ns.client(),
+            admin,
+            settings,
+            namespace: Some(ns.name().to_owned()),
+            recorder,
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(identity::run(ctx, Duration::from_secs(2), async move {
             let _ = stopped.await;
@@ -276,12 +294,11 @@ async fn declared_access_works_and_nothing_else_does() {
             .is_ok_and(|s| s.is_none())
     })
     .await;
-    let left = acls::describe_acls(
-        Arc::new(env.kafka_config().create().expect("admin")),
-        Some(format!("User:{}", producer.0)),
-    )
-    .await
-    .expect("describe");
+    let left = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30))
+        .expect("admin")
+        .describe_acls(Some(&format!("User:{}", producer.0)))
+        .await
+        .expect("describe");
     assert!(
         left.is_empty(),
         "no ACLs left for a removed identity: {left:?}"
@@ -294,8 +311,7 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
     let ns = TempNamespace::create(env).await.expect("namespace");
     support::install_crds(&ns.client()).await.expect("CRDs");
     let topic = TempTopic::create(env, 1).await.expect("topic");
-    let admin: Arc<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>> =
-        Arc::new(env.kafka_config().create().expect("admin"));
+    let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
     let foreign_principal = format!("User:{}", unique_name("other-tool"));
     let foreign = AclBinding::allow(
         &foreign_principal,
@@ -303,7 +319,8 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
         topic.name(),
         Operation::Read,
     );
-    acls::create_acls(admin.clone(), vec![foreign.clone()])
+    admin
+        .create_acls(std::slice::from_ref(&foreign))
         .await
         .expect("foreign ACL");
 
@@ -334,7 +351,8 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
         .await
         .expect("still works after the restart");
     assert_eq!(
-        acls::describe_acls(admin.clone(), Some(foreign_principal.clone()))
+        admin
+            .describe_acls(Some(&foreign_principal))
             .await
             .expect("describe"),
         vec![foreign.clone()],
@@ -381,7 +399,5 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
     );
 
     operator.stop().await;
-    acls::delete_acls(admin, vec![foreign])
-        .await
-        .expect("clean up");
+    admin.delete_acls(&[foreign]).await.expect("clean up");
 }

@@ -1,16 +1,14 @@
 //! The ACL and SCRAM wrappers against the real broker (authorizer on): what they create is
 //! really enforced, what they delete is really gone.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use ferry_operator::kafka::{
-    acls::{self, AclBinding, Operation, ResourceType},
-    scram,
+    KafkaAdmin,
+    acls::{AclBinding, Operation, ResourceType},
 };
 use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name};
 use rdkafka::{
-    admin::AdminClient,
-    client::DefaultClientContext,
     error::{KafkaError, RDKafkaErrorCode},
     producer::{FutureProducer, FutureRecord},
 };
@@ -19,8 +17,8 @@ use rdkafka::{
 /// admin call returns; checks retry until this deadline.
 const PROPAGATION: Duration = Duration::from_secs(20);
 
-fn admin(env: &TestEnv) -> Arc<AdminClient<DefaultClientContext>> {
-    Arc::new(env.kafka_config().create().expect("admin client"))
+fn admin(env: &TestEnv) -> KafkaAdmin {
+    KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin client")
 }
 
 async fn produce_as(
@@ -78,7 +76,8 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
     let topic = TempTopic::create(env, 1).await.expect("topic");
     let user = format!("{}.svc", unique_name("ns"));
     let principal = format!("User:{user}");
-    scram::upsert_scram_credential(admin.clone(), user.clone(), "pw-1".into())
+    admin
+        .upsert_scram_credential(&user, "pw-1")
         .await
         .expect("credential");
 
@@ -102,7 +101,8 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
             Operation::Describe,
         ),
     ];
-    acls::create_acls(admin.clone(), grants.clone())
+    admin
+        .create_acls(&grants.clone())
         .await
         .expect("create ACLs");
     eventually("the WRITE ACL taking effect", || async {
@@ -110,7 +110,8 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
     })
     .await;
 
-    let mut described = acls::describe_acls(admin.clone(), Some(principal.clone()))
+    let mut described = admin
+        .describe_acls(Some(&principal))
         .await
         .expect("describe");
     described.sort();
@@ -121,22 +122,22 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
         "describe returns exactly what was created"
     );
 
-    let deleted = acls::delete_acls(admin.clone(), grants)
-        .await
-        .expect("delete");
+    let deleted = admin.delete_acls(&grants).await.expect("delete");
     assert_eq!(deleted, 2);
     eventually("the WRITE ACL being revoked", || async {
         denied(&produce_as(env, &user, "pw-1", topic.name()).await)
     })
     .await;
     assert!(
-        acls::describe_acls(admin.clone(), Some(principal))
+        admin
+            .describe_acls(Some(&principal))
             .await
             .expect("describe")
             .is_empty()
     );
 
-    scram::delete_scram_credential(admin, user)
+    admin
+        .delete_scram_credential(&user)
         .await
         .expect("clean up credential");
 }
@@ -148,31 +149,29 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
     let topic = TempTopic::create(env, 1).await.expect("topic");
     let user = format!("{}.svc", unique_name("ns"));
     let principal = format!("User:{user}");
-    acls::create_acls(
-        admin.clone(),
-        vec![AclBinding::allow(
+    admin
+        .create_acls(&[AclBinding::allow(
             &principal,
             ResourceType::Topic,
             topic.name(),
             Operation::Write,
-        )],
-    )
-    .await
-    .expect("ACL");
+        )])
+        .await
+        .expect("ACL");
 
     assert!(
-        scram::scram_users(admin.clone(), vec![user.clone()])
+        admin
+            .scram_users(std::slice::from_ref(&user))
             .await
             .expect("describe")
             .is_empty()
     );
-    scram::upsert_scram_credential(admin.clone(), user.clone(), "old-password".into())
+    admin
+        .upsert_scram_credential(&user, "old-password")
         .await
         .expect("create");
     assert_eq!(
-        scram::scram_users(admin.clone(), vec![user.clone()])
-            .await
-            .expect("describe"),
+        admin.scram_users(std::slice::from_ref(&user)).await.expect("describe"),
         vec![user.clone()]
     );
     eventually("the old password working", || async {
@@ -182,7 +181,8 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
     })
     .await;
 
-    scram::upsert_scram_credential(admin.clone(), user.clone(), "new-password".into())
+    admin
+        .upsert_scram_credential(&user, "new-password")
         .await
         .expect("rotate");
     eventually("the new password working", || async {
@@ -197,11 +197,10 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         "the old password no longer authenticates: {old:?}"
     );
 
-    scram::delete_scram_credential(admin.clone(), user.clone())
-        .await
-        .expect("delete");
+    admin.delete_scram_credential(&user).await.expect("delete");
     // Deleting again is not an error.
-    scram::delete_scram_credential(admin.clone(), user.clone())
+    admin
+        .delete_scram_credential(&user)
         .await
         .expect("idempotent delete");
     eventually("the deleted user being locked out", || async {
@@ -211,20 +210,19 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
     })
     .await;
     assert!(
-        scram::scram_users(admin.clone(), vec![user])
+        admin
+            .scram_users(std::slice::from_ref(&user))
             .await
             .expect("describe")
             .is_empty()
     );
-    acls::delete_acls(
-        admin,
-        vec![AclBinding::allow(
+    admin
+        .delete_acls(&[AclBinding::allow(
             &principal,
             ResourceType::Topic,
             topic.name(),
             Operation::Write,
-        )],
-    )
-    .await
-    .expect("clean up ACL");
+        )])
+        .await
+        .expect("clean up ACL");
 }

@@ -3,6 +3,9 @@
 //! The spec is what the topic must look like; the topic controller (`crate::topic`) makes the
 //! Kafka topic so and writes what it found into the status.
 
+// Several printer columns share a `type_`; clippy takes the repeats for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};

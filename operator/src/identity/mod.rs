@@ -21,7 +21,6 @@ pub mod grants;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::Arc,
     time::Duration,
 };
 
@@ -32,17 +31,16 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         WatchStreamExt,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType, Recorder},
         watcher,
     },
 };
-use rdkafka::{admin::AdminClient, client::DefaultClientContext};
 use tracing::{info, warn};
 
 use crate::{
     acl::{self, AclDiff},
     api::{EventConsumer, EventTopic},
-    kafka::{NativeError, acls, scram},
+    kafka::{self, AclBinding, KafkaAdmin},
 };
 use credentials::ClientSettings;
 use grants::Identity;
@@ -62,7 +60,7 @@ pub enum Error {
     #[error("Kubernetes API request failed")]
     Kube(#[from] kube::Error),
     #[error("Kafka admin request failed")]
-    Kafka(#[from] NativeError),
+    Kafka(#[from] kafka::Error),
 }
 
 impl Error {
@@ -92,7 +90,7 @@ pub struct Report {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
-    pub admin: Arc<AdminClient<DefaultClientContext>>,
+    pub admin: KafkaAdmin,
     pub settings: ClientSettings,
     /// Watch one namespace, or all with `None`.
     pub namespace: Option<String>,
@@ -100,26 +98,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context whose Events are reported as `ferry-operator`.
-    pub fn new(
-        client: Client,
-        admin: Arc<AdminClient<DefaultClientContext>>,
-        settings: ClientSettings,
-        namespace: Option<String>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.to_owned(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            admin,
-            settings,
-            namespace,
-        }
-    }
-
     fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -230,22 +208,24 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
         .keys()
         .map(|(ns, sa)| acl::principal(ns, sa))
         .collect();
-    let actual = acls::describe_acls(ctx.admin.clone(), None).await?;
+    let actual = ctx.admin.describe_acls(None).await?;
     let AclDiff { create, delete } = acl::diff(&desired, &actual, &managed);
     report.acls_created = create.len();
     report.acls_deleted = delete.len();
     if !create.is_empty() {
-        acls::create_acls(ctx.admin.clone(), create.clone()).await?;
+        ctx.admin.create_acls(&create).await?;
     }
     if !delete.is_empty() {
-        acls::delete_acls(ctx.admin.clone(), delete.clone()).await?;
+        ctx.admin.delete_acls(&delete).await?;
     }
     publish_acl_events(ctx, &grants.referenced_by, &create, &delete).await;
 
     // Identities nobody declares any more: their ACLs went above; now the credential, then
     // the Secret (last, so a crash before it leaves a record that the principal is managed).
     for (ns, sa) in secrets.keys().filter(|id| !wanted.contains(*id)) {
-        scram::delete_scram_credential(ctx.admin.clone(), acl::username(ns, sa)).await?;
+        ctx.admin
+            .delete_scram_credential(&acl::username(ns, sa))
+            .await?;
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         match api
             .delete(&credentials::secret_name(sa), &DeleteParams::default())
@@ -276,10 +256,7 @@ async fn ensure_credentials(
     let in_kafka: BTreeSet<String> = if users.is_empty() {
         BTreeSet::new()
     } else {
-        scram::scram_users(ctx.admin.clone(), users)
-            .await?
-            .into_iter()
-            .collect()
+        ctx.admin.scram_users(&users).await?.into_iter().collect()
     };
     for (ns, sa) in wanted {
         let username = acl::username(ns, sa);
@@ -293,7 +270,8 @@ async fn ensure_credentials(
         if changed || !in_kafka.contains(&username) {
             // Kafka first: the Secret only ever hands out a password Kafka accepts (or one that
             // the next pass will push again).
-            scram::upsert_scram_credential(ctx.admin.clone(), username.clone(), password.clone())
+            ctx.admin
+                .upsert_scram_credential(&username, &password)
                 .await?;
         }
         let secret = credentials::secret(ns, sa, &username, &password, &ctx.settings);
@@ -327,8 +305,8 @@ async fn ensure_credentials(
 async fn publish_acl_events(
     ctx: &Context,
     referenced_by: &BTreeMap<Identity, BTreeSet<String>>,
-    created: &[acls::AclBinding],
-    deleted: &[acls::AclBinding],
+    created: &[AclBinding],
+    deleted: &[AclBinding],
 ) {
     let mut notes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (sign, bindings) in [("+", created), ("-", deleted)] {

@@ -2,15 +2,19 @@
 //! not wrap. Ferry only ever creates literal ALLOW bindings, but reads and deletes any binding,
 //! so that it can remove whatever a managed principal holds beyond what is declared.
 
-use std::{ptr, sync::Arc, time::Duration};
+use std::{
+    ffi::{CString, c_char},
+    ptr,
+    sync::Arc,
+    time::Duration,
+};
 
 use rdkafka::{admin::AdminClient, bindings as rd, client::DefaultClientContext};
 
-use super::native::{self, NativeError, blocking, c_string, c_text, item_error};
-
-/// How long one ACL request may take before librdkafka gives up (its default is 5 s, too
-/// short for a broker that is busy electing a controller after a restart).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{
+    Error, Result,
+    native::{call, code, string},
+};
 
 /// The kind of resource an ACL is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,52 +185,76 @@ fn permission_from_rd(p: Perm) -> Permission {
     }
 }
 
-/// Owned native bindings (or filters), destroyed when dropped.
-struct NativeBindings(Vec<*mut rd::rd_kafka_AclBinding_t>);
+/// The strings of one binding, as librdkafka takes them.
+struct CBinding {
+    binding: AclBinding,
+    name: CString,
+    principal: CString,
+    host: CString,
+}
 
-impl Drop for NativeBindings {
-    fn drop(&mut self) {
-        for b in self.0.drain(..) {
-            // SAFETY: each pointer came from AclBinding(Filter)_new and is destroyed once.
-            unsafe { rd::rd_kafka_AclBinding_destroy(b) }
+impl CBinding {
+    fn new(binding: &AclBinding) -> Result<Self> {
+        let c = |s: &str| CString::new(s).map_err(|_| Error::BadName(s.to_owned()));
+        Ok(Self {
+            name: c(&binding.resource_name)?,
+            principal: c(&binding.principal)?,
+            host: c(&binding.host)?,
+            binding: binding.clone(),
+        })
+    }
+
+    /// A native binding (`filter = false`) or an exact-match filter (`filter = true`); null
+    /// only for invalid arguments, which these never are.
+    ///
+    /// # Safety
+    /// The result must be destroyed with `rd_kafka_AclBinding_destroy` while `self` lives.
+    unsafe fn to_native(&self, filter: bool) -> *mut rd::rd_kafka_AclBinding_t {
+        let make = if filter {
+            rd::rd_kafka_AclBindingFilter_new
+        } else {
+            rd::rd_kafka_AclBinding_new
+        };
+        let mut errstr = [0 as c_char; 512];
+        let b = &self.binding;
+        // SAFETY: the strings are valid NUL-terminated and copied by librdkafka; errstr is a
+        // writable buffer of the given size.
+        unsafe {
+            make(
+                resource_to_rd(b.resource_type),
+                self.name.as_ptr(),
+                pattern_to_rd(b.pattern),
+                self.principal.as_ptr(),
+                self.host.as_ptr(),
+                operation_to_rd(b.operation),
+                permission_to_rd(b.permission),
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
         }
     }
 }
 
-/// A native binding (`filter = false`) or an exact-match filter (`filter = true`).
-fn to_native(b: &AclBinding, filter: bool) -> Result<*mut rd::rd_kafka_AclBinding_t, NativeError> {
-    let what = "building an ACL";
-    let name = c_string(what, &b.resource_name)?;
-    let principal = c_string(what, &b.principal)?;
-    let host = c_string(what, &b.host)?;
-    let mut errstr = [0 as std::ffi::c_char; 512];
-    let make = if filter {
-        rd::rd_kafka_AclBindingFilter_new
-    } else {
-        rd::rd_kafka_AclBinding_new
-    };
-    // SAFETY: all strings are valid NUL-terminated and only read during the call; errstr is a
-    // writable buffer of the given size.
-    let ptr = unsafe {
-        make(
-            resource_to_rd(b.resource_type),
-            name.as_ptr(),
-            pattern_to_rd(b.pattern),
-            principal.as_ptr(),
-            host.as_ptr(),
-            operation_to_rd(b.operation),
-            permission_to_rd(b.permission),
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if ptr.is_null() {
-        return Err(NativeError::Invalid {
-            what,
-            message: c_text(errstr.as_ptr()),
-        });
+/// Makes native bindings (or filters) of `bindings`, hands them to `request`, then destroys them.
+///
+/// # Safety
+/// `request` must only read the array during the call.
+unsafe fn with_native(
+    bindings: &[CBinding],
+    filter: bool,
+    request: impl FnOnce(*mut *mut rd::rd_kafka_AclBinding_t, usize),
+) {
+    // SAFETY: each binding is destroyed below, after the request copied it.
+    let mut native: Vec<_> = bindings
+        .iter()
+        .map(|b| unsafe { b.to_native(filter) })
+        .filter(|p| !p.is_null())
+        .collect();
+    request(native.as_mut_ptr(), native.len());
+    for b in native {
+        // SAFETY: made above, destroyed once.
+        unsafe { rd::rd_kafka_AclBinding_destroy(b) }
     }
-    Ok(ptr)
 }
 
 /// Reads a native binding owned by a live result event.
@@ -237,156 +265,177 @@ unsafe fn from_native(b: *const rd::rd_kafka_AclBinding_t) -> AclBinding {
     // SAFETY: per the contract.
     unsafe {
         AclBinding {
-            principal: c_text(rd::rd_kafka_AclBinding_principal(b)),
+            principal: string(rd::rd_kafka_AclBinding_principal(b)),
             resource_type: resource_from_rd(rd::rd_kafka_AclBinding_restype(b)),
-            resource_name: c_text(rd::rd_kafka_AclBinding_name(b)),
+            resource_name: string(rd::rd_kafka_AclBinding_name(b)),
             pattern: pattern_from_rd(rd::rd_kafka_AclBinding_resource_pattern_type(b)),
             operation: operation_from_rd(rd::rd_kafka_AclBinding_operation(b)),
             permission: permission_from_rd(rd::rd_kafka_AclBinding_permission_type(b)),
-            host: c_text(rd::rd_kafka_AclBinding_host(b)),
+            host: string(rd::rd_kafka_AclBinding_host(b)),
         }
     }
 }
 
-type Admin = AdminClient<DefaultClientContext>;
+/// A per-item error, if any.
+///
+/// # Safety
+/// `error` is null or a valid error owned by a live result event.
+pub(super) unsafe fn item_error(error: *const rd::rd_kafka_error_t) -> Result<()> {
+    if error.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the contract.
+    let (err, message) = unsafe {
+        (
+            rd::rd_kafka_error_code(error),
+            string(rd::rd_kafka_error_string(error)),
+        )
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Ok(());
+    }
+    Err(Error::Request {
+        code: code(err),
+        message,
+    })
+}
 
-fn create_blocking(admin: &Admin, acls: &[AclBinding]) -> Result<(), NativeError> {
+type Admin = Arc<AdminClient<DefaultClientContext>>;
+
+/// Creates the bindings (creating an existing one is a no-op in Kafka).
+pub(super) async fn create_acls(
+    admin: &Admin,
+    acls: &[AclBinding],
+    timeout: Duration,
+) -> Result<()> {
     if acls.is_empty() {
         return Ok(());
     }
-    let what = "creating ACLs";
-    let mut bindings = NativeBindings(Vec::with_capacity(acls.len()));
-    for acl in acls {
-        bindings.0.push(to_native(acl, false)?);
-    }
-    // SAFETY: the request reads the bindings during the call only; they outlive it.
-    let event = unsafe {
-        native::run(
-            admin,
-            what,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
-            REQUEST_TIMEOUT,
-            |rk, opts, queue| {
-                rd::rd_kafka_CreateAcls(rk, bindings.0.as_mut_ptr(), bindings.0.len(), opts, queue)
-            },
-        )?
-    };
-    // SAFETY: the event is a CreateAcls result; results live as long as the event.
-    unsafe {
-        let result = rd::rd_kafka_event_CreateAcls_result(event.as_ptr());
-        let mut n = 0;
-        let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut n);
-        for i in 0..n {
-            item_error(what, rd::rd_kafka_acl_result_error(*results.add(i)))?;
-        }
-    }
-    Ok(())
+    let bindings = acls.iter().map(CBinding::new).collect::<Result<Vec<_>>>()?;
+    call(
+        admin,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
+        timeout,
+        move |rk, options, queue| {
+            // SAFETY: the request copies the bindings during the call.
+            unsafe {
+                with_native(&bindings, false, |array, n| {
+                    rd::rd_kafka_CreateAcls(rk, array, n, options, queue)
+                })
+            }
+        },
+        |event| {
+            // SAFETY: the event is a CreateAcls result; results live as long as the event.
+            unsafe {
+                let result = rd::rd_kafka_event_CreateAcls_result(event);
+                if result.is_null() {
+                    return Err(Error::UnexpectedEvent);
+                }
+                let mut n = 0;
+                let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut n);
+                for i in 0..n {
+                    item_error(rd::rd_kafka_acl_result_error(*results.add(i)))?;
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
 }
 
-fn describe_blocking(
+/// Every binding of `principal`, or of everyone with `None`.
+pub(super) async fn describe_acls(
     admin: &Admin,
     principal: Option<&str>,
-) -> Result<Vec<AclBinding>, NativeError> {
-    let what = "describing ACLs";
-    let principal = principal.map(|p| c_string(what, p)).transpose()?;
-    let mut errstr = [0 as std::ffi::c_char; 512];
-    // SAFETY: a filter matching everything (or one principal); strings outlive the call.
-    let filter = unsafe {
-        rd::rd_kafka_AclBindingFilter_new(
-            Res::RD_KAFKA_RESOURCE_ANY,
-            ptr::null(),
-            Pat::RD_KAFKA_RESOURCE_PATTERN_ANY,
-            principal.as_ref().map_or(ptr::null(), |p| p.as_ptr()),
-            ptr::null(),
-            Op::RD_KAFKA_ACL_OPERATION_ANY,
-            Perm::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if filter.is_null() {
-        return Err(NativeError::Invalid {
-            what,
-            message: c_text(errstr.as_ptr()),
-        });
-    }
-    let filter = NativeBindings(vec![filter]);
-    // SAFETY: the filter is read during the call only.
-    let event = unsafe {
-        native::run(
-            admin,
-            what,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS,
-            REQUEST_TIMEOUT,
-            |rk, opts, queue| rd::rd_kafka_DescribeAcls(rk, filter.0[0], opts, queue),
-        )?
-    };
-    // SAFETY: the event is a DescribeAcls result; bindings live as long as the event.
-    unsafe {
-        let result = rd::rd_kafka_event_DescribeAcls_result(event.as_ptr());
-        let mut n = 0;
-        let acls = rd::rd_kafka_DescribeAcls_result_acls(result, &mut n);
-        Ok((0..n).map(|i| from_native(*acls.add(i))).collect())
-    }
-}
-
-fn delete_blocking(admin: &Admin, acls: &[AclBinding]) -> Result<usize, NativeError> {
-    if acls.is_empty() {
-        return Ok(0);
-    }
-    let what = "deleting ACLs";
-    let mut filters = NativeBindings(Vec::with_capacity(acls.len()));
-    for acl in acls {
-        filters.0.push(to_native(acl, true)?);
-    }
-    // SAFETY: the filters are read during the call only.
-    let event = unsafe {
-        native::run(
-            admin,
-            what,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
-            REQUEST_TIMEOUT,
-            |rk, opts, queue| {
-                rd::rd_kafka_DeleteAcls(rk, filters.0.as_mut_ptr(), filters.0.len(), opts, queue)
-            },
-        )?
-    };
-    let mut deleted = 0;
-    // SAFETY: the event is a DeleteAcls result; responses live as long as the event.
-    unsafe {
-        let result = rd::rd_kafka_event_DeleteAcls_result(event.as_ptr());
-        let mut n = 0;
-        let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &mut n);
-        for i in 0..n {
-            let response = *responses.add(i);
-            item_error(
-                what,
-                rd::rd_kafka_DeleteAcls_result_response_error(response),
-            )?;
-            let mut matched = 0;
-            rd::rd_kafka_DeleteAcls_result_response_matching_acls(response, &mut matched);
-            deleted += matched;
-        }
-    }
-    Ok(deleted)
-}
-
-/// Creates the bindings (creating an existing one is a no-op in Kafka).
-pub async fn create_acls(admin: Arc<Admin>, acls: Vec<AclBinding>) -> Result<(), NativeError> {
-    blocking(move || create_blocking(&admin, &acls)).await
-}
-
-/// Every binding of `principal` (`User:<name>`), or of everyone with `None`.
-pub async fn describe_acls(
-    admin: Arc<Admin>,
-    principal: Option<String>,
-) -> Result<Vec<AclBinding>, NativeError> {
-    blocking(move || describe_blocking(&admin, principal.as_deref())).await
+    timeout: Duration,
+) -> Result<Vec<AclBinding>> {
+    let principal = principal
+        .map(|p| CString::new(p).map_err(|_| Error::BadName(p.to_owned())))
+        .transpose()?;
+    call(
+        admin,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS,
+        timeout,
+        move |rk, options, queue| {
+            let mut errstr = [0 as c_char; 512];
+            // SAFETY: a filter matching every binding (of one principal); librdkafka copies
+            // the strings, and the filter is destroyed after the request copied it.
+            unsafe {
+                let filter = rd::rd_kafka_AclBindingFilter_new(
+                    Res::RD_KAFKA_RESOURCE_ANY,
+                    ptr::null(),
+                    Pat::RD_KAFKA_RESOURCE_PATTERN_ANY,
+                    principal.as_ref().map_or(ptr::null(), |p| p.as_ptr()),
+                    ptr::null(),
+                    Op::RD_KAFKA_ACL_OPERATION_ANY,
+                    Perm::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
+                    errstr.as_mut_ptr(),
+                    errstr.len(),
+                );
+                rd::rd_kafka_DescribeAcls(rk, filter, options, queue);
+                rd::rd_kafka_AclBinding_destroy(filter);
+            }
+        },
+        |event| {
+            // SAFETY: the event is a DescribeAcls result; bindings are copied before it goes.
+            unsafe {
+                let result = rd::rd_kafka_event_DescribeAcls_result(event);
+                if result.is_null() {
+                    return Err(Error::UnexpectedEvent);
+                }
+                let mut n = 0;
+                let acls = rd::rd_kafka_DescribeAcls_result_acls(result, &mut n);
+                Ok((0..n).map(|i| from_native(*acls.add(i))).collect())
+            }
+        },
+    )
+    .await
 }
 
 /// Deletes exactly these bindings; returns how many Kafka removed.
-pub async fn delete_acls(admin: Arc<Admin>, acls: Vec<AclBinding>) -> Result<usize, NativeError> {
-    blocking(move || delete_blocking(&admin, &acls)).await
+pub(super) async fn delete_acls(
+    admin: &Admin,
+    acls: &[AclBinding],
+    timeout: Duration,
+) -> Result<usize> {
+    if acls.is_empty() {
+        return Ok(0);
+    }
+    let filters = acls.iter().map(CBinding::new).collect::<Result<Vec<_>>>()?;
+    call(
+        admin,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
+        timeout,
+        move |rk, options, queue| {
+            // SAFETY: the request copies the filters during the call.
+            unsafe {
+                with_native(&filters, true, |array, n| {
+                    rd::rd_kafka_DeleteAcls(rk, array, n, options, queue)
+                })
+            }
+        },
+        |event| {
+            let mut deleted = 0;
+            // SAFETY: the event is a DeleteAcls result; responses live as long as the event.
+            unsafe {
+                let result = rd::rd_kafka_event_DeleteAcls_result(event);
+                if result.is_null() {
+                    return Err(Error::UnexpectedEvent);
+                }
+                let mut n = 0;
+                let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &mut n);
+                for i in 0..n {
+                    let response = *responses.add(i);
+                    item_error(rd::rd_kafka_DeleteAcls_result_response_error(response))?;
+                    let mut matched = 0;
+                    rd::rd_kafka_DeleteAcls_result_response_matching_acls(response, &mut matched);
+                    deleted += matched;
+                }
+            }
+            Ok(deleted)
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

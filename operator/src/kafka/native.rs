@@ -1,199 +1,325 @@
-//! The one place that drives librdkafka's admin C API directly, for the requests rdkafka has no
-//! safe wrapper for (ACLs, SCRAM credentials, incremental config changes).
+//! The admin calls rdkafka's safe API lacks, made through librdkafka's C API: incremental
+//! config changes (`rd_kafka_IncrementalAlterConfigs`, KIP-339) and topic descriptions with
+//! topic ids (`rd_kafka_DescribeTopics`, KIP-516). All `unsafe` of the operator is here and in
+//! its two siblings for ACLs (`acls.rs`) and SCRAM credentials (`scram.rs`), which use [`call`].
 //!
-//! Every request has the same shape: make `AdminOptions` for the operation, call the request
-//! function with a private result queue, wait for the one result event, read it, destroy
-//! everything. [`run`] owns that shape so the callers only fill in the request and read the
-//! result; all pointers stay inside one blocking call and never escape it.
+//! Each call gets a queue of its own (`rd_kafka_queue_new`), so concurrent calls never see each
+//! other's result events; the result is awaited on a blocking thread and copied into owned Rust
+//! values before the event is destroyed.
 
 use std::{
     ffi::{CStr, CString, c_char},
-    ptr::NonNull,
+    ptr,
+    sync::Arc,
     time::Duration,
 };
 
 use rdkafka::{
-    admin::AdminClient, bindings as rd, client::DefaultClientContext, error::RDKafkaErrorCode,
+    admin::AdminClient,
+    bindings as rd,
+    client::DefaultClientContext,
+    types::{RDKafkaErrorCode, RDKafkaRespErr},
 };
 
-/// Why a native admin request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NativeError {
-    #[error("{what}: {code} ({message})")]
-    Kafka {
-        what: &'static str,
-        code: RDKafkaErrorCode,
-        message: String,
-    },
-    #[error("{what}: no answer from Kafka within {timeout:?}")]
-    Timeout {
-        what: &'static str,
-        timeout: Duration,
-    },
-    #[error("{what}: {message}")]
-    Invalid { what: &'static str, message: String },
+use super::{ConfigOp, Error, Result};
+
+/// A librdkafka object that is destroyed when dropped.
+struct Owned<T> {
+    ptr: *mut T,
+    destroy: unsafe extern "C" fn(*mut T),
 }
 
-/// A result event of one admin request, destroyed when dropped.
-pub(crate) struct Event(NonNull<rd::rd_kafka_event_t>);
-
-impl Event {
-    pub(crate) fn as_ptr(&self) -> *mut rd::rd_kafka_event_t {
-        self.0.as_ptr()
-    }
-}
-
-impl Drop for Event {
+impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
-        // SAFETY: the event came from rd_kafka_queue_poll and is destroyed exactly once.
-        unsafe { rd::rd_kafka_event_destroy(self.0.as_ptr()) }
+        if !self.ptr.is_null() {
+            // SAFETY: `ptr` came from the matching librdkafka constructor and is destroyed once.
+            unsafe { (self.destroy)(self.ptr) }
+        }
     }
 }
 
-/// Admin options for one operation, destroyed when dropped.
-struct Options(NonNull<rd::rd_kafka_AdminOptions_t>);
+// SAFETY: librdkafka's queues, options and events may be used from any thread (librdkafka is
+// thread-safe); we never share one between threads at the same time.
+unsafe impl<T> Send for Owned<T> {}
 
-impl Drop for Options {
-    fn drop(&mut self) {
-        // SAFETY: created by rd_kafka_AdminOptions_new, destroyed exactly once.
-        unsafe { rd::rd_kafka_AdminOptions_destroy(self.0.as_ptr()) }
-    }
-}
-
-/// A private result queue, destroyed when dropped.
-struct Queue(NonNull<rd::rd_kafka_queue_t>);
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        // SAFETY: created by rd_kafka_queue_new, destroyed exactly once.
-        unsafe { rd::rd_kafka_queue_destroy(self.0.as_ptr()) }
-    }
-}
-
-/// Runs one admin request and returns its result event, after checking the event's
-/// request-level error. Blocks the calling thread: call it from `spawn_blocking`.
+/// Copies a C string librdkafka owns into a Rust string (empty for null).
 ///
 /// # Safety
-/// `request` must issue exactly one admin request of kind `op` on the given handle, options and
-/// queue, and must not keep any of the pointers.
-pub(crate) unsafe fn run(
-    admin: &AdminClient<DefaultClientContext>,
-    what: &'static str,
+/// `s` is null or a valid NUL-terminated string that lives for the duration of the call.
+pub(super) unsafe fn string(s: *const c_char) -> String {
+    if s.is_null() {
+        String::new()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+    }
+}
+
+pub(super) fn code(err: RDKafkaRespErr) -> RDKafkaErrorCode {
+    RDKafkaErrorCode::from(err)
+}
+
+/// Runs one admin operation: `start` is given the client, options and a fresh queue and must
+/// start the request; `read` turns the result event into owned values.
+pub(super) async fn call<T: Send + 'static>(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
     op: rd::rd_kafka_admin_op_t,
     timeout: Duration,
-    request: impl FnOnce(
+    start: impl FnOnce(
         *mut rd::rd_kafka_t,
-        *mut rd::rd_kafka_AdminOptions_t,
+        *const rd::rd_kafka_AdminOptions_t,
         *mut rd::rd_kafka_queue_t,
-    ),
-) -> Result<Event, NativeError> {
-    let rk = admin.inner().native_ptr();
+    ) + Send
+    + 'static,
+    read: impl FnOnce(*mut rd::rd_kafka_event_t) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let admin = Arc::clone(admin);
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: rk is the live handle of `admin`, which outlives this call.
-    let queue = NonNull::new(unsafe { rd::rd_kafka_queue_new(rk) })
-        .map(Queue)
-        .ok_or(NativeError::Invalid {
-            what,
-            message: "cannot create a result queue".into(),
-        })?;
-    // SAFETY: as above; `op` is a valid operation kind.
-    let options = NonNull::new(unsafe { rd::rd_kafka_AdminOptions_new(rk, op) })
-        .map(Options)
-        .ok_or(NativeError::Invalid {
-            what,
-            message: "cannot create admin options".into(),
-        })?;
-    let mut errstr = [0 as c_char; 512];
-    // SAFETY: options is valid; errstr is a writable buffer of the given size.
-    let err = unsafe {
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.0.as_ptr(),
-            timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(NativeError::Invalid {
-            what,
-            message: c_text(errstr.as_ptr()),
-        });
-    }
-    request(rk, options.0.as_ptr(), queue.0.as_ptr());
-    // Wait a little longer than the request timeout, so librdkafka reports its own time-out.
-    let wait_ms = timeout_ms.saturating_add(5_000);
-    // SAFETY: the queue is valid until `queue` is dropped at the end of this function.
-    let event = NonNull::new(unsafe { rd::rd_kafka_queue_poll(queue.0.as_ptr(), wait_ms) })
-        .map(Event)
-        .ok_or(NativeError::Timeout { what, timeout })?;
-    // SAFETY: event is a valid event.
-    let code = unsafe { rd::rd_kafka_event_error(event.as_ptr()) };
-    if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        // SAFETY: as above; the string lives as long as the event.
-        let message = c_text(unsafe { rd::rd_kafka_event_error_string(event.as_ptr()) });
-        return Err(NativeError::Kafka {
-            what,
-            code: code.into(),
-            message,
-        });
-    }
-    Ok(event)
-}
-
-/// The error of a per-item result (`rd_kafka_error_t`), if any.
-///
-/// # Safety
-/// `error` is null or a valid error owned by a live result event.
-pub(crate) unsafe fn item_error(
-    what: &'static str,
-    error: *const rd::rd_kafka_error_t,
-) -> Result<(), NativeError> {
-    if error.is_null() {
-        return Ok(());
-    }
-    // SAFETY: non-null and valid per the contract.
-    let (code, message) = unsafe {
-        (
-            rd::rd_kafka_error_code(error),
-            c_text(rd::rd_kafka_error_string(error)),
-        )
-    };
-    if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Ok(());
-    }
-    Err(NativeError::Kafka {
-        what,
-        code: code.into(),
-        message,
+    tokio::task::spawn_blocking(move || {
+        let rk = admin.inner().native_ptr();
+        // SAFETY: `rk` is a live client (we hold `admin`); queue and options are destroyed by
+        // their guards after the result event, which they outlive.
+        let queue = Owned {
+            ptr: unsafe { rd::rd_kafka_queue_new(rk) },
+            destroy: rd::rd_kafka_queue_destroy,
+        };
+        let options = Owned {
+            ptr: unsafe { rd::rd_kafka_AdminOptions_new(rk, op) },
+            destroy: rd::rd_kafka_AdminOptions_destroy,
+        };
+        let mut errstr = [0 as c_char; 512];
+        // SAFETY: options is valid; errstr is a writable buffer of the given size.
+        unsafe {
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options.ptr,
+                timeout_ms,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+        }
+        start(rk, options.ptr, queue.ptr);
+        // Wait a little longer than the request timeout: librdkafka reports the timeout itself.
+        // SAFETY: the queue is valid; a returned event is owned by us.
+        let event = Owned {
+            ptr: unsafe { rd::rd_kafka_queue_poll(queue.ptr, timeout_ms.saturating_add(5_000)) },
+            destroy: rd::rd_kafka_event_destroy,
+        };
+        if event.ptr.is_null() {
+            return Err(Error::Timeout);
+        }
+        // SAFETY: event is a valid result event.
+        let err = unsafe { rd::rd_kafka_event_error(event.ptr) };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: as above; the string lives as long as the event.
+            let message = unsafe { string(rd::rd_kafka_event_error_string(event.ptr)) };
+            return Err(Error::Request {
+                code: code(err),
+                message,
+            });
+        }
+        read(event.ptr)
     })
+    .await
+    .map_err(|e| Error::Request {
+        code: RDKafkaErrorCode::Fail,
+        message: format!("admin call thread failed: {e}"),
+    })?
 }
 
-/// A C string for librdkafka; refuses interior NULs (which no Kafka name may contain).
-pub(crate) fn c_string(what: &'static str, s: &str) -> Result<CString, NativeError> {
-    CString::new(s).map_err(|_| NativeError::Invalid {
-        what,
-        message: format!("{s:?} contains a NUL byte"),
-    })
+/// What `rd_kafka_DescribeTopics` says about one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Described {
+    pub name: String,
+    pub result: std::result::Result<(String, i32, i32), (RDKafkaErrorCode, String)>,
 }
 
-/// Copies a C string owned by librdkafka (null reads as empty).
-pub(crate) fn c_text(s: *const c_char) -> String {
-    if s.is_null() {
-        return String::new();
+/// Describes `topics`: (topic id, partitions, replication factor) or the per-topic error.
+pub(super) async fn describe_topics(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<Described>> {
+    let names = topics
+        .iter()
+        .map(|t| CString::new(t.as_str()).map_err(|_| Error::BadName(t.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    call(
+        admin,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        timeout,
+        move |rk, options, queue| {
+            let mut pointers: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+            // SAFETY: the collection copies the names; it is destroyed after the call, which
+            // copies it again into the request.
+            let collection = Owned {
+                ptr: unsafe {
+                    rd::rd_kafka_TopicCollection_of_topic_names(
+                        pointers.as_mut_ptr(),
+                        pointers.len(),
+                    )
+                },
+                destroy: rd::rd_kafka_TopicCollection_destroy,
+            };
+            // SAFETY: all pointers are valid for the duration of the call.
+            unsafe { rd::rd_kafka_DescribeTopics(rk, collection.ptr, options, queue) };
+        },
+        |event| {
+            // SAFETY: the event is a DescribeTopics result; everything read from it is copied
+            // before it is destroyed.
+            unsafe {
+                let result = rd::rd_kafka_event_DescribeTopics_result(event);
+                if result.is_null() {
+                    return Err(Error::UnexpectedEvent);
+                }
+                let mut count = 0;
+                let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+                let mut out = Vec::with_capacity(count);
+                for i in 0..count {
+                    let desc = *descriptions.add(i);
+                    let name = string(rd::rd_kafka_TopicDescription_name(desc));
+                    let error = rd::rd_kafka_TopicDescription_error(desc);
+                    let error_code = if error.is_null() {
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                    } else {
+                        rd::rd_kafka_error_code(error)
+                    };
+                    if error_code != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        let message = string(rd::rd_kafka_error_string(error));
+                        out.push(Described {
+                            name,
+                            result: Err((code(error_code), message)),
+                        });
+                        continue;
+                    }
+                    let id = string(rd::rd_kafka_Uuid_base64str(
+                        rd::rd_kafka_TopicDescription_topic_id(desc),
+                    ));
+                    let mut partitions = 0;
+                    let infos = rd::rd_kafka_TopicDescription_partitions(desc, &mut partitions);
+                    let mut replicas = 0;
+                    if partitions > 0 {
+                        rd::rd_kafka_TopicPartitionInfo_replicas(*infos, &mut replicas);
+                    }
+                    out.push(Described {
+                        name,
+                        result: Ok((
+                            id,
+                            i32::try_from(partitions).unwrap_or(i32::MAX),
+                            i32::try_from(replicas).unwrap_or(i32::MAX),
+                        )),
+                    });
+                }
+                Ok(out)
+            }
+        },
+    )
+    .await
+}
+
+/// Applies incremental config changes to topics; per topic, `Ok` or Kafka's refusal.
+pub(super) async fn incremental_alter_topic_configs(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    changes: &[(String, Vec<ConfigOp>)],
+    timeout: Duration,
+) -> Result<Vec<(String, std::result::Result<(), (RDKafkaErrorCode, String)>)>> {
+    type CChanges = Vec<(
+        CString,
+        Vec<(CString, rd::rd_kafka_AlterConfigOpType_t, Option<CString>)>,
+    )>;
+    let mut native: CChanges = Vec::with_capacity(changes.len());
+    for (topic, ops) in changes {
+        let name = CString::new(topic.as_str()).map_err(|_| Error::BadName(topic.clone()))?;
+        let mut native_ops = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (key, kind, value) = match op {
+                ConfigOp::Set { key, value } => (
+                    key,
+                    rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET,
+                    Some(value),
+                ),
+                ConfigOp::Delete { key } => (
+                    key,
+                    rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_DELETE,
+                    None,
+                ),
+            };
+            let key = CString::new(key.as_str()).map_err(|_| Error::BadName(key.clone()))?;
+            let value = value
+                .map(|v| CString::new(v.as_str()).map_err(|_| Error::BadName(v.clone())))
+                .transpose()?;
+            native_ops.push((key, kind, value));
+        }
+        native.push((name, native_ops));
     }
-    // SAFETY: librdkafka returns NUL-terminated strings that live as long as their owner,
-    // which outlives this copy.
-    unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
-}
-
-/// Runs a blocking admin request off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, NativeError> + Send + 'static,
-) -> Result<T, NativeError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(NativeError::Invalid {
-            what: "admin request",
-            message: format!("task failed: {e}"),
-        })
-    })
+    call(
+        admin,
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS,
+        timeout,
+        move |rk, options, queue| {
+            // SAFETY: resources are created, filled (librdkafka copies the strings), handed to
+            // the request (which copies them) and destroyed afterwards.
+            unsafe {
+                let mut resources: Vec<*mut rd::rd_kafka_ConfigResource_t> = native
+                    .iter()
+                    .map(|(name, ops)| {
+                        let resource = rd::rd_kafka_ConfigResource_new(
+                            rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                            name.as_ptr(),
+                        );
+                        for (key, kind, value) in ops {
+                            let value = value.as_ref().map_or(ptr::null(), |v| v.as_ptr());
+                            let error = rd::rd_kafka_ConfigResource_add_incremental_config(
+                                resource,
+                                key.as_ptr(),
+                                *kind,
+                                value,
+                            );
+                            // Only invalid arguments fail here (a null name); ours are not.
+                            if !error.is_null() {
+                                rd::rd_kafka_error_destroy(error);
+                            }
+                        }
+                        resource
+                    })
+                    .collect();
+                rd::rd_kafka_IncrementalAlterConfigs(
+                    rk,
+                    resources.as_mut_ptr(),
+                    resources.len(),
+                    options,
+                    queue,
+                );
+                rd::rd_kafka_ConfigResource_destroy_array(resources.as_mut_ptr(), resources.len());
+            }
+        },
+        |event| {
+            // SAFETY: the event is an IncrementalAlterConfigs result; strings are copied.
+            unsafe {
+                let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event);
+                if result.is_null() {
+                    return Err(Error::UnexpectedEvent);
+                }
+                let mut count = 0;
+                let resources =
+                    rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count);
+                let mut out = Vec::with_capacity(count);
+                for i in 0..count {
+                    let resource = *resources.add(i);
+                    let name = string(rd::rd_kafka_ConfigResource_name(resource));
+                    let err = rd::rd_kafka_ConfigResource_error(resource);
+                    let outcome = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        Ok(())
+                    } else {
+                        Err((
+                            code(err),
+                            string(rd::rd_kafka_ConfigResource_error_string(resource)),
+                        ))
+                    };
+                    out.push((name, outcome));
+                }
+                Ok(out)
+            }
+        },
+    )
+    .await
 }

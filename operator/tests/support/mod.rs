@@ -80,3 +80,255 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+use ferry_operator::{
+    api::{ConditionStatus, EventTopic},
+    kafka::{KafkaAdmin, TopicState},
+};
+use ferry_testkit::{ChildProcess, TempNamespace, TestEnv};
+use kube::api::DeleteParams;
+use serde_json::{Value, json};
+
+/// The field manager tests apply EventTopics with.
+pub const MANAGER: &str = "ferry-tests";
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for a test's own child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real `ferry-operator run` binary watching one namespace.
+pub struct Operator {
+    /// The child process.
+    pub process: ChildProcess,
+    /// Port of its /metrics server.
+    pub metrics_port: u16,
+}
+
+impl Operator {
+    /// Starts the operator for `namespace` (its Lease lives there too); `extra` flags are
+    /// appended.
+    pub fn start(env: &TestEnv, namespace: &str, identity: &str, extra: &[&str]) -> Operator {
+        let metrics_port = free_port();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "run",
+            "--namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+            "--lease-duration",
+            "3",
+            "--metrics-addr",
+            &metrics_addr,
+            "--resync-interval",
+            "2s",
+            "--kafka-admin-timeout",
+            "5s",
+            "--kubeconfig",
+            env.kubeconfig(),
+            "--log-format",
+            "text",
+            "--log-level",
+            "info,ferry_operator=debug",
+        ];
+        args.extend_from_slice(extra);
+        let var = |name: &str| env.var(name).unwrap_or_default().to_owned();
+        let envs = [
+            ("FERRY_KAFKA_BOOTSTRAP", var("FERRY_KAFKA_BOOTSTRAP")),
+            (
+                "FERRY_KAFKA_SECURITY_PROTOCOL",
+                var("FERRY_KAFKA_SECURITY_PROTOCOL"),
+            ),
+            (
+                "FERRY_KAFKA_SASL_MECHANISM",
+                var("FERRY_KAFKA_SASL_MECHANISM"),
+            ),
+            ("FERRY_KAFKA_USERNAME", var("FERRY_KAFKA_USERNAME")),
+            ("FERRY_KAFKA_PASSWORD", var("FERRY_KAFKA_PASSWORD")),
+            ("FERRY_POD_NAME", identity.to_owned()),
+        ];
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let process = ChildProcess::spawn(
+            &format!("operator-{identity}"),
+            env!("CARGO_BIN_EXE_ferry-operator"),
+            &args,
+            &envs,
+        )
+        .expect("the operator starts");
+        Operator {
+            process,
+            metrics_port,
+        }
+    }
+
+    /// The operator's /metrics text, if it answers.
+    pub async fn metrics(&self) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    /// Whether the operator reports holding the leader Lease.
+    pub async fn is_leader(&self) -> Option<bool> {
+        let text = self.metrics().await?;
+        text.lines()
+            .find(|l| l.starts_with("ferry_operator_leader "))
+            .map(|l| l.ends_with(" 1"))
+    }
+}
+
+/// Everything a controller test needs: a namespace with the CRDs installed and a Kafka
+/// admin client to look at (and tamper with) the real topics.
+pub struct Fixture {
+    pub env: &'static TestEnv,
+    pub ns: TempNamespace,
+    pub api: Api<EventTopic>,
+    pub kafka: KafkaAdmin,
+}
+
+impl Fixture {
+    /// Creates the namespace and installs the CRDs.
+    pub async fn new(env: &'static TestEnv) -> Fixture {
+        let ns = TempNamespace::create(env).await.expect("namespace");
+        install_crds(&ns.client()).await.expect("CRDs");
+        let api = Api::<EventTopic>::namespaced(ns.client(), ns.name());
+        let kafka = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
+        Fixture {
+            env,
+            ns,
+            api,
+            kafka,
+        }
+    }
+
+    /// Starts an operator for this namespace.
+    pub fn operator(&self, identity: &str) -> Operator {
+        Operator::start(self.env, self.ns.name(), identity, &[])
+    }
+
+    /// Applies an EventTopic `name` with `spec` (server-side apply, forced).
+    pub async fn apply(&self, name: &str, spec: Value) -> EventTopic {
+        let body = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
+                          "metadata": {"name": name}, "spec": spec});
+        self.api
+            .patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect("EventTopic applied")
+    }
+
+    /// Deletes an EventTopic.
+    pub async fn delete(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("EventTopic deleted");
+    }
+
+    /// Waits until the EventTopic's Ready condition has `status` and `reason` for its current
+    /// generation, and returns it.
+    pub async fn wait_ready(
+        &self,
+        name: &str,
+        status: ConditionStatus,
+        reason: &str,
+        deadline: Duration,
+    ) -> EventTopic {
+        let last = std::sync::Mutex::new(None);
+        let result = eventually(deadline, || async {
+            let topic = self.api.get(name).await.ok()?;
+            let ready = topic
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+            *last.lock().expect("lock") = Some(topic.status.clone());
+            let ready = ready?;
+            (ready.status == status
+                && ready.reason == reason
+                && ready.observed_generation == topic.metadata.generation)
+                .then_some(topic)
+        })
+        .await;
+        match result {
+            Ok(topic) => topic,
+            Err(_) => panic!(
+                "EventTopic {name} not Ready={status:?}/{reason} within {deadline:?}; last status: {:?}",
+                last.lock().expect("lock")
+            ),
+        }
+    }
+
+    /// The Kafka topic as the broker has it, waiting out metadata propagation until `until`.
+    pub async fn kafka_topic(
+        &self,
+        name: &str,
+        until: impl Fn(Option<&TopicState>) -> bool,
+    ) -> Option<TopicState> {
+        let mut last = None;
+        for _ in 0..150 {
+            let described = self
+                .kafka
+                .describe_topics(&[name.to_owned()])
+                .await
+                .expect("describe");
+            if let Ok(state) = &described[0].1 {
+                if until(state.as_ref()) {
+                    return state.clone();
+                }
+                last = Some(state.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Kafka topic {name} never reached the expected state; last: {last:?}");
+    }
+
+    /// Reasons of the Events recorded on EventTopic `name`.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+            self.ns.client(),
+            self.ns.name(),
+        );
+        events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Waits until an Event with `reason` was recorded on `name`.
+    pub async fn wait_event(&self, name: &str, reason: &str, deadline: Duration) {
+        let found = eventually(deadline, || async {
+            self.event_reasons(name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await;
+        if found.is_err() {
+            panic!(
+                "no {reason} Event on {name}; Events: {:?}",
+                self.event_reasons(name).await
+            );
+        }
+    }
+}

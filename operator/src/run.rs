@@ -222,6 +222,7 @@ impl RunArgs {
                     settings: client_settings.clone(),
                     namespace: namespace.clone(),
                     recorder: Recorder::new(client.clone(), reporter.clone()),
+                    asserted: Default::default(),
                 },
                 resync_interval,
                 stopped(term_rx.clone()),

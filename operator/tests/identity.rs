@@ -64,6 +64,7 @@ impl Operator {
             settings,
             namespace: Some(ns.name().to_owned()),
             recorder,
+            asserted: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(identity::run(ctx, Duration::from_secs(2), async move {
@@ -359,6 +360,27 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
         "an ACL of a principal Ferry does not manage survives"
     );
 
+    // A credential deleted directly in Kafka is restored with the same password at the next
+    // resync, and an ACL deleted by hand comes back too.
+    admin
+        .delete_scram_credential(&first.0)
+        .await
+        .expect("delete behind the operator's back");
+    let principal = format!("User:{}", first.0);
+    let owned = admin
+        .describe_acls(Some(&principal))
+        .await
+        .expect("describe");
+    assert!(!owned.is_empty());
+    admin
+        .delete_acls(&owned)
+        .await
+        .expect("delete ACLs by hand");
+    eventually_true("the credential and ACLs are restored", || {
+        produce(env, &first, topic.name()).map(|r| r.is_ok())
+    })
+    .await;
+
     // Rotation: a new password that works, the old one stops working, the request is consumed.
     let secrets: Api<Secret> = Api::namespaced(ns.client(), ns.name());
     secrets
@@ -400,4 +422,77 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
 
     operator.stop().await;
     admin.delete_acls(&[foreign]).await.expect("clean up");
+}
+
+#[tokio::test]
+async fn an_admin_without_rights_is_reported_on_the_resources() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    support::install_crds(&ns.client()).await.expect("CRDs");
+    let topics: Api<EventTopic> = Api::namespaced(ns.client(), ns.name());
+    apply(
+        &topics,
+        "events",
+        event_topic("events", &unique_name("t"), &["app"]),
+    )
+    .await;
+
+    // The operator connects as a user the authorizer gives nothing.
+    let weak = env
+        .kafka_args_as(
+            env.var("FERRY_KAFKA_NOACL_USERNAME").expect("no-ACL user"),
+            env.var("FERRY_KAFKA_NOACL_PASSWORD")
+                .expect("no-ACL password"),
+        )
+        .client_config()
+        .expect("settings");
+    let admin = KafkaAdmin::new(&weak, Duration::from_secs(10)).expect("admin client");
+    let ctx = identity::Context {
+        client: ns.client(),
+        admin,
+        settings: ClientSettings {
+            bootstrap_servers: "unused:9092".into(),
+            security_protocol: "SASL_PLAINTEXT".into(),
+        },
+        namespace: Some(ns.name().to_owned()),
+        recorder: Recorder::new(
+            ns.client(),
+            Reporter {
+                controller: "ferry-operator".into(),
+                instance: None,
+            },
+        ),
+        asserted: Default::default(),
+    };
+    let error = identity::reconcile_all(&ctx)
+        .await
+        .expect_err("an admin without rights fails");
+    assert_eq!(error.metric_label(), "kafka");
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client(), ns.name());
+    let note = support::eventually(WITHIN, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("AccessFailed"))
+            .and_then(|e| e.note)
+    })
+    .await
+    .expect("a Warning Event on the EventTopic");
+    assert!(
+        note.to_lowercase().contains("authorization"),
+        "the Event names the cause: {note}"
+    );
+    // Nothing was handed out that Kafka does not accept.
+    let secrets: Api<Secret> = Api::namespaced(ns.client(), ns.name());
+    assert!(
+        secrets
+            .get_opt("ferry-kafka-app")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }

@@ -159,21 +159,15 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .await
         .expect("ACL");
 
+    let unknown = produce_as(env, &user, "old-password", topic.name()).await;
     assert!(
-        admin
-            .scram_users(std::slice::from_ref(&user))
-            .await
-            .expect("describe")
-            .is_empty()
+        unknown.is_err() && !denied(&unknown),
+        "a user without a credential does not authenticate: {unknown:?}"
     );
     admin
         .upsert_scram_credential(&user, "old-password")
         .await
         .expect("create");
-    assert_eq!(
-        admin.scram_users(std::slice::from_ref(&user)).await.expect("describe"),
-        vec![user.clone()]
-    );
     eventually("the old password working", || async {
         produce_as(env, &user, "old-password", topic.name())
             .await
@@ -209,13 +203,6 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
             .is_err()
     })
     .await;
-    assert!(
-        admin
-            .scram_users(std::slice::from_ref(&user))
-            .await
-            .expect("describe")
-            .is_empty()
-    );
     admin
         .delete_acls(&[AclBinding::allow(
             &principal,

@@ -20,7 +20,9 @@ pub mod credentials;
 pub mod grants;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -95,6 +97,47 @@ pub struct Context {
     /// Watch one namespace, or all with `None`.
     pub namespace: Option<String>,
     pub recorder: Recorder,
+    /// Which credentials this process has pushed to Kafka since the last resync.
+    pub asserted: Asserted,
+}
+
+/// The credentials this process has pushed to Kafka, so a pass triggered by a change does not
+/// push every credential again. Kafka cannot be asked which users exist (see
+/// `kafka/scram.rs`), so every resync forgets this and re-asserts all credentials: a
+/// credential lost in Kafka comes back within one resync interval.
+#[derive(Debug, Clone, Default)]
+pub struct Asserted(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Asserted {
+    fn fingerprint(password: &str) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        password.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn contains(&self, user: &str, password: &str) -> bool {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(user) == Some(&Self::fingerprint(password))
+    }
+
+    fn record(&self, user: &str, password: &str) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.insert(user.to_owned(), Self::fingerprint(password));
+    }
+
+    /// Forgets everything, so the next pass pushes every credential again.
+    pub fn forget(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
 }
 
 impl Context {
@@ -153,7 +196,7 @@ pub async fn run(ctx: Context, resync: Duration, shutdown: impl Future<Output = 
         }
         tokio::select! {
             Some(()) = changes.next() => {}
-            () = tokio::time::sleep(resync) => {}
+            () = tokio::time::sleep(resync) => ctx.asserted.forget(),
             () = &mut shutdown => return,
         }
         // Let a burst of changes settle, then take them all in one pass.
@@ -197,10 +240,29 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
         .collect();
 
     let grants = grants::from_resources(&topics, &consumers);
+    match converge(ctx, &grants, &secrets).await {
+        Ok(report) => Ok(report),
+        Err(error) => {
+            // Tell the owners of the affected resources, not only the operator's log.
+            let note = error_chain(&error);
+            for resource in grants.referenced_by.values().flatten() {
+                publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Makes Kafka and the credential Secrets match `grants`.
+async fn converge(
+    ctx: &Context,
+    grants: &grants::Grants,
+    secrets: &BTreeMap<Identity, Secret>,
+) -> Result<Report> {
     let wanted = grants.identities();
     let mut report = Report::default();
 
-    ensure_credentials(ctx, &wanted, &secrets, &mut report).await?;
+    ensure_credentials(ctx, &wanted, secrets, &mut report).await?;
 
     // ACLs: the principals Ferry manages are the declared ones and those with a credential.
     let desired = acl::desired_acls(&grants.producers, &grants.consumers);
@@ -249,15 +311,6 @@ async fn ensure_credentials(
     secrets: &BTreeMap<Identity, Secret>,
     report: &mut Report,
 ) -> Result<()> {
-    let users: Vec<String> = wanted
-        .iter()
-        .map(|(ns, sa)| acl::username(ns, sa))
-        .collect();
-    let in_kafka: BTreeSet<String> = if users.is_empty() {
-        BTreeSet::new()
-    } else {
-        ctx.admin.scram_users(&users).await?.into_iter().collect()
-    };
     for (ns, sa) in wanted {
         let username = acl::username(ns, sa);
         let existing = secrets.get(&(ns.clone(), sa.clone()));
@@ -267,12 +320,13 @@ async fn ensure_credentials(
             Some(password) if !rotate => (password, false),
             _ => (credentials::new_password(), true),
         };
-        if changed || !in_kafka.contains(&username) {
+        if changed || !ctx.asserted.contains(&username, &password) {
             // Kafka first: the Secret only ever hands out a password Kafka accepts (or one that
             // the next pass will push again).
             ctx.admin
                 .upsert_scram_credential(&username, &password)
                 .await?;
+            ctx.asserted.record(&username, &password);
         }
         let secret = credentials::secret(ns, sa, &username, &password, &ctx.settings);
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -322,25 +376,41 @@ async fn publish_acl_events(
         let Some(changes) = notes.get(principal.as_str()) else {
             continue;
         };
-        let mut note = format!("{principal}: {}", changes.join(", "));
-        // The Events API caps notes at 1 kB.
-        note.truncate(1000);
+        let note = format!("{principal}: {}", changes.join(", "));
         for resource in resources {
-            let Some(reference) = object_reference(resource) else {
-                continue;
-            };
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "AclsChanged".into(),
-                note: Some(note.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                warn!(error = %e, %resource, "could not record an Event");
-            }
+            publish(ctx, resource, EventType::Normal, "AclsChanged", &note).await;
         }
     }
+}
+
+/// Records an Event on a resource named `Kind/namespace/name`; a failure is only logged.
+async fn publish(ctx: &Context, resource: &str, type_: EventType, reason: &str, note: &str) {
+    let Some(reference) = object_reference(resource) else {
+        return;
+    };
+    // The Events API caps notes at 1 kB.
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %e, %resource, "could not record an Event");
+    }
+}
+
+/// An error with its causes, `outer: inner: root`, for a person reading an Event.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn object_reference(resource: &str) -> Option<k8s_openapi::api::core::v1::ObjectReference> {

@@ -370,11 +370,6 @@ impl KafkaAdmin {
     pub async fn delete_scram_credential(&self, user: &str) -> Result<()> {
         scram::delete(&self.client, user, self.timeout).await
     }
-
-    /// Which of `users` have a SCRAM credential.
-    pub async fn scram_users(&self, users: &[String]) -> Result<Vec<String>> {
-        scram::users_with_credentials(&self.client, users, self.timeout).await
-    }
 }
 
 fn refusals(

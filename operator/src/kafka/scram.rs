@@ -1,23 +1,20 @@
 //! SCRAM credentials through librdkafka's AlterUserScramCredentials and
 //! DescribeUserScramCredentials, which rdkafka does not wrap. Ferry's principals authenticate
 //! with SCRAM-SHA-512; the broker stores only the salted keys, never the password.
+//!
+//! DescribeUserScramCredentials is deliberately not wrapped: librdkafka 2.12.1 stores a
+//! request-level error string that is static or on the stack into the result op, and frees it
+//! when the event is destroyed (`rd_kafka_DescribeUserScramCredentialsResponse_parse`), so any
+//! refused describe (for example an admin without cluster rights) aborts the process with
+//! `munmap_chunk(): invalid pointer`. Callers re-assert credentials instead of describing them.
 
-use std::{
-    ffi::{CString, c_char},
-    ptr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{ffi::CString, ptr, sync::Arc, time::Duration};
 
 use rdkafka::{
     admin::AdminClient, bindings as rd, client::DefaultClientContext, error::RDKafkaErrorCode,
 };
 
-use super::{
-    Error, Result,
-    acls::item_error,
-    native::{call, string},
-};
+use super::{Error, Result, acls::item_error, native::call};
 
 /// PBKDF2 iterations for SCRAM-SHA-512: Kafka's minimum (and its tools' default) is 4096.
 pub const SCRAM_ITERATIONS: i32 = 4096;
@@ -121,55 +118,4 @@ pub(super) async fn delete(admin: &Admin, user: &str, timeout: Duration) -> Resu
         }) => Ok(()),
         other => other,
     }
-}
-
-/// Which of `users` have a SCRAM credential.
-pub(super) async fn users_with_credentials(
-    admin: &Admin,
-    users: &[String],
-    timeout: Duration,
-) -> Result<Vec<String>> {
-    if users.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names = users
-        .iter()
-        .map(|u| c_user(u))
-        .collect::<Result<Vec<_>>>()?;
-    call(
-        admin,
-        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEUSERSCRAMCREDENTIALS,
-        timeout,
-        move |rk, options, queue| {
-            let mut pointers: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-            // SAFETY: the names are copied by the request during the call.
-            unsafe {
-                rd::rd_kafka_DescribeUserScramCredentials(rk, pointers.as_mut_ptr(), pointers.len(), options, queue)
-            }
-        },
-        |event| {
-            let mut found = Vec::new();
-            // SAFETY: the event is a DescribeUserScramCredentials result; strings are copied.
-            unsafe {
-                let result = rd::rd_kafka_event_DescribeUserScramCredentials_result(event);
-                if result.is_null() {
-                    return Err(Error::UnexpectedEvent);
-                }
-                let mut n = 0;
-                let descriptions = rd::rd_kafka_DescribeUserScramCredentials_result_descriptions(result, &mut n);
-                for i in 0..n {
-                    let d = *descriptions.add(i);
-                    match item_error(rd::rd_kafka_UserScramCredentialsDescription_error(d)) {
-                        Ok(()) if rd::rd_kafka_UserScramCredentialsDescription_scramcredentialinfo_count(d) > 0 => {
-                            found.push(string(rd::rd_kafka_UserScramCredentialsDescription_user(d)));
-                        }
-                        Ok(()) | Err(Error::Request { code: RDKafkaErrorCode::ResourceNotFound, .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Ok(found)
-        },
-    )
-    .await
 }

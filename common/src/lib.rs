@@ -2,4 +2,5 @@
 //! binary takes from flags or `FERRY_KAFKA_*` variables, and how they log.
 
 pub mod kafka;
+pub mod naming;
 pub mod telemetry;

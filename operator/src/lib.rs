@@ -8,9 +8,11 @@
 //!        └──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
 //! ```
 
+pub mod acl;
 pub mod api;
 pub mod cli;
 pub mod crdgen;
+pub mod identity;
 pub mod kafka;
 pub mod metrics;
 pub mod run;

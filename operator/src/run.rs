@@ -1,5 +1,6 @@
 //! `ferry-operator run`: connects to Kubernetes and Kafka, serves metrics, and runs the
-//! controllers while this replica holds the leader Lease.
+//! controllers (EventTopics, and identities with their ACLs) while this replica holds the
+//! leader Lease.
 //!
 //! ```text
 //!  standby ──Lease acquired──▶ leading (controllers run) ──Lease lost──▶ standby
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::EventTopic,
+    identity::{self, credentials::ClientSettings},
     kafka::{Batched, KafkaAdmin},
     metrics::Metrics,
     topic,
@@ -85,6 +87,11 @@ pub struct RunArgs {
     /// This replica's identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "FERRY_POD_NAME")]
     identity: Option<String>,
+
+    /// Bootstrap servers written into services' credential Secrets, when clients reach Kafka
+    /// by another address than the operator does; the operator's own when unset.
+    #[arg(long, env = "FERRY_CLIENT_BOOTSTRAP")]
+    client_bootstrap: Option<String>,
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -131,11 +138,16 @@ impl RunArgs {
             lease_name,
             lease_duration,
             identity,
+            client_bootstrap,
         } = self;
         log.init();
         let client = kube_client(kubeconfig.as_ref()).await?;
         let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
-        let batched = Batched::new(admin);
+        let batched = Batched::new(admin.clone());
+        let client_settings = ClientSettings {
+            bootstrap_servers: client_bootstrap.unwrap_or_else(|| kafka.bootstrap.clone()),
+            security_protocol: kafka.security_protocol.as_str().to_owned(),
+        };
         let metrics = Metrics::new();
         let identity = identity.unwrap_or_else(|| {
             format!(
@@ -177,7 +189,7 @@ impl RunArgs {
             let ctx_batched = batched.clone();
             let ctx_metrics = metrics.clone();
             let recorder = Recorder::new(client.clone(), reporter.clone());
-            Box::pin(topic::run(
+            let topics = topic::run(
                 api.clone(),
                 move |store| {
                     topic::Context::new(
@@ -189,8 +201,24 @@ impl RunArgs {
                         resync_interval,
                     )
                 },
+                stopped(term_rx.clone()),
+            );
+            let access = identity::run(
+                identity::Context {
+                    client: client.clone(),
+                    admin: admin.clone(),
+                    settings: client_settings.clone(),
+                    namespace: namespace.clone(),
+                    recorder: Recorder::new(client.clone(), reporter.clone()),
+                    asserted: Default::default(),
+                },
+                resync_interval,
                 stopped(term_rx),
-            ))
+            );
+            // Both drain on the same signal; either stopping by itself is a bug.
+            Box::pin(async move {
+                tokio::join!(topics, access);
+            })
         };
 
         let signal = termination();
@@ -232,7 +260,7 @@ impl RunArgs {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
-                () = controller => break Err(anyhow::anyhow!("the EventTopic controller stopped by itself")),
+                () = controller => break Err(anyhow::anyhow!("the controllers stopped by themselves")),
             }
         };
         if let Some((controller, term_tx)) = leading.take() {

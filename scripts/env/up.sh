@@ -37,8 +37,10 @@ export FERRY_KAFKA_PASSWORD='$(cat "$STATE/kafka/admin-password")'
 export FERRY_KAFKA_NOACL_USERNAME='ferry-noacl'
 export FERRY_KAFKA_NOACL_PASSWORD='$(cat "$STATE/kafka/noacl-password")'
 export FERRY_DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
-# Stops and starts one service (kafka, postgres, ...), for tests that restart them.
+# Stops and starts one service (kafka, postgres, ...), for tests that restart them; it needs
+# the same port offset as this environment.
 export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'
+export FERRY_PORT_OFFSET='${FERRY_PORT_OFFSET:-0}'
 export PATH="$K8S_BIN:$TOOLS_BIN:\$PATH"
 ENV
 mv "$tmp" "$FERRY_DIR/env"

@@ -54,8 +54,11 @@ impl TestEnv {
             .context(".ferry/env does not name FERRY_ENV_CTL")?
             .to_owned();
         let service = service.name();
+        // The ports of this environment, not of whatever the caller's shell has.
+        let offset = self.var("FERRY_PORT_OFFSET").unwrap_or("0").to_owned();
         tokio::task::spawn_blocking(move || {
             let status = Command::new("bash")
+                .env("FERRY_PORT_OFFSET", offset)
                 .arg(&ctl)
                 .arg(action)
                 .arg(service)

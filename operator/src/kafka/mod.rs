@@ -1,12 +1,14 @@
-//! Ferry's one door to Kafka's admin API: topics and their configs now, ACLs and SCRAM
-//! credentials next (DESIGN §3). Controllers call [`KafkaAdmin`]; it calls rdkafka's safe API
+//! Ferry's one door to Kafka's admin API: topics and their configs, ACLs and SCRAM
+//! credentials (DESIGN §3). Controllers call [`KafkaAdmin`]; it calls rdkafka's safe API
 //! where it exists and [`native`] (librdkafka's C API) where it does not.
 //!
 //! Every method takes many topics at once, so a controller can batch: one DescribeTopics or
 //! IncrementalAlterConfigs request carries the work of many reconciles ([`batch`]).
 
+pub mod acls;
 mod batch;
 mod native;
+mod scram;
 pub mod topic_config;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -22,6 +24,7 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 
+pub use acls::AclBinding;
 pub use batch::Batched;
 
 /// Why an admin request as a whole failed (per-topic refusals are returned as values).
@@ -340,6 +343,32 @@ impl KafkaAdmin {
                 other => (name, other),
             })
             .collect())
+    }
+
+    /// Creates ACL bindings (an existing one is left as it is).
+    pub async fn create_acls(&self, bindings: &[AclBinding]) -> Result<()> {
+        acls::create_acls(&self.client, bindings, self.timeout).await
+    }
+
+    /// Every ACL binding of `principal` (`User:<name>`), or of everyone with `None`.
+    pub async fn describe_acls(&self, principal: Option<&str>) -> Result<Vec<AclBinding>> {
+        acls::describe_acls(&self.client, principal, self.timeout).await
+    }
+
+    /// Deletes exactly these bindings; returns how many Kafka removed.
+    pub async fn delete_acls(&self, bindings: &[AclBinding]) -> Result<usize> {
+        acls::delete_acls(&self.client, bindings, self.timeout).await
+    }
+
+    /// Creates a user's SCRAM-SHA-512 credential or replaces its password; librdkafka salts it
+    /// and sends only the salted keys.
+    pub async fn upsert_scram_credential(&self, user: &str, password: &str) -> Result<()> {
+        scram::upsert(&self.client, user, password, self.timeout).await
+    }
+
+    /// Deletes a user's SCRAM-SHA-512 credential (none is not an error).
+    pub async fn delete_scram_credential(&self, user: &str) -> Result<()> {
+        scram::delete(&self.client, user, self.timeout).await
     }
 }
 

@@ -1,11 +1,11 @@
 //! The admin calls rdkafka's safe API lacks, made through librdkafka's C API: incremental
 //! config changes (`rd_kafka_IncrementalAlterConfigs`, KIP-339) and topic descriptions with
-//! topic ids (`rd_kafka_DescribeTopics`, KIP-516). All `unsafe` of the operator is here.
+//! topic ids (`rd_kafka_DescribeTopics`, KIP-516). All `unsafe` of the operator is here and in
+//! its two siblings for ACLs (`acls.rs`) and SCRAM credentials (`scram.rs`), which use [`call`].
 //!
 //! Each call gets a queue of its own (`rd_kafka_queue_new`), so concurrent calls never see each
 //! other's result events; the result is awaited on a blocking thread and copied into owned Rust
-//! values before the event is destroyed. The next issue's ACL and SCRAM calls follow the same
-//! pattern ([`call`]).
+//! values before the event is destroyed.
 
 use std::{
     ffi::{CStr, CString, c_char},
@@ -46,7 +46,7 @@ unsafe impl<T> Send for Owned<T> {}
 ///
 /// # Safety
 /// `s` is null or a valid NUL-terminated string that lives for the duration of the call.
-unsafe fn string(s: *const c_char) -> String {
+pub(super) unsafe fn string(s: *const c_char) -> String {
     if s.is_null() {
         String::new()
     } else {
@@ -55,13 +55,13 @@ unsafe fn string(s: *const c_char) -> String {
     }
 }
 
-fn code(err: RDKafkaRespErr) -> RDKafkaErrorCode {
+pub(super) fn code(err: RDKafkaRespErr) -> RDKafkaErrorCode {
     RDKafkaErrorCode::from(err)
 }
 
 /// Runs one admin operation: `start` is given the client, options and a fresh queue and must
 /// start the request; `read` turns the result event into owned values.
-async fn call<T: Send + 'static>(
+pub(super) async fn call<T: Send + 'static>(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     op: rd::rd_kafka_admin_op_t,
     timeout: Duration,

@@ -1,0 +1,215 @@
+//! The ACL and SCRAM wrappers against the real broker (authorizer on): what they create is
+//! really enforced, what they delete is really gone.
+
+use std::time::Duration;
+
+use ferry_operator::kafka::{
+    KafkaAdmin,
+    acls::{AclBinding, Operation, ResourceType},
+};
+use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name};
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{FutureProducer, FutureRecord},
+};
+
+/// Kafka applies ACL and credential changes through its metadata log, a moment after the
+/// admin call returns; checks retry until this deadline.
+const PROPAGATION: Duration = Duration::from_secs(20);
+
+fn admin(env: &TestEnv) -> KafkaAdmin {
+    KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin client")
+}
+
+async fn produce_as(
+    env: &TestEnv,
+    user: &str,
+    password: &str,
+    topic: &str,
+) -> Result<(), KafkaError> {
+    let producer: FutureProducer = env
+        .kafka_args_as(user, password)
+        .client_config()
+        .expect("complete settings")
+        .set("message.timeout.ms", "5000")
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(topic).key("k").payload("v"),
+            Duration::from_secs(6),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+fn denied(r: &Result<(), KafkaError>) -> bool {
+    matches!(
+        r,
+        Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        ))
+    )
+}
+
+/// Retries `check` until it holds or the propagation deadline passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PROPAGATION;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {PROPAGATION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
+    let env = require_env!();
+    let admin = admin(env);
+    let topic = TempTopic::create(env, 1).await.expect("topic");
+    let user = format!("{}.svc", unique_name("ns"));
+    let principal = format!("User:{user}");
+    admin
+        .upsert_scram_credential(&user, "pw-1")
+        .await
+        .expect("credential");
+
+    // Authenticated, but no ACL: the authorizer refuses.
+    eventually("authentication with the new credential", || async {
+        denied(&produce_as(env, &user, "pw-1", topic.name()).await)
+    })
+    .await;
+
+    let grants = vec![
+        AclBinding::allow(
+            &principal,
+            ResourceType::Topic,
+            topic.name(),
+            Operation::Write,
+        ),
+        AclBinding::allow(
+            &principal,
+            ResourceType::Topic,
+            topic.name(),
+            Operation::Describe,
+        ),
+    ];
+    admin
+        .create_acls(&grants.clone())
+        .await
+        .expect("create ACLs");
+    eventually("the WRITE ACL taking effect", || async {
+        produce_as(env, &user, "pw-1", topic.name()).await.is_ok()
+    })
+    .await;
+
+    let mut described = admin
+        .describe_acls(Some(&principal))
+        .await
+        .expect("describe");
+    described.sort();
+    let mut expected = grants.clone();
+    expected.sort();
+    assert_eq!(
+        described, expected,
+        "describe returns exactly what was created"
+    );
+
+    let deleted = admin.delete_acls(&grants).await.expect("delete");
+    assert_eq!(deleted, 2);
+    eventually("the WRITE ACL being revoked", || async {
+        denied(&produce_as(env, &user, "pw-1", topic.name()).await)
+    })
+    .await;
+    assert!(
+        admin
+            .describe_acls(Some(&principal))
+            .await
+            .expect("describe")
+            .is_empty()
+    );
+
+    admin
+        .delete_scram_credential(&user)
+        .await
+        .expect("clean up credential");
+}
+
+#[tokio::test]
+async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() {
+    let env = require_env!();
+    let admin = admin(env);
+    let topic = TempTopic::create(env, 1).await.expect("topic");
+    let user = format!("{}.svc", unique_name("ns"));
+    let principal = format!("User:{user}");
+    admin
+        .create_acls(&[AclBinding::allow(
+            &principal,
+            ResourceType::Topic,
+            topic.name(),
+            Operation::Write,
+        )])
+        .await
+        .expect("ACL");
+
+    let unknown = produce_as(env, &user, "old-password", topic.name()).await;
+    assert!(
+        unknown.is_err() && !denied(&unknown),
+        "a user without a credential does not authenticate: {unknown:?}"
+    );
+    admin
+        .upsert_scram_credential(&user, "old-password")
+        .await
+        .expect("create");
+    eventually("the old password working", || async {
+        produce_as(env, &user, "old-password", topic.name())
+            .await
+            .is_ok()
+    })
+    .await;
+
+    admin
+        .upsert_scram_credential(&user, "new-password")
+        .await
+        .expect("rotate");
+    eventually("the new password working", || async {
+        produce_as(env, &user, "new-password", topic.name())
+            .await
+            .is_ok()
+    })
+    .await;
+    let old = produce_as(env, &user, "old-password", topic.name()).await;
+    assert!(
+        old.is_err() && !denied(&old),
+        "the old password no longer authenticates: {old:?}"
+    );
+
+    admin.delete_scram_credential(&user).await.expect("delete");
+    // Deleting again is not an error.
+    admin
+        .delete_scram_credential(&user)
+        .await
+        .expect("idempotent delete");
+    eventually("the deleted user being locked out", || async {
+        produce_as(env, &user, "new-password", topic.name())
+            .await
+            .is_err()
+    })
+    .await;
+    admin
+        .delete_acls(&[AclBinding::allow(
+            &principal,
+            ResourceType::Topic,
+            topic.name(),
+            Operation::Write,
+        )])
+        .await
+        .expect("clean up ACL");
+}

@@ -183,7 +183,7 @@ async fn poison_rows_go_to_the_dead_letter_topic_with_their_reason_while_others_
             .expect("ferry-error header");
         let expected = phrase(kind);
         assert!(
-            reason.contains(&expected),
+            reason.contains(expected),
             "{kind}: ferry-error {reason:?} names the reason"
         );
         if *kind == "too_large" {

@@ -99,10 +99,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_at_most_a_batch_p
         .expect("terminate");
 
     let expected: HashMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), PER_KEY)).collect();
-    let records = read_topic(env, topic.name(), Duration::from_secs(120), |r| {
-        r.len() >= 50_000
-    })
-    .await;
+    let records = read_distinct(env, topic.name(), 50_000, Duration::from_secs(120)).await;
     // Everything that is in Kafka by now (the relays are gone) has arrived once we stop
     // seeing new records; read a little longer to count duplicates honestly.
     let extra = read_topic(env, topic.name(), Duration::from_secs(3), |r| {
@@ -234,10 +231,7 @@ async fn three_relays_on_one_table_keep_every_keys_commit_order_through_a_leader
             .expect("terminate");
     }
     let expected: HashMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), PER_KEY)).collect();
-    let records = read_topic(env, topic.name(), Duration::from_secs(60), |r| {
-        r.len() as i64 >= total
-    })
-    .await;
+    let records = read_distinct(env, topic.name(), total as usize, Duration::from_secs(60)).await;
     let duplicates = check_per_key_order(&records, &expected);
     eprintln!(
         "three relays: {} records for {total} rows, {duplicates} duplicates",

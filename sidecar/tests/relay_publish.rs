@@ -350,10 +350,7 @@ async fn sigterm_while_busy_marks_nothing_that_was_not_delivered() {
         "stopped mid-stream ({} marked)",
         marked.len()
     );
-    let records = read_topic(env, topic.name(), Duration::from_secs(60), |r| {
-        r.len() >= marked.len()
-    })
-    .await;
+    let records = read_distinct(env, topic.name(), marked.len(), Duration::from_secs(60)).await;
     let delivered: HashSet<(String, i64)> = records.iter().filter_map(Record::key_seq).collect();
     let missing: Vec<_> = marked.difference(&delivered).take(5).collect();
     assert!(missing.is_empty(), "marked but not in Kafka: {missing:?}");

@@ -339,3 +339,23 @@ pub fn check_per_key_order(records: &[Record], expected: &HashMap<String, i64>) 
     }
     duplicates
 }
+
+/// Reads `topic` until it holds `distinct` different test rows (duplicates do not count),
+/// or `timeout` passes.
+pub async fn read_distinct(
+    env: &TestEnv,
+    topic: &str,
+    distinct: usize,
+    timeout: Duration,
+) -> Vec<Record> {
+    read_topic(env, topic, timeout, |records| {
+        records.len() >= distinct
+            && records
+                .iter()
+                .filter_map(Record::key_seq)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= distinct
+    })
+    .await
+}

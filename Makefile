@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint fmt unit
+.PHONY: help env-up env-down test lint fmt unit bench-relay
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,3 +21,6 @@ lint: ## rustfmt and clippy, warnings are errors
 
 test: env-up lint ## env-up, lint, then every test against the real services
 	cargo test --workspace --locked
+
+bench-relay: ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
+	cargo bench -p ferry-sidecar --bench relay --locked

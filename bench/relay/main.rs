@@ -7,10 +7,10 @@
 //! - the relay's peak RSS (VmHWM);
 //! - baselines measured in the same run: raw rdkafka produce rate of the same records, and the
 //!   raw SQL select-and-mark rate of the same table shape without Kafka.
+//!
 //! Targets: ≥ 50,000 rows/s, p99 ≤ 50 ms, ≤ 30 MiB. Not a test: it asserts nothing.
 
 #[path = "../../sidecar/tests/relay/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -130,10 +130,10 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    // A wrong table is a configuration error: say so once, clearly, and exit.
-    let table = {
-        let check = session::connect(&database_url, None).await?;
-        outbox::inspect(&check.client, &outbox_table).await?
+    // A wrong table is a configuration error: say so once, clearly, and exit. A database
+    // that is not reachable yet (the pod started first) is waited for.
+    let Some(table) = inspect_when_reachable(&database_url, &outbox_table, &stop).await? else {
+        return Ok(());
     };
     if dead_letter_topic.is_none() && !table.has_error_column {
         return Err(Error::NoErrorColumn(table.name));
@@ -186,6 +186,34 @@ pub async fn run(
     tracing::info!("outbox relay stopped");
     let _ = server_task.await;
     Ok(())
+}
+
+/// Checks the table's shape as soon as the database answers; `None` if shut down first.
+async fn inspect_when_reachable(
+    url: &str,
+    table: &str,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<TableInfo>> {
+    let mut reconnect = reconnect_schedule();
+    loop {
+        let inspected = match session::connect(url, None).await {
+            Ok(check) => outbox::inspect(&check.client, table).await,
+            Err(e) => Err(e),
+        };
+        match inspected {
+            Ok(info) => return Ok(Some(info)),
+            Err(error @ (Error::Connect(_) | Error::Database(_))) => {
+                let wait = reconnect.next().unwrap_or(RECONNECT_MAX);
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot check the outbox table yet");
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn reconnect_schedule() -> backon::ExponentialBackoff {

@@ -223,7 +223,7 @@ pub async fn read_topic(
     env: &TestEnv,
     topic: &str,
     timeout: Duration,
-    done: impl Fn(&[Record]) -> bool,
+    mut done: impl FnMut(&[Record]) -> bool,
 ) -> Vec<Record> {
     let consumer: StreamConsumer = {
         let mut config: ClientConfig = env.kafka_config();
@@ -348,14 +348,13 @@ pub async fn read_distinct(
     distinct: usize,
     timeout: Duration,
 ) -> Vec<Record> {
-    read_topic(env, topic, timeout, |records| {
-        records.len() >= distinct
-            && records
-                .iter()
-                .filter_map(Record::key_seq)
-                .collect::<std::collections::HashSet<_>>()
-                .len()
-                >= distinct
+    // Counted incrementally: `done` sees the slice after every new record.
+    let mut seen = std::collections::HashSet::new();
+    read_topic(env, topic, timeout, move |records| {
+        if let Some(key_seq) = records.last().and_then(Record::key_seq) {
+            seen.insert(key_seq);
+        }
+        seen.len() >= distinct
     })
     .await
 }

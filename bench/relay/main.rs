@@ -85,7 +85,7 @@ async fn raw_produce_rate(env: &TestEnv, payload: &[u8]) -> f64 {
         let mut config: ClientConfig = env.kafka_config();
         config
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
+            .set("linger.ms", "1");
         config.create().expect("producer")
     };
     let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();

@@ -198,19 +198,26 @@ async fn main() {
         &["--idle-poll-interval=1s"],
     );
     let pid = relay.id().expect("relay pid");
+    // Index probes only (the partial index), so watching costs the database next to nothing.
     let mut first_marked = None;
     loop {
-        let left = outbox.unpublished().await;
-        if first_marked.is_none() && left < ROWS as i64 {
+        let row = outbox
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL),
+                        EXISTS (SELECT 1 FROM outbox WHERE published_at IS NOT NULL)",
+                &[],
+            )
+            .await
+            .expect("progress");
+        let (left, any_marked): (bool, bool) = (row.get(0), row.get(1));
+        if first_marked.is_none() && any_marked {
             first_marked = Some(Instant::now());
         }
-        if left == 0 {
+        if !left {
             break;
         }
-        assert!(
-            spawned.elapsed() < Duration::from_secs(600),
-            "drain took over 10 minutes"
-        );
+        assert!(spawned.elapsed() < Duration::from_secs(600), "drain took over 10 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = spawned.elapsed();
@@ -243,7 +250,7 @@ async fn main() {
         .client
         .query_one(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*)
-             FROM (SELECT extract(epoch FROM published_at - created_at) * 1000 AS ms FROM outbox WHERE id > $1 AND published_at IS NOT NULL) l",
+             FROM (SELECT (extract(epoch FROM published_at - created_at) * 1000)::float8 AS ms FROM outbox WHERE id > $1 AND published_at IS NOT NULL) l",
             &[&steady_from],
         )
         .await

@@ -217,7 +217,10 @@ async fn main() {
         if !left {
             break;
         }
-        assert!(spawned.elapsed() < Duration::from_secs(600), "drain took over 10 minutes");
+        assert!(
+            spawned.elapsed() < Duration::from_secs(600),
+            "drain took over 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = spawned.elapsed();

@@ -295,6 +295,7 @@ impl Relay {
         let mut pacer = Pacer::new(self.idle_poll_interval);
         let mut next_gauges = Instant::now();
         let mut next_sweep = Instant::now();
+        let mut read_ahead: Option<Vec<outbox::OutboxRow>> = None;
         let batch_size = self.batch_size as usize;
         loop {
             if self.stopping() {
@@ -325,10 +326,24 @@ impl Relay {
             }
 
             let started = Instant::now();
-            let rows = outbox.fetch(self.batch_size, &holds.waiting(now)).await?;
+            let rows = match read_ahead.take() {
+                Some(rows) => rows,
+                None => {
+                    outbox
+                        .fetch(self.batch_size, &holds.waiting(now), &[])
+                        .await?
+                }
+            };
             let fetched = rows.len();
             if fetched > 0 {
-                self.publish_and_mark(&outbox, rows, &mut holds).await?;
+                // A full batch means more rows wait: read the next one while this one is in
+                // Kafka. It is only sent after this one is marked, so a crash still
+                // re-publishes at most one batch.
+                let read_next = (fetched == batch_size).then(|| holds.waiting(now));
+                read_ahead = self
+                    .publish_and_mark(&outbox, rows, &mut holds, started, read_next)
+                    .await?
+                    .filter(|next| !next.is_empty());
                 self.metrics
                     .batch_duration
                     .observe(started.elapsed().as_secs_f64());
@@ -336,6 +351,9 @@ impl Relay {
             let now = Instant::now();
             self.metrics.held_keys.set(holds.count(now) as i64);
             let mut delay = pacer.next_delay(fetched, batch_size);
+            if read_ahead.is_some() {
+                continue;
+            }
             if let Some(release) = holds.next_release(now) {
                 delay = delay.min(release - now);
             }
@@ -358,12 +376,24 @@ impl Relay {
         outbox: &Outbox,
         rows: Vec<outbox::OutboxRow>,
         holds: &mut Holds,
-    ) -> Result<()> {
+        started: Instant,
+        read_next: Option<Vec<String>>,
+    ) -> Result<Option<Vec<outbox::OutboxRow>>> {
         let fetched = rows.len();
-        let outcome = self
+        let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
+        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let publish = self
             .publisher
-            .publish_batch(rows, holds, self.table.has_error_column)
-            .await;
+            .publish_batch(rows, holds, self.table.has_error_column);
+        let (outcome, next) = match read_next {
+            Some(held) => {
+                let (outcome, next) =
+                    tokio::join!(publish, outbox.fetch(self.batch_size, &held, &in_flight));
+                (outcome, Some(next?))
+            }
+            None => (publish.await, None),
+        };
+        let publish_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms;
         let mut done = outcome.published.clone();
         done.extend(outcome.dead_lettered.iter().map(|(id, _)| *id));
         outbox.mark_published(&done).await?;
@@ -398,8 +428,11 @@ impl Relay {
             dead_lettered = outcome.dead_lettered.len(),
             failed = outcome.failed.len(),
             held = outcome.held,
+            fetch_ms,
+            publish_ms,
+            mark_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms - publish_ms,
             "batch done"
         );
-        Ok(())
+        Ok(next)
     }
 }

@@ -121,6 +121,7 @@ impl Outbox {
                 "SELECT id, topic, key::text, payload::text, headers::text FROM {t} \
                  WHERE published_at IS NULL{skip_failed} \
                  AND coalesce(topic, '') || chr(31) || coalesce(key::text, 'null') <> ALL($2::text[]) \
+                 AND id <> ALL($3::bigint[]) \
                  ORDER BY id LIMIT $1"
             ))
             .await
@@ -149,11 +150,17 @@ impl Outbox {
             .map_err(Error::Database)
     }
 
-    /// Up to `limit` unpublished rows in id order, skipping the keys in `held`.
-    pub async fn fetch(&self, limit: u32, held: &[String]) -> Result<Vec<OutboxRow>> {
+    /// Up to `limit` unpublished rows in id order, skipping the keys in `held` and the rows
+    /// in `in_flight` (the batch being published while this one is read ahead).
+    pub async fn fetch(
+        &self,
+        limit: u32,
+        held: &[String],
+        in_flight: &[i64],
+    ) -> Result<Vec<OutboxRow>> {
         let rows = self
             .client
-            .query(&self.fetch, &[&i64::from(limit), &held])
+            .query(&self.fetch, &[&i64::from(limit), &held, &in_flight])
             .await
             .map_err(Error::Database)?;
         Ok(rows

@@ -312,7 +312,7 @@ impl Publisher {
             };
             match failure {
                 None => {
-                    tracing::debug!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
+                    tracing::trace!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
                     delivered_keys.insert(p.key_id.clone());
                     outcome.published.push(p.id);
                 }

@@ -110,6 +110,12 @@ pub struct Outbox {
 impl Outbox {
     /// Prepares the statements on `client`; `delete` marks by deleting.
     pub async fn prepare(client: Client, table: TableInfo, delete: bool) -> Result<Self> {
+        // Custom plans turn the `<> ALL($n)` arrays into constants, which PostgreSQL (14+)
+        // checks with a hash table instead of a scan of up to a batch of ids per row.
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await
+            .map_err(Error::Database)?;
         let t = &table.name;
         let skip_failed = if table.has_error_column {
             format!(" AND {ERROR_COLUMN} IS NULL")

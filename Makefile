@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint fmt unit generate generate-check bench-operator
+.PHONY: help env-up env-down test lint generate generate-check bench-operator bench-relay
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,3 +33,6 @@ generate-check: ## fail when crds/ differs from what the Rust types generate
 bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
 	cargo build --release --locked -p ferry-operator --bins --examples
 	bash bench/operator/run.sh
+
+bench-relay: ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
+	cargo bench -p ferry-sidecar --bench relay --locked

@@ -14,12 +14,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Publish a PostgreSQL outbox table to Kafka.
-    Relay {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        log: LogArgs,
-    },
+    Relay(Box<crate::relay::RelayArgs>),
     /// Deliver Kafka records to a service over HTTP.
     Worker {
         #[command(flatten)]
@@ -33,10 +28,9 @@ impl Cli {
     /// Runs the chosen subcommand to completion.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Relay { kafka, log } => {
-                log.init();
-                kafka.client_config()?;
-                anyhow::bail!("the relay is not built yet (outbox relay issue)")
+            Command::Relay(args) => {
+                args.log.init();
+                Ok(crate::relay::run(*args, crate::shutdown::signal()).await?)
             }
             Command::Worker { kafka, log } => {
                 log.init();

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod envelope;
+pub mod relay;
 pub mod shutdown;
 pub mod telemetry;

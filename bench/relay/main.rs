@@ -1,0 +1,300 @@
+//! `make bench-relay`: the outbox relay against the real PostgreSQL and Kafka of
+//! `make env-up`, with 256-byte payloads and 1,000 keys (DESIGN §10). Prints:
+//! - rows/s draining 200,000 pre-filled rows (the real `ferry-sidecar relay` binary, release);
+//! - p50/p99 commit→mark latency at a steady 1,000 rows/s (`published_at - created_at`, both
+//!   on the database clock; a row is marked only after Kafka acknowledged it, so this is an
+//!   upper bound of commit→ack);
+//! - the relay's peak RSS (VmHWM);
+//! - baselines measured in the same run: raw rdkafka produce rate of the same records, and the
+//!   raw SQL select-and-mark rate of the same table shape without Kafka.
+//!
+//! Targets: ≥ 50,000 rows/s, p99 ≤ 50 ms, ≤ 30 MiB. Not a test: it asserts nothing.
+
+#[path = "../../sidecar/tests/relay/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferry_testkit::{TempTopic, TestEnv};
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+};
+use support::{TestOutbox, insert, spawn_relay};
+
+const ROWS: usize = 200_000;
+const KEYS: usize = 1_000;
+const PAYLOAD_BYTES: usize = 256;
+const STEADY_RATE: usize = 1_000;
+const STEADY_SECONDS: u64 = 15;
+const FILL_CHUNK: usize = 10_000;
+const SQL_BATCH: i64 = 1_000;
+
+fn rows(n: usize, from: usize) -> Vec<(String, i64)> {
+    (from..from + n)
+        .map(|i| (format!("k{}", i % KEYS), (i / KEYS) as i64))
+        .collect()
+}
+
+/// The filler length that makes the envelope `PAYLOAD_BYTES` long.
+async fn pad_for_payload(outbox: &TestOutbox, topic: &str) -> usize {
+    let id = insert(&outbox.client, topic, &[("k0".into(), 0)], 0)
+        .await
+        .expect("probe")[0];
+    let len: i32 = outbox
+        .client
+        .query_one(
+            "SELECT length(payload::text) FROM outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("probe length")
+        .get(0);
+    outbox
+        .client
+        .execute("DELETE FROM outbox WHERE id = $1", &[&id])
+        .await
+        .expect("probe delete");
+    PAYLOAD_BYTES.saturating_sub(len as usize)
+}
+
+async fn fill(outbox: &TestOutbox, topic: &str, pad: usize) {
+    for start in (0..ROWS).step_by(FILL_CHUNK) {
+        insert(&outbox.client, topic, &rows(FILL_CHUNK, start), pad)
+            .await
+            .expect("fill");
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Baseline: the same 200,000 records produced straight through rdkafka with the relay's
+/// producer settings, every delivery report awaited.
+async fn raw_produce_rate(env: &TestEnv, payload: &[u8]) -> f64 {
+    let topic = TempTopic::create(env, 3).await.expect("topic");
+    let producer: FutureProducer = {
+        let mut config: ClientConfig = env.kafka_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1");
+        config.create().expect("producer")
+    };
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    let started = Instant::now();
+    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(1_000) {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            let record = FutureRecord::to(topic.name())
+                .key(&keys[i % KEYS])
+                .payload(payload);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+        }
+        for d in futures::future::join_all(deliveries).await {
+            d.expect("report").expect("delivered");
+        }
+    }
+    ROWS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Baseline: the relay's read query and mark statement on a filled table, without Kafka.
+async fn raw_sql_rate(env: &TestEnv, pad: usize) -> f64 {
+    let outbox = TestOutbox::create(env).await;
+    fill(&outbox, "sql-only", pad).await;
+    outbox
+        .client
+        .batch_execute("VACUUM ANALYZE outbox")
+        .await
+        .expect("analyze");
+    let fetch = outbox
+        .client
+        .prepare(
+            "SELECT id, topic, key::text, payload::text, headers::text FROM outbox \
+             WHERE published_at IS NULL AND publish_error IS NULL \
+             AND coalesce(topic, '') || chr(31) || coalesce(key::text, 'null') <> ALL($2::text[]) \
+             ORDER BY id LIMIT $1",
+        )
+        .await
+        .expect("prepare");
+    let mark = outbox
+        .client
+        .prepare(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+        )
+        .await
+        .expect("prepare");
+    let none: Vec<String> = Vec::new();
+    let started = Instant::now();
+    let mut done = 0;
+    loop {
+        let rows = outbox
+            .client
+            .query(&fetch, &[&SQL_BATCH, &none])
+            .await
+            .expect("fetch");
+        if rows.is_empty() {
+            break;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        done += outbox.client.execute(&mark, &[&ids]).await.expect("mark");
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(env) = TestEnv::get() else {
+        eprintln!("bench-relay needs the environment: run `make env-up`");
+        std::process::exit(2);
+    };
+    let topic = TempTopic::create(env, 3).await.expect("topic");
+    let outbox = TestOutbox::create(env).await;
+    let pad = pad_for_payload(&outbox, topic.name()).await;
+    let payload: String = outbox
+        .client
+        .query_one(
+            "SELECT jsonb_build_object('schema', 'test.v1', 'event', 'test.happened', 'id', 'k1:1', 'ts', 1, 'key', 'k1',
+                 'data', jsonb_build_object('key', 'k1', 'seq', 1, 'pad', repeat('x', $1)))::text",
+            &[&(pad as i32)],
+        )
+        .await
+        .expect("payload")
+        .get(0);
+    println!(
+        "relay benchmark: {ROWS} rows, {KEYS} keys, {}-byte payloads, 3 partitions",
+        payload.len()
+    );
+
+    // Baselines first, on their own topic and table.
+    let produce_rate = raw_produce_rate(env, payload.as_bytes()).await;
+    let sql_rate = raw_sql_rate(env, pad).await;
+
+    // Drain 200,000 pre-filled rows with the real relay binary.
+    fill(&outbox, topic.name(), pad).await;
+    outbox
+        .client
+        .batch_execute("VACUUM ANALYZE outbox")
+        .await
+        .expect("analyze");
+    let spawned = Instant::now();
+    let mut relay = spawn_relay(
+        "relay-bench",
+        env,
+        &outbox.url(),
+        None,
+        &["--idle-poll-interval=1s"],
+    );
+    let pid = relay.id().expect("relay pid");
+    // Index probes only (the partial index), so watching costs the database next to nothing.
+    let mut first_marked = None;
+    loop {
+        let row = outbox
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL),
+                        EXISTS (SELECT 1 FROM outbox WHERE published_at IS NOT NULL)",
+                &[],
+            )
+            .await
+            .expect("progress");
+        let (left, any_marked): (bool, bool) = (row.get(0), row.get(1));
+        if first_marked.is_none() && any_marked {
+            first_marked = Some(Instant::now());
+        }
+        if !left {
+            break;
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(600),
+            "drain took over 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = spawned.elapsed();
+    let drain_rate = ROWS as f64 / drain.as_secs_f64();
+    let drain_after_start =
+        first_marked.map(|t| ROWS as f64 / t.elapsed().max(Duration::from_millis(1)).as_secs_f64());
+    let rss_after_drain = peak_rss_kib(pid);
+
+    // Steady 1,000 rows/s: 10 rows per 10 ms, each tick one committed statement.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let steady_from: i64 = outbox
+        .client
+        .query_one("SELECT coalesce(max(id), 0) FROM outbox", &[])
+        .await
+        .expect("max")
+        .get(0);
+    let per_tick = STEADY_RATE / 100;
+    for t in 0..(STEADY_SECONDS as usize * 100) {
+        tick.tick().await;
+        let batch = rows(per_tick, ROWS + t * per_tick);
+        insert(&outbox.client, topic.name(), &batch, pad)
+            .await
+            .expect("steady insert");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox.unpublished().await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let latency = outbox
+        .client
+        .query_one(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*)
+             FROM (SELECT (extract(epoch FROM published_at - created_at) * 1000)::float8 AS ms FROM outbox WHERE id > $1 AND published_at IS NOT NULL) l",
+            &[&steady_from],
+        )
+        .await
+        .expect("latency");
+    let (p50, p99, max, count): (f64, f64, f64, i64) = (
+        latency.get(0),
+        latency.get(1),
+        latency.get(2),
+        latency.get(3),
+    );
+    let rss = peak_rss_kib(pid);
+    relay
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("terminate");
+
+    let mib = |kib: Option<u64>| {
+        kib.map_or("n/a".to_owned(), |k| {
+            format!("{:.1} MiB", k as f64 / 1024.0)
+        })
+    };
+    println!("baseline  raw rdkafka produce (idempotent, acks=all): {produce_rate:>9.0} records/s");
+    println!("baseline  raw SQL select-and-mark, batches of {SQL_BATCH}:  {sql_rate:>9.0} rows/s");
+    println!(
+        "relay     drain {ROWS} rows: {drain_rate:>9.0} rows/s incl. start-up ({:.2} s){}   [target >= 50000]",
+        drain.as_secs_f64(),
+        drain_after_start.map_or(String::new(), |r| format!(
+            ", {r:.0} rows/s from the first mark"
+        ))
+    );
+    println!(
+        "relay     / produce baseline: {:.2}   / SQL baseline: {:.2}",
+        drain_rate / produce_rate,
+        drain_rate / sql_rate
+    );
+    println!(
+        "relay     steady {STEADY_RATE} rows/s for {STEADY_SECONDS} s ({count} rows): commit->mark p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms   [target p99 <= 50 ms]"
+    );
+    println!(
+        "relay     peak RSS: {} after the drain, {} at the end   [target <= 30 MiB]",
+        mib(rss_after_drain),
+        mib(rss)
+    );
+}

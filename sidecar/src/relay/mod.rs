@@ -1,0 +1,438 @@
+//! The outbox relay (`ferry-sidecar relay`): publishes a PostgreSQL outbox table to Kafka
+//! without loss and in key order (DESIGN §4).
+//!
+//! ```text
+//!   service tx ──INSERT──▶ outbox table ──fetch (published_at IS NULL, id order)──▶ relay
+//!                               ▲                                                  │ produce
+//!                               └──── mark / delete exactly the delivered rows ◀───┘ (acks=all)
+//! ```
+//!
+//! Every relay first checks the table's shape ([`outbox::inspect`]), then competes for the
+//! table's advisory lock ([`leader`]); the winner publishes batch after batch
+//! ([`publish::Publisher`]) while the others stand by, ready to take over. Per-key order and
+//! held keys live in [`order`], the polling rhythm in [`pacing`]. Shutdown is an argument:
+//! when it completes, the batch in flight is finished and marked, then `run` returns.
+
+pub mod config;
+pub mod leader;
+pub mod metrics;
+pub mod order;
+pub mod outbox;
+pub mod pacing;
+pub mod publish;
+pub mod session;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, watch};
+
+use config::Disposal;
+pub use config::RelayArgs;
+use leader::{Candidate, Leadership};
+use metrics::{Metrics, ReasonLabel};
+use order::Holds;
+use outbox::{Outbox, TableInfo};
+use pacing::Pacer;
+use publish::Publisher;
+
+use crate::telemetry::{Health, TelemetryServer};
+
+/// How often the leader refreshes the backlog gauges (one `count(*)` on the backlog).
+const GAUGE_REFRESH: Duration = Duration::from_secs(5);
+
+/// Reconnect backoff after a database or leadership failure: quick first retry (a restart
+/// of PostgreSQL takes a few seconds), capped so a long outage costs little.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// See [`RECONNECT_MIN`].
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for anything left in the producer's queue (batches already awaited
+/// their reports; this only covers stray dead-letter copies). Well inside a 30 s grace period.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why the relay stopped or restarted a session.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL statement failed: {0}")]
+    Database(#[source] tokio_postgres::Error),
+    #[error(
+        "outbox table {0:?} does not exist (check --outbox-table and the search_path); docs/outbox.md has the SQL"
+    )]
+    NoTable(String),
+    #[error(
+        "outbox table {table} is missing column(s): {missing}; docs/outbox.md has the expected shape"
+    )]
+    MissingColumns { table: String, missing: String },
+    #[error(
+        "outbox table {0} has no publish_error column, needed to mark poison rows failed without a --dead-letter-topic; add it (docs/outbox.md) or set --dead-letter-topic"
+    )]
+    NoErrorColumn(String),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    KafkaSettings(#[from] ferry_common::kafka::Error),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::Error),
+    #[error("the leadership lock session ended")]
+    LeadershipLost,
+    #[error("the work session ended")]
+    WorkSessionLost,
+}
+
+impl Error {
+    /// A bounded label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Connect(_) => "connect",
+            Error::Database(_) => "database",
+            Error::NoTable(_) | Error::MissingColumns { .. } | Error::NoErrorColumn(_) => "table",
+            Error::Producer(_) | Error::KafkaSettings(_) => "kafka",
+            Error::Telemetry(_) => "telemetry",
+            Error::LeadershipLost | Error::WorkSessionLost => "session",
+        }
+    }
+}
+
+/// The relay's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the relay until `shutdown` completes (then finishes the batch in flight and returns).
+/// Fails at start when the table is missing or misshapen; later database and Kafka failures
+/// are retried, never fatal.
+pub async fn run(
+    args: RelayArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let disposal = args.disposal();
+    let RelayArgs {
+        database_url,
+        outbox_table,
+        dead_letter_topic,
+        batch_size,
+        idle_poll_interval,
+        notify,
+        delete_published: _,
+        published_retention: _,
+        metrics_addr,
+        kafka,
+        log: _,
+    } = args;
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    // A wrong table is a configuration error: say so once, clearly, and exit. A database
+    // that is not reachable yet (the pod started first) is waited for.
+    let Some(table) = inspect_when_reachable(&database_url, &outbox_table, &stop).await? else {
+        return Ok(());
+    };
+    if dead_letter_topic.is_none() && !table.has_error_column {
+        return Err(Error::NoErrorColumn(table.name));
+    }
+
+    let mut registry = Registry::with_prefix("ferry");
+    let metrics = Metrics::register(&mut registry);
+    let health = Health::default();
+    let server = TelemetryServer::bind(metrics_addr, registry, health.clone()).await?;
+    let server_stop = stopped(stop.clone());
+    let server_task = tokio::spawn(server.serve(server_stop));
+    let publisher = Publisher::new(kafka.client_config()?, dead_letter_topic)?;
+    tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");
+
+    let mut relay = Relay {
+        database_url,
+        table,
+        batch_size,
+        idle_poll_interval,
+        notify,
+        disposal,
+        publisher,
+        metrics,
+        health,
+        stop,
+    };
+    let mut reconnect = reconnect_schedule();
+    while !relay.stopping() {
+        let started = Instant::now();
+        let result = relay.lead_or_stand_by().await;
+        relay.health.set_ready(false);
+        relay.metrics.leader.set(0);
+        match result {
+            Ok(()) => break,
+            Err(error) => {
+                if started.elapsed() > RECONNECT_MAX * 2 {
+                    reconnect = reconnect_schedule();
+                }
+                let wait = reconnect.next().unwrap_or(RECONNECT_MAX);
+                tracing::warn!(%error, kind = error.metric_label(), retry_in_ms = wait.as_millis() as u64, "relay session failed; reconnecting");
+                let mut stop = relay.stop.clone();
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    relay.publisher.flush(SHUTDOWN_FLUSH);
+    tracing::info!("outbox relay stopped");
+    let _ = server_task.await;
+    Ok(())
+}
+
+/// Checks the table's shape as soon as the database answers; `None` if shut down first.
+async fn inspect_when_reachable(
+    url: &str,
+    table: &str,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<TableInfo>> {
+    let mut reconnect = reconnect_schedule();
+    loop {
+        let inspected = match session::connect(url, None).await {
+            Ok(check) => outbox::inspect(&check.client, table).await,
+            Err(e) => Err(e),
+        };
+        match inspected {
+            Ok(info) => return Ok(Some(info)),
+            Err(error @ (Error::Connect(_) | Error::Database(_))) => {
+                let wait = reconnect.next().unwrap_or(RECONNECT_MAX);
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot check the outbox table yet");
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn reconnect_schedule() -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(RECONNECT_MIN)
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The state one relay process carries across sessions.
+struct Relay {
+    database_url: String,
+    table: TableInfo,
+    batch_size: u32,
+    idle_poll_interval: Duration,
+    notify: bool,
+    disposal: Disposal,
+    publisher: Publisher,
+    metrics: Metrics,
+    health: Health,
+    stop: watch::Receiver<bool>,
+}
+
+impl Relay {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits for the lock (a healthy standby is ready), then publishes until shutdown (`Ok`)
+    /// or until a session fails (`Err`, the caller reconnects).
+    async fn lead_or_stand_by(&mut self) -> Result<()> {
+        let mut candidate =
+            Candidate::connect(&self.database_url, leader::lock_key(self.table.oid)).await?;
+        let leadership = loop {
+            if self.stopping() {
+                return Ok(());
+            }
+            match candidate.try_lead().await? {
+                Ok(leadership) => break leadership,
+                Err(again) => candidate = again,
+            }
+            if candidate.is_closed() {
+                return Err(Error::LeadershipLost);
+            }
+            self.health.set_ready(true);
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                () = tokio::time::sleep(leader::STANDBY_RETRY) => {}
+            }
+        };
+        tracing::info!(table = %self.table.name, "leading: this relay publishes the outbox");
+        self.metrics.leader.set(1);
+        self.publish_while_leading(leadership).await
+    }
+
+    async fn publish_while_leading(&mut self, leadership: Leadership) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let work = session::connect(&self.database_url, self.notify.then(|| wake.clone())).await?;
+        let mut work_closed = work.closed.clone();
+        let outbox = Outbox::prepare(
+            work.client,
+            self.table.clone(),
+            self.disposal == Disposal::Delete,
+        )
+        .await?;
+        if self.notify {
+            outbox.listen().await?;
+        }
+        self.health.set_ready(true);
+        let mut lost = leadership.lost.clone();
+        let mut holds = Holds::default();
+        let mut pacer = Pacer::new(self.idle_poll_interval);
+        let mut next_gauges = Instant::now();
+        let mut next_sweep = Instant::now();
+        let mut read_ahead: Option<Vec<outbox::OutboxRow>> = None;
+        let batch_size = self.batch_size as usize;
+        loop {
+            if self.stopping() {
+                return Ok(());
+            }
+            if *lost.borrow() {
+                return Err(Error::LeadershipLost);
+            }
+            if *work_closed.borrow() {
+                return Err(Error::WorkSessionLost);
+            }
+            let now = Instant::now();
+            if now >= next_gauges {
+                let (rows, age) = outbox.backlog().await?;
+                self.metrics.backlog_rows.set(rows);
+                self.metrics.oldest_unpublished_age.set(age);
+                next_gauges = now + GAUGE_REFRESH;
+            }
+            if let Disposal::MarkThenDelete(age) = self.disposal
+                && now >= next_sweep
+            {
+                let deleted = outbox.delete_published_before(age).await?;
+                if deleted > 0 {
+                    tracing::info!(deleted, "deleted published rows past retention");
+                }
+                next_sweep =
+                    now + (age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            }
+
+            let started = Instant::now();
+            let rows = match read_ahead.take() {
+                Some(rows) => rows,
+                None => {
+                    outbox
+                        .fetch(self.batch_size, &holds.waiting(now), &[])
+                        .await?
+                }
+            };
+            let fetched = rows.len();
+            if fetched > 0 {
+                // A full batch means more rows wait: read the next one while this one is in
+                // Kafka. It is only sent after this one is marked, so a crash still
+                // re-publishes at most one batch.
+                let read_next = (fetched == batch_size).then(|| holds.waiting(now));
+                read_ahead = self
+                    .publish_and_mark(&outbox, rows, &mut holds, started, read_next)
+                    .await?
+                    .filter(|next| !next.is_empty());
+                self.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            let now = Instant::now();
+            self.metrics.held_keys.set(holds.count(now) as i64);
+            let mut delay = pacer.next_delay(fetched, batch_size);
+            if read_ahead.is_some() {
+                continue;
+            }
+            if let Some(release) = holds.next_release(now) {
+                delay = delay.min(release - now);
+            }
+            if delay.is_zero() {
+                continue;
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = wake.notified(), if self.notify => {}
+                _ = stop.wait_for(|s| *s) => {}
+                _ = lost.wait_for(|l| *l) => {}
+                _ = work_closed.wait_for(|c| *c) => {}
+            }
+        }
+    }
+
+    async fn publish_and_mark(
+        &mut self,
+        outbox: &Outbox,
+        rows: Vec<outbox::OutboxRow>,
+        holds: &mut Holds,
+        started: Instant,
+        read_next: Option<Vec<String>>,
+    ) -> Result<Option<Vec<outbox::OutboxRow>>> {
+        let fetched = rows.len();
+        let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
+        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let publish = self
+            .publisher
+            .publish_batch(rows, holds, self.table.has_error_column);
+        let (outcome, next) = match read_next {
+            Some(held) => {
+                let (outcome, next) =
+                    tokio::join!(publish, outbox.fetch(self.batch_size, &held, &in_flight));
+                (outcome, Some(next?))
+            }
+            None => (publish.await, None),
+        };
+        let publish_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms;
+        let mut done = outcome.published.clone();
+        done.extend(outcome.dead_lettered.iter().map(|(id, _)| *id));
+        outbox.mark_published(&done).await?;
+        let failures: Vec<(i64, String)> = outcome
+            .failed
+            .iter()
+            .map(|(id, _, text)| (*id, text.clone()))
+            .collect();
+        outbox.mark_failed(&failures).await?;
+        self.metrics
+            .published
+            .inc_by(outcome.published.len() as u64);
+        for (_, reason) in &outcome.dead_lettered {
+            self.metrics
+                .dead_lettered
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .inc();
+        }
+        for (_, reason, _) in &outcome.failed {
+            self.metrics
+                .failed
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .inc();
+        }
+        tracing::debug!(
+            fetched,
+            published = outcome.published.len(),
+            dead_lettered = outcome.dead_lettered.len(),
+            failed = outcome.failed.len(),
+            held = outcome.held,
+            fetch_ms,
+            publish_ms,
+            mark_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms - publish_ms,
+            "batch done"
+        );
+        Ok(next)
+    }
+}

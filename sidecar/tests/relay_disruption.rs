@@ -1,0 +1,143 @@
+//! Restarting the brokers or the database under a running relay: nothing is lost, per-key
+//! order holds, and the relay recovers by itself (the same process keeps running). These
+//! tests stop shared services, so they live in this binary alone and hold the disruption lock.
+
+#[path = "relay/support.rs"]
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use ferry_testkit::{Service, TempTopic, disruption_lock, require_env};
+use support::*;
+
+const KEYS: usize = 200;
+
+fn rows(from_seq: i64, per_key: i64) -> Vec<(String, i64)> {
+    (from_seq..from_seq + per_key)
+        .flat_map(|s| (0..KEYS).map(move |k| (format!("k{k}"), s)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_crash_mid_stream_loses_nothing_and_the_relay_recovers_by_itself() {
+    let env = require_env!();
+    let _lock = disruption_lock().await;
+    let topic = TempTopic::create(env, 3).await.expect("topic");
+    let outbox = TestOutbox::create(env).await;
+    for chunk in rows(0, 100).chunks(5_000) {
+        outbox.insert(topic.name(), chunk).await;
+    }
+    let mut relay = spawn_relay(
+        "relay-broker-crash",
+        env,
+        &outbox.url(),
+        None,
+        &["--batch-size=200", "--idle-poll-interval=100ms"],
+    );
+    wait_for(
+        "the relay to be mid-stream",
+        Duration::from_secs(60),
+        || async { outbox.unpublished().await < 15_000 },
+    )
+    .await;
+
+    env.kill_service(Service::Kafka)
+        .await
+        .expect("kill -9 Kafka");
+    // Rows keep being written while the broker is away.
+    for chunk in rows(100, 25).chunks(1_000) {
+        outbox.insert(topic.name(), chunk).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.start_service(Service::Kafka)
+        .await
+        .expect("start Kafka");
+
+    wait_for(
+        "the backlog to drain after the broker returns",
+        Duration::from_secs(180),
+        || async { outbox.unpublished().await == 0 },
+    )
+    .await;
+    assert!(
+        relay.try_status().expect("status").is_none(),
+        "the same relay process recovered"
+    );
+    relay
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("terminate");
+    let expected: HashMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), 125)).collect();
+    let records = read_distinct(env, topic.name(), 25_000, Duration::from_secs(120)).await;
+    let duplicates = check_per_key_order(&records, &expected);
+    eprintln!(
+        "broker crash: {} records for 25000 rows, {duplicates} duplicates",
+        records.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_stream_loses_nothing_and_the_relay_recovers_by_itself() {
+    let env = require_env!();
+    let _lock = disruption_lock().await;
+    let topic = TempTopic::create(env, 3).await.expect("topic");
+    let outbox = TestOutbox::create(env).await;
+    for chunk in rows(0, 100).chunks(5_000) {
+        outbox.insert(topic.name(), chunk).await;
+    }
+    let mut relay = spawn_relay(
+        "relay-db-restart",
+        env,
+        &outbox.url(),
+        None,
+        &["--batch-size=200", "--idle-poll-interval=100ms"],
+    );
+    wait_for(
+        "the relay to be mid-stream",
+        Duration::from_secs(60),
+        || async { outbox.unpublished().await < 15_000 },
+    )
+    .await;
+
+    env.kill_service(Service::Postgres)
+        .await
+        .expect("stop PostgreSQL (immediate)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.start_service(Service::Postgres)
+        .await
+        .expect("start PostgreSQL");
+    // The test's own session died with the server; a new one writes more rows.
+    let outbox = TestOutbox {
+        client: outbox.schema.connect().await.expect("reconnect"),
+        schema: outbox.schema,
+    };
+    for chunk in rows(100, 25).chunks(5_000) {
+        outbox.insert(topic.name(), chunk).await;
+    }
+
+    wait_for(
+        "the backlog to drain after the restart",
+        Duration::from_secs(120),
+        || async { outbox.unpublished().await == 0 },
+    )
+    .await;
+    assert!(
+        relay.try_status().expect("status").is_none(),
+        "the same relay process recovered"
+    );
+    relay
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("terminate");
+    let expected: HashMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), 125)).collect();
+    let records = read_distinct(env, topic.name(), 25_000, Duration::from_secs(120)).await;
+    let duplicates = check_per_key_order(&records, &expected);
+    eprintln!(
+        "database restart: {} records for 25000 rows, {duplicates} duplicates",
+        records.len()
+    );
+    assert!(
+        duplicates <= 200,
+        "at most the batch whose mark was lost is re-published: {duplicates}"
+    );
+}

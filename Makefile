@@ -34,5 +34,5 @@ bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all R
 	cargo build --release --locked -p ferry-operator --bins --examples
 	bash bench/operator/run.sh
 
-bench-relay: ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
+bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
 	cargo bench -p ferry-sidecar --bench relay --locked

@@ -26,7 +26,6 @@ use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    producer::{FutureProducer, FutureRecord},
 };
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -135,21 +134,7 @@ async fn produce(
     (user, password): &(String, String),
     topic: &str,
 ) -> Result<(), KafkaError> {
-    let producer: FutureProducer = env
-        .kafka_args_as(user, password)
-        .client_config()
-        .expect("settings")
-        .set("message.timeout.ms", "5000")
-        .create()
-        .expect("producer");
-    producer
-        .send(
-            FutureRecord::to(topic).key("k").payload("v"),
-            Duration::from_secs(6),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
+    support::produce_as(env, user, password, topic).await
 }
 
 /// Reads one record of `topic` as `group`; the authorizer's refusal comes back as the error.
@@ -179,15 +164,6 @@ async fn consume_one(
             RDKafkaErrorCode::OperationTimedOut,
         )),
     }
-}
-
-fn denied_write(r: &Result<(), KafkaError>) -> bool {
-    matches!(
-        r,
-        Err(KafkaError::MessageProduction(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-        ))
-    )
 }
 
 async fn eventually_true<F, Fut>(what: &str, mut check: F)
@@ -247,7 +223,7 @@ async fn declared_access_works_and_nothing_else_does() {
     .await;
     // ... but not to a topic it did not declare.
     assert!(
-        denied_write(&produce(env, &producer, other.name()).await),
+        support::write_denied(&produce(env, &producer, other.name()).await),
         "no write beyond the declared topic"
     );
 
@@ -277,14 +253,14 @@ async fn declared_access_works_and_nothing_else_does() {
         "another topic is refused: {other_topic:?}"
     );
     assert!(
-        denied_write(&produce(env, &consumer, orders.name()).await),
+        support::write_denied(&produce(env, &consumer, orders.name()).await),
         "a consumer cannot produce"
     );
 
     // Removing the producer revokes its write within one reconcile, and its identity goes.
     apply(&topics, "orders", event_topic("orders", orders.name(), &[])).await;
     eventually_true("the write is revoked", || {
-        produce(env, &producer, orders.name()).map(|r| denied_write(&r) || r.is_err())
+        produce(env, &producer, orders.name()).map(|r| support::write_denied(&r) || r.is_err())
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(ns.client(), ns.name());
@@ -405,7 +381,7 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
     .await;
     let old = produce(env, &first, topic.name()).await;
     assert!(
-        old.is_err() && !denied_write(&old),
+        old.is_err() && !support::write_denied(&old),
         "the old password no longer authenticates: {old:?}"
     );
     let annotations = secrets

@@ -1,6 +1,8 @@
 //! The ACL and SCRAM wrappers against the real broker (authorizer on): what they create is
 //! really enforced, what they delete is really gone.
 
+mod support;
+
 use std::time::Duration;
 
 use ferry_operator::kafka::{
@@ -8,10 +10,6 @@ use ferry_operator::kafka::{
     acls::{AclBinding, Operation, ResourceType},
 };
 use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name};
-use rdkafka::{
-    error::{KafkaError, RDKafkaErrorCode},
-    producer::{FutureProducer, FutureRecord},
-};
 
 /// Kafka applies ACL and credential changes through its metadata log, a moment after the
 /// admin call returns; checks retry until this deadline.
@@ -19,38 +17,6 @@ const PROPAGATION: Duration = Duration::from_secs(20);
 
 fn admin(env: &TestEnv) -> KafkaAdmin {
     KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin client")
-}
-
-async fn produce_as(
-    env: &TestEnv,
-    user: &str,
-    password: &str,
-    topic: &str,
-) -> Result<(), KafkaError> {
-    let producer: FutureProducer = env
-        .kafka_args_as(user, password)
-        .client_config()
-        .expect("complete settings")
-        .set("message.timeout.ms", "5000")
-        .create()
-        .expect("producer");
-    producer
-        .send(
-            FutureRecord::to(topic).key("k").payload("v"),
-            Duration::from_secs(6),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
-}
-
-fn denied(r: &Result<(), KafkaError>) -> bool {
-    matches!(
-        r,
-        Err(KafkaError::MessageProduction(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-        ))
-    )
 }
 
 /// Retries `check` until it holds or the propagation deadline passes.
@@ -83,7 +49,7 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
 
     // Authenticated, but no ACL: the authorizer refuses.
     eventually("authentication with the new credential", || async {
-        denied(&produce_as(env, &user, "pw-1", topic.name()).await)
+        support::write_denied(&support::produce_as(env, &user, "pw-1", topic.name()).await)
     })
     .await;
 
@@ -106,7 +72,9 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
         .await
         .expect("create ACLs");
     eventually("the WRITE ACL taking effect", || async {
-        produce_as(env, &user, "pw-1", topic.name()).await.is_ok()
+        support::produce_as(env, &user, "pw-1", topic.name())
+            .await
+            .is_ok()
     })
     .await;
 
@@ -125,7 +93,7 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
     let deleted = admin.delete_acls(&grants).await.expect("delete");
     assert_eq!(deleted, 2);
     eventually("the WRITE ACL being revoked", || async {
-        denied(&produce_as(env, &user, "pw-1", topic.name()).await)
+        support::write_denied(&support::produce_as(env, &user, "pw-1", topic.name()).await)
     })
     .await;
     assert!(
@@ -159,9 +127,9 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .await
         .expect("ACL");
 
-    let unknown = produce_as(env, &user, "old-password", topic.name()).await;
+    let unknown = support::produce_as(env, &user, "old-password", topic.name()).await;
     assert!(
-        unknown.is_err() && !denied(&unknown),
+        unknown.is_err() && !support::write_denied(&unknown),
         "a user without a credential does not authenticate: {unknown:?}"
     );
     admin
@@ -169,7 +137,7 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .await
         .expect("create");
     eventually("the old password working", || async {
-        produce_as(env, &user, "old-password", topic.name())
+        support::produce_as(env, &user, "old-password", topic.name())
             .await
             .is_ok()
     })
@@ -180,14 +148,14 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .await
         .expect("rotate");
     eventually("the new password working", || async {
-        produce_as(env, &user, "new-password", topic.name())
+        support::produce_as(env, &user, "new-password", topic.name())
             .await
             .is_ok()
     })
     .await;
-    let old = produce_as(env, &user, "old-password", topic.name()).await;
+    let old = support::produce_as(env, &user, "old-password", topic.name()).await;
     assert!(
-        old.is_err() && !denied(&old),
+        old.is_err() && !support::write_denied(&old),
         "the old password no longer authenticates: {old:?}"
     );
 
@@ -198,7 +166,7 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .await
         .expect("idempotent delete");
     eventually("the deleted user being locked out", || async {
-        produce_as(env, &user, "new-password", topic.name())
+        support::produce_as(env, &user, "new-password", topic.name())
             .await
             .is_err()
     })

@@ -332,3 +332,39 @@ impl Fixture {
         }
     }
 }
+
+/// Produces one record to `topic` as a SCRAM user; the broker's refusal comes back as the error.
+pub async fn produce_as(
+    env: &ferry_testkit::TestEnv,
+    user: &str,
+    password: &str,
+    topic: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = env
+        .kafka_args_as(user, password)
+        .client_config()
+        .expect("complete settings")
+        .set("message.timeout.ms", "5000")
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(topic).key("k").payload("v"),
+            Duration::from_secs(6),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+/// Whether a produce was refused by the authorizer (as opposed to, say, authentication).
+pub fn write_denied(r: &Result<(), rdkafka::error::KafkaError>) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        r,
+        Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        ))
+    )
+}

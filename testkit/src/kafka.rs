@@ -1,12 +1,16 @@
 //! Kafka topics that belong to one test.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
 };
+
+/// How long a new topic may take to show in the broker's metadata.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
 
 use crate::{TestEnv, cleanup::run_to_completion, unique_name};
 
@@ -31,6 +35,31 @@ impl TempTopic {
         for result in results {
             result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
         }
+        // CreateTopics returns once the controller has the topic; the broker's metadata cache
+        // learns of it a moment later (longer on a busy machine). Hand it out once usable.
+        let consumer: BaseConsumer = admin_config.create()?;
+        let topic = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + VISIBLE_WITHIN;
+            loop {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5));
+                let visible = metadata.as_ref().is_ok_and(|m| {
+                    m.topics().iter().any(|t| {
+                        t.name() == topic
+                            && t.error().is_none()
+                            && t.partitions().len() == usize::try_from(partitions).unwrap_or(0)
+                    })
+                });
+                if visible {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("topic {topic} not visible in metadata after {VISIBLE_WITHIN:?}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await??;
         Ok(TempTopic { name, admin_config })
     }
 

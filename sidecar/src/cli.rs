@@ -21,12 +21,7 @@ enum Command {
         log: LogArgs,
     },
     /// Deliver Kafka records to a service over HTTP.
-    Worker {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        log: LogArgs,
-    },
+    Worker(Box<crate::worker::config::WorkerArgs>),
 }
 
 impl Cli {
@@ -38,10 +33,10 @@ impl Cli {
                 kafka.client_config()?;
                 anyhow::bail!("the relay is not built yet (outbox relay issue)")
             }
-            Command::Worker { kafka, log } => {
-                log.init();
-                kafka.client_config()?;
-                anyhow::bail!("the worker is not built yet (consumer worker issue)")
+            Command::Worker(args) => {
+                args.log.init();
+                crate::worker::run(*args, crate::shutdown::signal()).await?;
+                Ok(())
             }
         }
     }

@@ -5,3 +5,4 @@ pub mod cli;
 pub mod envelope;
 pub mod shutdown;
 pub mod telemetry;
+pub mod worker;

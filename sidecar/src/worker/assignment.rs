@@ -140,25 +140,39 @@ impl Assignment {
             .sum()
     }
 
-    /// The offsets to commit now (partitions whose watermark moved), as a list for librdkafka.
-    /// The windows are released at once: commits are issued right after.
+    /// The offsets to commit now (partitions whose watermark moved), as a list for librdkafka;
+    /// they are marked as sent and not offered again until acknowledged or failed.
     pub fn take_commits(&self) -> Option<TopicPartitionList> {
         let mut inner = self.lock();
         let mut list = TopicPartitionList::new();
-        let mut released = 0;
         for (tp, owned) in &mut inner.partitions {
-            if let Some(offset) = owned.window.committable() {
-                if list
+            if let Some(offset) = owned.window.committable()
+                && list
                     .add_partition_offset(&tp.0, tp.1, Offset::Offset(offset))
-                    .is_err()
-                {
-                    continue;
-                }
-                released += owned.window.committed(offset);
+                    .is_ok()
+            {
+                owned.window.issued(offset);
+            }
+        }
+        (list.count() > 0).then_some(list)
+    }
+
+    /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
+    /// again. Offsets are absolute, so an answer for an older assignment is harmless.
+    pub fn commit_answered(&self, list: &TopicPartitionList, ok: bool) {
+        let mut inner = self.lock();
+        let mut released = 0;
+        for element in list.elements() {
+            let tp: Tp = (Arc::from(element.topic()), element.partition());
+            let Some(owned) = inner.partitions.get_mut(&tp) else {
+                continue;
+            };
+            match (ok && element.error().is_ok(), element.offset()) {
+                (true, Offset::Offset(offset)) => released += owned.window.committed(offset),
+                _ => owned.window.commit_failed(),
             }
         }
         inner.window -= released;
-        (list.count() > 0).then_some(list)
     }
 
     /// Called by librdkafka after partitions were assigned.
@@ -296,10 +310,12 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            // The next commit covers the same offsets; a crash before it redelivers them.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
+            // The offsets are offered again; a crash before that redelivers them.
             tracing::warn!(error = %e, "offset commit failed");
         }
+        tracing::debug!(offsets = ?offsets, ok = result.is_ok(), "commit answered");
+        self.assignment.commit_answered(offsets, result.is_ok());
     }
 }

@@ -289,7 +289,7 @@ impl RunLoop {
             self.dispatch();
             let window = self.assignment.window();
             if Instant::now() >= commit_at || window * 2 >= self.max_in_flight {
-                self.commit_async();
+                self.commit();
                 commit_at = Instant::now() + COMMIT_INTERVAL;
             }
             let now = Instant::now();
@@ -421,7 +421,10 @@ impl RunLoop {
                     self.consumer.resume(&list)
                 };
                 match result {
-                    Ok(()) => intake.paused = want_pause,
+                    Ok(()) => {
+                        tracing::debug!(topic = %tp.0, partition = tp.1, paused = want_pause, held = intake.held.len(), "intake flow control");
+                        intake.paused = want_pause;
+                    }
                     Err(e) => {
                         tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "pause/resume failed")
                     }
@@ -499,11 +502,18 @@ impl RunLoop {
             .retain(|job| assignment.is_current(&job.tp, job.generation));
     }
 
-    fn commit_async(&self) {
-        if let Some(list) = self.assignment.take_commits()
-            && let Err(e) = self.consumer.commit(&list, CommitMode::Async)
-        {
-            tracing::warn!(error = %e, "offset commit failed");
+    /// Commits the moved watermarks synchronously; the window shrinks only once Kafka has
+    /// acknowledged them, so the window bounds what a crash redelivers. (Commit-callback
+    /// acknowledgements of asynchronous commits did not reach this consumer's queue in
+    /// rdkafka 0.39's `StreamConsumer`; one synchronous round trip per half window is cheap.)
+    fn commit(&self) {
+        let Some(list) = self.assignment.take_commits() else {
+            return;
+        };
+        let result = tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
+        self.assignment.commit_answered(&list, result.is_ok());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; retried with the next one");
         }
     }
 
@@ -531,6 +541,7 @@ impl RunLoop {
         if let Some(list) = self.assignment.take_commits() {
             let result =
                 tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
+            self.assignment.commit_answered(&list, result.is_ok());
             match result {
                 Ok(()) => tracing::info!(offsets = ?list, "final commit"),
                 Err(e) => tracing::warn!(error = %e, "final commit failed; a restart redelivers"),

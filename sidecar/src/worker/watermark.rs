@@ -6,8 +6,9 @@
 //! compaction or transaction markers) and finish in any order. The commit watermark is the
 //! offset of the first record not yet done, or one past the last admitted record when all are
 //! done: everything below it is delivered, skipped as a duplicate, or acknowledged by Kafka in
-//! a retry or dead-letter topic. Entries leave the window once a commit covering them has been
-//! issued, so the window's length is what a crash could redeliver.
+//! a retry or dead-letter topic. A commit is issued once per watermark (not again while it is
+//! on its way) and entries leave the window only once Kafka acknowledged a commit covering
+//! them, so the window's length bounds what a crash could redeliver.
 
 use std::collections::VecDeque;
 
@@ -37,8 +38,10 @@ enum State {
 #[derive(Debug, Default, Clone)]
 pub struct PartitionWindow {
     entries: VecDeque<(i64, State)>,
-    /// The offset of the last commit issued (the next offset to read after a restart).
+    /// The offset of the last acknowledged commit (the next offset to read after a restart).
     committed: Option<i64>,
+    /// The offset of the last commit issued and not yet acknowledged or failed.
+    issued: Option<i64>,
     in_flight: usize,
 }
 
@@ -85,22 +88,37 @@ impl PartitionWindow {
         Ok(())
     }
 
-    /// The offset below which every admitted record is done, if it is past the last commit.
+    /// The offset below which every admitted record is done, if that is progress: past the
+    /// last commit and past the first record still open.
     pub fn committable(&self) -> Option<i64> {
+        let first = self.entries.front()?.0;
         let watermark = self
             .entries
             .iter()
             .find(|(_, s)| *s != State::Done)
             .map(|(o, _)| *o)
             .or_else(|| self.entries.back().map(|(o, _)| o + 1))?;
-        match self.committed {
+        if watermark == first {
+            return None;
+        }
+        match self.committed.max(self.issued) {
             Some(c) if watermark <= c => None,
             _ => Some(watermark),
         }
     }
 
-    /// Records that a commit of `offset` was issued: entries below it leave the window.
-    /// Returns how many left.
+    /// Records that a commit of `offset` was sent; it is not offered again meanwhile.
+    pub fn issued(&mut self, offset: i64) {
+        self.issued = Some(self.issued.map_or(offset, |i| i.max(offset)));
+    }
+
+    /// A commit failed: the watermark is offered again.
+    pub fn commit_failed(&mut self) {
+        self.issued = None;
+    }
+
+    /// Records that Kafka acknowledged a commit of `offset`: entries below it leave the
+    /// window. Returns how many left.
     pub fn committed(&mut self, offset: i64) -> usize {
         let before = self.entries.len();
         while self.entries.front().is_some_and(|(o, _)| *o < offset) {
@@ -151,11 +169,7 @@ mod tests {
         let mut w = window(&[10, 11, 12, 13]);
         w.finish(11).expect("known");
         w.finish(13).expect("known");
-        assert_eq!(
-            w.committable(),
-            Some(10),
-            "10 is not done: commit nothing past it"
-        );
+        assert_eq!(w.committable(), None, "10 is not done: nothing to commit");
         w.finish(10).expect("known");
         assert_eq!(w.committable(), Some(12));
         w.finish(12).expect("known");
@@ -178,6 +192,12 @@ mod tests {
         w.finish(0).expect("known");
         w.finish(1).expect("known");
         assert_eq!(w.committable(), Some(2));
+        w.issued(2);
+        assert_eq!(w.committable(), None, "not offered twice while on its way");
+        assert_eq!(w.len(), 3, "nothing leaves before the acknowledgement");
+        w.commit_failed();
+        assert_eq!(w.committable(), Some(2), "offered again after a failure");
+        w.issued(2);
         assert_eq!(w.committed(2), 2);
         assert_eq!(w.len(), 1);
         assert_eq!(w.committable(), None, "2 still open, 2 already committed");
@@ -193,7 +213,7 @@ mod tests {
         let mut w = window(&[5]);
         assert_eq!(w.admit(5), Err(Error::NotIncreasing { offset: 5, last: 5 }));
         w.finish(5).expect("known");
-        w.committed(6);
+        assert_eq!(w.committed(6), 1);
         assert!(w.admit(5).is_err());
         w.admit(6).expect("next after the commit");
     }
@@ -225,8 +245,12 @@ mod tests {
                 w.finish(offsets[i]).expect("known");
                 done[i] = true;
                 let first_open = done.iter().position(|d| !d);
-                let expected = first_open.map_or(offsets[4] + 1, |j| offsets[j]);
-                assert_eq!(w.committable(), Some(expected), "{perm:?}");
+                let expected = match first_open {
+                    Some(0) => None,
+                    Some(j) => Some(offsets[j]),
+                    None => Some(offsets[4] + 1),
+                };
+                assert_eq!(w.committable(), expected, "{perm:?}");
             }
         });
     }

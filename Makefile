@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint fmt unit
+.PHONY: help env-up env-down test lint fmt unit bench-worker
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,3 +21,7 @@ lint: ## rustfmt and clippy, warnings are errors
 
 test: env-up lint ## env-up, lint, then every test against the real services
 	cargo test --workspace --locked
+
+bench-worker: env-up ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
+	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar --example bench-worker
+	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/examples/bench-worker

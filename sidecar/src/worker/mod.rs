@@ -216,6 +216,7 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
         // Range assignment gives one member the same partition number of a topic and of its
         // tiers, so a key's main and tier records meet in one worker's bookkeeping.
         .set("partition.assignment.strategy", "range");
+    // `--kafka-option` wins over these defaults, as it does over the shared settings.
     for (k, v) in &args.kafka.options {
         config.set(k, v);
     }

@@ -304,8 +304,13 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            // librdkafka keeps a partition's pause flag across revoke and re-assign; a new
+            // assignment starts with a fresh, unpaused intake, so resume it explicitly.
+            if let Err(e) = consumer.resume(list) {
+                tracing::warn!(error = %e, "cannot resume newly assigned partitions");
+            }
             self.assignment.assign(list);
         }
     }

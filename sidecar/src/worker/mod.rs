@@ -101,6 +101,8 @@ struct Intake {
     generation: u64,
     held: HeldQueue<Job>,
     paused: bool,
+    /// The offset after the last record received, where fetching continues after a resume.
+    next: Option<i64>,
 }
 
 /// A delivery task's report to the run loop.
@@ -358,6 +360,7 @@ impl RunLoop {
                         generation,
                         held: HeldQueue::default(),
                         paused: false,
+                        next: None,
                     },
                 ));
                 self.intakes.len() - 1
@@ -369,8 +372,10 @@ impl RunLoop {
                 generation,
                 held: HeldQueue::default(),
                 paused: false,
+                next: None,
             };
         }
+        intake.next = Some(message.offset() + 1);
         intake.held.push(
             due,
             Job {
@@ -419,7 +424,20 @@ impl RunLoop {
                 let result = if want_pause {
                     self.consumer.pause(&list)
                 } else {
-                    self.consumer.resume(&list)
+                    // Seek to where the intake ends: a partition paused right after an
+                    // assignment was seen not to fetch again on a bare resume (librdkafka
+                    // 2.12), and the seek also drops anything fetched twice.
+                    self.consumer
+                        .resume(&list)
+                        .and_then(|()| match intake.next {
+                            Some(next) => self.consumer.seek(
+                                &tp.0,
+                                tp.1,
+                                rdkafka::Offset::Offset(next),
+                                Duration::ZERO,
+                            ),
+                            None => Ok(()),
+                        })
                 };
                 match result {
                     Ok(()) => {

@@ -70,12 +70,23 @@ impl<L: Hash + Eq + Clone, T> Scheduler<L, T> {
         self.ready.len() + self.lanes.values().map(VecDeque::len).sum::<usize>()
     }
 
-    /// Drops every record for which `keep` is false (e.g. of revoked partitions); lanes whose
-    /// running record is gone are left to their `complete`.
+    /// Drops every record for which `keep` is false (e.g. of revoked partitions). A lane whose
+    /// ready head is dropped is freed (its next kept record becomes ready), or it would stay
+    /// busy for ever; a lane whose head is running is freed by that record's `complete`.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
-        self.ready.retain(|(_, t)| keep(t));
         for waiting in self.lanes.values_mut() {
             waiting.retain(&mut keep);
+        }
+        let mut freed = Vec::new();
+        self.ready.retain(|(lane, t)| {
+            let kept = keep(t);
+            if !kept && let Some(lane) = lane {
+                freed.push(lane.clone());
+            }
+            kept
+        });
+        for lane in freed {
+            self.complete(Some(&lane));
         }
     }
 }
@@ -132,6 +143,22 @@ mod tests {
         s.retain(|t| !t.starts_with("drop"));
         s.complete(Some(&1));
         assert_eq!(drain(&mut s), vec![(Some(1), "keep-2")]);
+    }
+
+    /// The stall a rebalance once caused: a dropped ready head must not leave its lane busy.
+    #[test]
+    fn dropping_a_ready_head_frees_its_lane() {
+        let mut s = Scheduler::default();
+        s.push(Some("k"), ("old", 1));
+        s.push(Some("k"), ("old", 2));
+        s.retain(|(generation, _)| *generation != "old");
+        assert_eq!(s.queued(), 0);
+        s.push(Some("k"), ("new", 3));
+        assert_eq!(
+            drain(&mut s),
+            vec![(Some("k"), ("new", 3))],
+            "lane k stayed busy"
+        );
     }
 
     /// Random pushes and completions: a lane never has two records running, and each lane's

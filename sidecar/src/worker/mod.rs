@@ -58,6 +58,9 @@ const STATS_INTERVAL_MS: &str = "5000";
 /// How long librdkafka may try to deliver a retry/dead-letter copy before the worker sees an
 /// error and tries again itself (librdkafka's default of 300 s would hide a missing topic).
 const COPY_TIMEOUT_MS: &str = "10000";
+/// librdkafka's prefetch cap in KiB (its default, 65536, alone exceeds DESIGN §10's 30 MiB
+/// RSS target); the intake below holds the rest of the read-ahead.
+const PREFETCH_KBYTES: &str = "8192";
 /// How many records one partition's intake holds before the partition is paused.
 const INTAKE_HIGH: usize = 2_000;
 /// Paused partitions resume once their intake drains below this.
@@ -215,6 +218,7 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", args.start_from.as_str())
         .set("statistics.interval.ms", STATS_INTERVAL_MS)
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
         // Range assignment gives one member the same partition number of a topic and of its
         // tiers, so a key's main and tier records meet in one worker's bookkeeping.
         .set("partition.assignment.strategy", "range");

@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint generate generate-check bench-operator bench-relay
+.PHONY: help env-up env-down test lint generate generate-check bench-operator bench-relay bench-worker
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,3 +36,7 @@ bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all R
 
 bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
 	cargo bench -p ferry-sidecar --bench relay --locked
+
+bench-worker: env-up ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
+	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar --example bench-worker
+	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/examples/bench-worker

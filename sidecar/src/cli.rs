@@ -16,12 +16,7 @@ enum Command {
     /// Publish a PostgreSQL outbox table to Kafka.
     Relay(Box<crate::relay::RelayArgs>),
     /// Deliver Kafka records to a service over HTTP.
-    Worker {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        #[command(flatten)]
-        log: LogArgs,
-    },
+    Worker(Box<crate::worker::config::WorkerArgs>),
 }
 
 impl Cli {
@@ -32,10 +27,10 @@ impl Cli {
                 args.log.init();
                 Ok(crate::relay::run(*args, crate::shutdown::signal()).await?)
             }
-            Command::Worker { kafka, log } => {
-                log.init();
-                kafka.client_config()?;
-                anyhow::bail!("the worker is not built yet (consumer worker issue)")
+            Command::Worker(args) => {
+                args.log.init();
+                crate::worker::run(*args, crate::shutdown::signal()).await?;
+                Ok(())
             }
         }
     }

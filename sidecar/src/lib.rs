@@ -6,3 +6,4 @@ pub mod envelope;
 pub mod relay;
 pub mod shutdown;
 pub mod telemetry;
+pub mod worker;

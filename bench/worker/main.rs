@@ -1,0 +1,341 @@
+//! `make bench-worker`: how fast `ferry-sidecar worker` (the release binary, as a separate
+//! process) delivers to a local no-op HTTP endpoint, against the environment `make env-up`
+//! started. Prints, with the raw rdkafka consume rate of the same topic as the baseline:
+//! - events/s for 100,000 events per ordering mode (first to last 2xx);
+//! - p99 produce→2xx at a steady 1,000 events/s;
+//! - the worker's peak RSS (VmHWM) over all runs;
+//! - the key-concurrency table: 10,000 events on one partition, the endpoint sleeping a
+//!   random 0–5 ms, 100 in flight, 1/10/100/10,000 distinct keys: wall seconds each.
+//!
+//! Not a test: it asserts nothing and prints figures for a person to read.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use ferry_testkit::{ChildProcess, TestEnv, unique_name};
+use rand::Rng;
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+
+const EVENTS: u64 = 100_000;
+const THROUGHPUT_KEYS: u64 = 10_000;
+const THROUGHPUT_PARTITIONS: i32 = 4;
+const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000";
+const LATENCY_RATE: u64 = 1_000;
+const LATENCY_EVENTS: u64 = 5_000;
+const TABLE_EVENTS: u64 = 10_000;
+
+#[derive(Default)]
+struct Endpoint {
+    count: AtomicU64,
+    first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
+    sleep_up_to_ms: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+impl Endpoint {
+    fn reset(&self, sleep_up_to_ms: u64) {
+        self.count.store(0, Ordering::SeqCst);
+        *self.first.lock().expect("lock") = None;
+        *self.last.lock().expect("lock") = None;
+        self.sleep_up_to_ms.store(sleep_up_to_ms, Ordering::SeqCst);
+        self.latencies_us.lock().expect("lock").clear();
+    }
+}
+
+async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
+    let up_to = e.sleep_up_to_ms.load(Ordering::Relaxed);
+    if up_to > 0 {
+        let us = rand::rng().random_range(0..=up_to * 1000);
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
+    let now = Instant::now();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(sent) = v["sent_us"].as_u64()
+    {
+        let now_us = unix_us();
+        e.latencies_us
+            .lock()
+            .expect("lock")
+            .push(now_us.saturating_sub(sent));
+    }
+    e.first.lock().expect("lock").get_or_insert(now);
+    *e.last.lock().expect("lock") = Some(now);
+    e.count.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+fn unix_us() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
+
+fn payload(i: u64, key: &str, sent_us: Option<u64>) -> Vec<u8> {
+    let data = match sent_us {
+        Some(s) => serde_json::json!({"i": i, "sent_us": s}),
+        None => serde_json::json!({"i": i}),
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "schema": "bench.v1", "event": "bench.happened", "id": format!("b-{i}"),
+        "ts": 1_700_000_000, "key": key, "data": data, "headers": {}
+    }))
+    .expect("json")
+}
+
+async fn create_topic(config: &ClientConfig, partitions: i32) -> String {
+    let name = unique_name("bench");
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create")
+    {
+        r.expect("created");
+    }
+    name
+}
+
+async fn delete_topic(config: &ClientConfig, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
+    let _ = admin.delete_topics(&[name], &AdminOptions::new()).await;
+}
+
+fn fill(producer: &FutureProducer, topic: &str, n: u64, keys: u64) {
+    for i in 0..n {
+        let key = format!("k{}", i % keys);
+        let body = payload(i, &key, None);
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&body)) {
+                Ok(_) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flushed");
+}
+
+struct Worker {
+    child: ChildProcess,
+}
+
+impl Worker {
+    fn start(env: &TestEnv, topic: &str, url: &str, ordering: &str, max_in_flight: &str) -> Worker {
+        let binary = std::env::var("FERRY_SIDECAR_BIN")
+            .unwrap_or_else(|_| "target/release/ferry-sidecar".to_owned());
+        let kafka = env.kafka_args();
+        let password = kafka
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        let args = [
+            "worker".to_owned(),
+            format!("--topics={topic}"),
+            format!("--group={}", unique_name("bench")),
+            format!("--target-url={url}"),
+            format!("--ordering={ordering}"),
+            format!("--max-in-flight={max_in_flight}"),
+            "--dead-letter-topic=bench.dlq".to_owned(),
+            "--metrics-addr=127.0.0.1:0".to_owned(),
+            "--log-level=warn".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = ChildProcess::spawn(
+            "bench-worker",
+            binary,
+            &args,
+            &[
+                ("FERRY_KAFKA_BOOTSTRAP", &kafka.bootstrap),
+                (
+                    "FERRY_KAFKA_SECURITY_PROTOCOL",
+                    kafka.security_protocol.as_str(),
+                ),
+                (
+                    "FERRY_KAFKA_SASL_MECHANISM",
+                    kafka.sasl_mechanism.as_deref().unwrap_or_default(),
+                ),
+                (
+                    "FERRY_KAFKA_USERNAME",
+                    kafka.username.as_deref().unwrap_or_default(),
+                ),
+                ("FERRY_KAFKA_PASSWORD", &password),
+            ],
+        )
+        .expect("spawn worker");
+        Worker { child }
+    }
+
+    /// Peak resident set size in MiB, from /proc.
+    fn peak_rss_mib(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.terminate(Duration::from_secs(30)).await;
+    }
+}
+
+async fn wait_for(endpoint: &Endpoint, n: u64, timeout: Duration) -> Option<f64> {
+    let deadline = Instant::now() + timeout;
+    while endpoint.count.load(Ordering::SeqCst) < n {
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = (*endpoint.first.lock().expect("lock"))?;
+    let last = (*endpoint.last.lock().expect("lock"))?;
+    Some((last - first).as_secs_f64())
+}
+
+fn raw_consume_rate(config: &ClientConfig, topic: &str, n: u64) -> f64 {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", unique_name("raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut count = 0;
+    let mut started = None;
+    while count < n {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            count += 1;
+        }
+    }
+    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    count as f64 / elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(env) = TestEnv::get() else {
+        eprintln!("no environment: run `make env-up` first");
+        std::process::exit(1);
+    };
+    let config = env.kafka_config();
+    let producer: FutureProducer = config
+        .clone()
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .expect("producer");
+    let endpoint = Arc::new(Endpoint::default());
+    let app = Router::new()
+        .route("/", post(receive))
+        .with_state(endpoint.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let mut peak_rss: f64 = 0.0;
+
+    println!(
+        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {THROUGHPUT_MAX_IN_FLIGHT})"
+    );
+    let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
+    fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
+    let raw = raw_consume_rate(&config, &topic, EVENTS);
+    println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
+    for ordering in ["key", "partition", "unordered"] {
+        endpoint.reset(0);
+        let worker = Worker::start(env, &topic, &url, ordering, THROUGHPUT_MAX_IN_FLIGHT);
+        let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
+        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        worker.stop().await;
+        match secs {
+            Some(s) => println!(
+                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s)",
+                EVENTS as f64 / s
+            ),
+            None => println!("  ordering={ordering:<10} did not finish within 300 s"),
+        }
+    }
+    delete_topic(&config, &topic).await;
+
+    // Latency at a steady rate.
+    let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
+    endpoint.reset(0);
+    let worker = Worker::start(env, &topic, &url, "key", "64");
+    tokio::time::sleep(Duration::from_secs(3)).await; // joined and assigned
+    let started = Instant::now();
+    for i in 0..LATENCY_EVENTS {
+        let due = started + Duration::from_micros(i * 1_000_000 / LATENCY_RATE);
+        tokio::time::sleep_until(due.into()).await;
+        let key = format!("k{}", i % 100);
+        let body = payload(i, &key, Some(unix_us()));
+        let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
+    }
+    let _ = wait_for(&endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
+    peak_rss = peak_rss.max(worker.peak_rss_mib());
+    worker.stop().await;
+    let mut lat = endpoint.latencies_us.lock().expect("lock").clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "  produce→2xx at {LATENCY_RATE}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        lat.len()
+    );
+    delete_topic(&config, &topic).await;
+
+    println!(
+        "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms, 100 in flight"
+    );
+    for keys in [1_u64, 10, 100, 10_000] {
+        let topic = create_topic(&config, 1).await;
+        fill(&producer, &topic, TABLE_EVENTS, keys);
+        endpoint.reset(5);
+        let worker = Worker::start(env, &topic, &url, "key", "100");
+        let secs = wait_for(&endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
+        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        worker.stop().await;
+        match secs {
+            Some(s) => println!("    {keys:>6} keys: {s:>6.2} s"),
+            None => println!("    {keys:>6} keys: did not finish within 120 s"),
+        }
+        delete_topic(&config, &topic).await;
+    }
+    println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
+}

@@ -1,0 +1,326 @@
+//! The partitions this worker owns right now, their uncommitted windows, and what happens when
+//! the group rebalances (DESIGN §5 "Rebalances and deploys").
+//!
+//! Every assignment gets a new generation number. Work is tagged with the generation of the
+//! partition it came from; a result whose generation is no longer current is dropped, so a late
+//! answer from an old assignment can never move a commit. Delivery tasks mark their records done
+//! here directly, under one short lock, so the rebalance callback — which librdkafka runs inside
+//! the consumer's poll, on the run loop's task — can wait for them without the run loop.
+//!
+//! On revocation the callback waits (bounded by `--drain-timeout`) for the revoked partitions'
+//! running deliveries, commits their watermarks synchronously, and forgets them; records that
+//! had not started are left for the next owner.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientContext, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    error::KafkaResult,
+};
+use tokio::sync::Notify;
+
+use super::{metrics::Metrics, watermark::PartitionWindow};
+
+/// A topic partition; the topic is shared, as every record of a partition names it.
+pub type Tp = (Arc<str>, i32);
+
+#[derive(Debug)]
+struct Owned {
+    generation: u64,
+    window: PartitionWindow,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_generation: u64,
+    partitions: HashMap<Tp, Owned>,
+    /// Sum of the windows' lengths: records read and not yet covered by a commit.
+    window: usize,
+    /// Set once the worker is closing: revocations no longer wait for deliveries.
+    closing: bool,
+}
+
+/// Shared between the run loop, the delivery tasks and librdkafka's callbacks.
+#[derive(Debug)]
+pub struct Assignment {
+    inner: Mutex<Inner>,
+    finished: Condvar,
+    drain_timeout: Duration,
+    /// Wakes the run loop after a rebalance, so it drops stale queued work promptly.
+    pub changed: Notify,
+    metrics: Metrics,
+}
+
+impl Assignment {
+    /// Nothing assigned yet.
+    pub fn new(drain_timeout: Duration, metrics: Metrics) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            finished: Condvar::new(),
+            drain_timeout,
+            changed: Notify::new(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain counters behind; keep going with them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation of `tp` if it is assigned now.
+    pub fn generation(&self, tp: &Tp) -> Option<u64> {
+        self.lock().partitions.get(tp).map(|o| o.generation)
+    }
+
+    /// Whether work tagged (`tp`, `generation`) still counts.
+    pub fn is_current(&self, tp: &Tp, generation: u64) -> bool {
+        self.generation(tp) == Some(generation)
+    }
+
+    /// Takes a record read from Kafka into its partition's window; false if stale.
+    pub fn admit(&self, tp: &Tp, generation: u64, offset: i64) -> bool {
+        let mut inner = self.lock();
+        let Some(owned) = inner.partitions.get_mut(tp) else {
+            return false;
+        };
+        if owned.generation != generation {
+            return false;
+        }
+        match owned.window.admit(offset) {
+            Ok(()) => {
+                inner.window += 1;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e, "record not admitted");
+                false
+            }
+        }
+    }
+
+    /// Marks a record's work as started.
+    pub fn start(&self, tp: &Tp, generation: u64, offset: i64) -> bool {
+        let mut inner = self.lock();
+        match inner.partitions.get_mut(tp) {
+            Some(o) if o.generation == generation => o.window.start(offset).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Marks a record done; false (and nothing changes) if its assignment is gone.
+    pub fn finish(&self, tp: &Tp, generation: u64, offset: i64) -> bool {
+        let done = {
+            let mut inner = self.lock();
+            match inner.partitions.get_mut(tp) {
+                Some(o) if o.generation == generation => o.window.finish(offset).is_ok(),
+                _ => false,
+            }
+        };
+        self.finished.notify_all();
+        done
+    }
+
+    /// Records read and not yet committed, over all partitions.
+    pub fn window(&self) -> usize {
+        self.lock().window
+    }
+
+    /// Deliveries running, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.lock()
+            .partitions
+            .values()
+            .map(|o| o.window.in_flight())
+            .sum()
+    }
+
+    /// The offsets to commit now (partitions whose watermark moved), as a list for librdkafka;
+    /// they are marked as sent and not offered again until acknowledged or failed.
+    pub fn take_commits(&self) -> Option<TopicPartitionList> {
+        let mut inner = self.lock();
+        let mut list = TopicPartitionList::new();
+        for (tp, owned) in &mut inner.partitions {
+            if let Some(offset) = owned.window.committable()
+                && list
+                    .add_partition_offset(&tp.0, tp.1, Offset::Offset(offset))
+                    .is_ok()
+            {
+                owned.window.issued(offset);
+            }
+        }
+        (list.count() > 0).then_some(list)
+    }
+
+    /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
+    /// again. Offsets are absolute, so an answer for an older assignment is harmless.
+    pub fn commit_answered(&self, list: &TopicPartitionList, ok: bool) {
+        let mut inner = self.lock();
+        let mut released = 0;
+        for element in list.elements() {
+            let tp: Tp = (Arc::from(element.topic()), element.partition());
+            let Some(owned) = inner.partitions.get_mut(&tp) else {
+                continue;
+            };
+            match (ok && element.error().is_ok(), element.offset()) {
+                (true, Offset::Offset(offset)) => released += owned.window.committed(offset),
+                _ => owned.window.commit_failed(),
+            }
+        }
+        inner.window -= released;
+    }
+
+    /// Called by librdkafka after partitions were assigned.
+    fn assign(&self, list: &TopicPartitionList) {
+        {
+            let mut inner = self.lock();
+            let generation = inner.next_generation;
+            inner.next_generation += 1;
+            for element in list.elements() {
+                let tp: Tp = (Arc::from(element.topic()), element.partition());
+                tracing::info!(
+                    topic = element.topic(),
+                    partition = element.partition(),
+                    generation,
+                    "partition assigned"
+                );
+                inner.partitions.insert(
+                    tp,
+                    Owned {
+                        generation,
+                        window: PartitionWindow::default(),
+                    },
+                );
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Called by librdkafka before partitions are taken away: drain, commit, forget.
+    fn revoke<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, list: &TopicPartitionList) {
+        let revoked: Vec<Tp> = list
+            .elements()
+            .iter()
+            .map(|e| (Arc::from(e.topic()), e.partition()))
+            .collect();
+        let wait = || self.wait_for_deliveries(&revoked);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+        let commits = self.take_commits();
+        if let Some(commits) = commits {
+            let commit = || consumer.commit(&commits, CommitMode::Sync);
+            let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(commit)
+                }
+                _ => commit(),
+            };
+            match result {
+                Ok(()) => tracing::info!(offsets = ?commits, "committed on revocation"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit on revocation failed; the next owner redelivers")
+                }
+            }
+        }
+        let mut inner = self.lock();
+        for tp in &revoked {
+            if let Some(owned) = inner.partitions.remove(tp) {
+                inner.window -= owned.window.len();
+                tracing::info!(topic = %tp.0, partition = tp.1, abandoned = owned.window.len(), "partition revoked");
+            }
+        }
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    fn wait_for_deliveries(&self, revoked: &[Tp]) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut inner = self.lock();
+        loop {
+            let running: usize = revoked
+                .iter()
+                .filter_map(|tp| inner.partitions.get(tp))
+                .map(|o| o.window.in_flight())
+                .sum();
+            if running == 0 || inner.closing {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    running,
+                    "drain deadline passed; abandoning running deliveries"
+                );
+                return;
+            }
+            inner = match self.finished.wait_timeout(inner, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// The worker is closing; later revocations do not wait.
+    pub fn close(&self) {
+        self.lock().closing = true;
+        self.finished.notify_all();
+    }
+}
+
+/// librdkafka's callbacks for the worker's consumer.
+pub struct WorkerContext {
+    /// The state the callbacks act on.
+    pub assignment: Arc<Assignment>,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for the internal UA partition and for unknown lag.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.assignment
+                        .metrics
+                        .set_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => self.assignment.revoke(consumer, list),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            // librdkafka keeps a partition's pause flag across revoke and re-assign; a new
+            // assignment starts with a fresh, unpaused intake, so resume it explicitly.
+            if let Err(e) = consumer.resume(list) {
+                tracing::warn!(error = %e, "cannot resume newly assigned partitions");
+            }
+            self.assignment.assign(list);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
+            // The offsets are offered again; a crash before that redelivers them.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+        tracing::debug!(offsets = ?offsets, ok = result.is_ok(), "commit answered");
+        self.assignment.commit_answered(offsets, result.is_ok());
+    }
+}

@@ -1,0 +1,259 @@
+//! One HTTP delivery: a Kafka record as a CloudEvent in binary content mode (DESIGN §5), and
+//! what the service's answer means.
+//!
+//! The envelope's `data` is the body (`content-type: application/json`); its attributes are
+//! headers: `ce-specversion: 1.0`, `ce-id` (envelope `id`), `ce-type` (`event`), `ce-source`
+//! (`/ferry/topics/<topic>`), `ce-time` (`ts`), plus `ferry-topic`, `ferry-partition`,
+//! `ferry-offset`, `ferry-attempt` and `traceparent`. Binary mode is five headers, so this
+//! writes them with the pooled `reqwest` client rather than pulling in the CloudEvents SDK,
+//! whose HTTP binding wants reqwest's default (TLS) features.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::{StatusCode, header::HeaderMap};
+use serde_json::Value;
+
+use crate::envelope::Envelope;
+
+/// Errors building the HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the service's answer (or its absence) means for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: done.
+    Delivered,
+    /// 429, 5xx, timeout or connection error: try again, not before `retry_after` if given.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Any other answer: retrying cannot help; dead-letter it now.
+    Permanent { reason: String },
+}
+
+/// Where a record came from, for the `ferry-*` headers.
+#[derive(Debug, Clone)]
+pub struct Position<'a> {
+    /// The topic read (the main topic, also for records read back from a retry tier).
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The pooled client and where it posts.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Delivery {
+    /// A client with keep-alive connections and a per-request `timeout`.
+    pub fn new(url: String, timeout: Duration) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(Error::Client)?;
+        Ok(Self { client, url })
+    }
+
+    /// POSTs one event and classifies the outcome.
+    pub async fn deliver(
+        &self,
+        envelope: &Envelope,
+        position: &Position<'_>,
+        attempt: u32,
+        traceparent: &str,
+    ) -> Verdict {
+        let body = match serde_json::to_vec(&envelope.data) {
+            Ok(b) => b,
+            Err(e) => {
+                return Verdict::Permanent {
+                    reason: format!("cannot encode data: {e}"),
+                };
+            }
+        };
+        let request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", &envelope.id)
+            .header("ce-type", &envelope.event)
+            .header("ce-source", format!("/ferry/topics/{}", position.topic))
+            .header("ce-dataschema", &envelope.schema)
+            .header("ferry-topic", position.topic)
+            .header("ferry-partition", position.partition.to_string())
+            .header("ferry-offset", position.offset.to_string())
+            .header("ferry-attempt", attempt.to_string())
+            .header("traceparent", traceparent);
+        let request = match ce_time(&envelope.ts) {
+            Some(time) => request.header("ce-time", time),
+            None => request,
+        };
+        match request.body(body).send().await {
+            Ok(response) => classify(response.status(), response.headers()),
+            Err(e) if e.is_timeout() => Verdict::Retry {
+                reason: "delivery timed out".to_owned(),
+                retry_after: None,
+            },
+            Err(e) => Verdict::Retry {
+                reason: format!("delivery failed: {e}"),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// Maps a status (and `Retry-After`) to a verdict.
+pub fn classify(status: StatusCode, headers: &HeaderMap) -> Verdict {
+    if status.is_success() {
+        return Verdict::Delivered;
+    }
+    let reason = format!("target answered {status}");
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, SystemTime::now()));
+        Verdict::Retry {
+            reason,
+            retry_after,
+        }
+    } else {
+        Verdict::Permanent { reason }
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `ce-time` from the envelope's `ts`: Unix seconds become RFC 3339, strings pass through.
+pub fn ce_time(ts: &Value) -> Option<String> {
+    match ts {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => {
+            let secs = n.as_f64()?;
+            if !(0.0..=253_402_300_799.0).contains(&secs) {
+                return None;
+            }
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs);
+            Some(humantime::format_rfc3339_millis(t).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// A W3C `traceparent`: the envelope's (`headers.traceparent`), else the Kafka header's, else
+/// a new sampled trace so the service can still correlate its logs.
+pub fn traceparent(envelope: &Envelope, kafka_header: Option<&str>) -> String {
+    envelope
+        .headers
+        .get("traceparent")
+        .and_then(Value::as_str)
+        .or(kafka_header)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let trace: u128 = rand::random();
+            let span: u64 = rand::random();
+            format!("00-{trace:032x}-{span:016x}-01")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn statuses_map_to_verdicts() {
+        let none = HeaderMap::new();
+        assert_eq!(classify(StatusCode::OK, &none), Verdict::Delivered);
+        assert_eq!(classify(StatusCode::NO_CONTENT, &none), Verdict::Delivered);
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, &none),
+            Verdict::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, &none),
+            Verdict::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, &none),
+            Verdict::Retry {
+                retry_after: None,
+                ..
+            }
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("valid"));
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &h),
+            Verdict::Retry {
+                reason: "target answered 429 Too Many Requests".to_owned(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        // RFC 9110's example date is 784111777 s after the epoch.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn ce_time_formats() {
+        assert_eq!(
+            ce_time(&json!(1_690_000_000)),
+            Some("2023-07-22T04:26:40.000Z".to_owned())
+        );
+        assert_eq!(
+            ce_time(&json!("2024-01-01T00:00:00Z")),
+            Some("2024-01-01T00:00:00Z".to_owned())
+        );
+        assert_eq!(ce_time(&json!(null)), None);
+        assert_eq!(ce_time(&json!(-5)), None);
+    }
+
+    #[test]
+    fn traceparent_is_carried_or_made() {
+        let mut e =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let made = traceparent(&e, None);
+        assert_eq!(made.len(), 55, "{made}");
+        assert!(made.starts_with("00-") && made.ends_with("-01"));
+        assert_eq!(traceparent(&e, Some("00-a-b-01")), "00-a-b-01");
+        e.headers = json!({"traceparent": "00-env-span-01"});
+        assert_eq!(traceparent(&e, Some("00-a-b-01")), "00-env-span-01");
+    }
+}

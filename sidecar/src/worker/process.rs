@@ -1,0 +1,360 @@
+//! What happens to one record once its lane lets it start: parse, de-duplicate, deliver with
+//! in-process retries, and otherwise copy it to the next retry tier or the dead-letter topic —
+//! waiting, however long, until Kafka acknowledges the copy, because only then may the record
+//! count as done (DESIGN §5). Each finished record logs one line with topic, partition, offset
+//! and event id, and counts in `ferry_worker_processed_total`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::{
+    Message,
+    message::{Header, Headers, OwnedHeaders, OwnedMessage},
+    producer::{FutureProducer, FutureRecord},
+    util::Timeout,
+};
+
+use super::{
+    assignment::{Assignment, Tp},
+    dedup::DedupStore,
+    delivery::{Delivery, Position, Verdict, traceparent},
+    metrics::{Metrics, Outcome},
+    retry::{self, Origin, Route, Tiers},
+};
+use crate::envelope::Envelope;
+
+/// Longest pause between attempts to write a retry or dead-letter copy (a guess at how often a
+/// fixed ACL or a newly created topic should be noticed).
+const COPY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Everything a delivery task needs, shared by all of them.
+pub struct Context {
+    /// The consumer group (for `ferry-group` and tier names).
+    pub group: String,
+    /// Where dead letters go.
+    pub dead_letter_topic: String,
+    /// The retry tiers.
+    pub tiers: Tiers,
+    /// The HTTP side.
+    pub delivery: Delivery,
+    /// Writes retry and dead-letter copies (acks=all, idempotent).
+    pub producer: FutureProducer,
+    /// Delivered event ids, when de-duplication is on.
+    pub dedup: Option<DedupStore>,
+    /// In-process attempts on the main topic.
+    pub attempts: u32,
+    /// In-process backoff bounds.
+    pub backoff: (Duration, Duration),
+    /// Ownership and windows.
+    pub assignment: Arc<Assignment>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// One record on its way.
+#[derive(Debug)]
+pub struct Job {
+    /// The partition it was read from.
+    pub tp: Tp,
+    /// The generation of that partition's assignment when it was read.
+    pub generation: u64,
+    /// The record.
+    pub message: OwnedMessage,
+    /// The main topic (itself, or the one a tier belongs to).
+    pub main_topic: Arc<str>,
+    /// Which tier it was read from (`None`: the main topic).
+    pub tier: Option<usize>,
+    /// Where it was first read.
+    pub origin: Origin,
+}
+
+/// How a record finished, with what the key-order bookkeeping needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Nothing left to do for it: delivered, duplicate or dead-lettered.
+    Done(Outcome),
+    /// It now waits in tier `tier`.
+    Parked { tier: usize },
+    /// Given up unfinished (revoked, or the worker stopped): the next owner redoes it.
+    Abandoned,
+}
+
+fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+impl Job {
+    fn attempts_so_far(&self) -> u32 {
+        header(&self.message, retry::ATTEMPTS_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Context {
+    /// Runs the job to its end and marks it done in its window.
+    pub async fn process(&self, job: &Job, route: Route) -> Finish {
+        let finish = match route {
+            Route::Follow { tier } => {
+                self.park(
+                    job,
+                    tier,
+                    job.attempts_so_far(),
+                    "following an earlier record of its key",
+                )
+                .await
+            }
+            Route::Deliver => self.deliver(job).await,
+        };
+        let outcome = match finish {
+            Finish::Done(o) => o,
+            Finish::Parked { .. } => Outcome::retried,
+            Finish::Abandoned => Outcome::abandoned,
+        };
+        self.metrics.processed(outcome);
+        if finish != Finish::Abandoned {
+            self.assignment
+                .finish(&job.tp, job.generation, job.message.offset());
+        }
+        finish
+    }
+
+    async fn deliver(&self, job: &Job) -> Finish {
+        let mut attempts = job.attempts_so_far();
+        let payload = job.message.payload().unwrap_or_default();
+        let envelope = match Envelope::parse(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .dead_letter(job, attempts, &format!("poison: {e}"))
+                    .await;
+            }
+        };
+        let id = envelope.id.as_str();
+        if let Some(dedup) = &self.dedup {
+            match self.until_ok(job, || dedup.seen(id)).await {
+                Some(true) => {
+                    tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, "duplicate skipped");
+                    return Finish::Done(Outcome::duplicate);
+                }
+                Some(false) => {}
+                None => return Finish::Abandoned,
+            }
+        }
+        let position = Position {
+            topic: &job.main_topic,
+            partition: job.origin.0,
+            offset: job.origin.1,
+        };
+        let trace = traceparent(&envelope, header(&job.message, "traceparent"));
+        // A tier pass is one attempt; the main topic gets `--retry-attempts`.
+        let in_process = if job.tier.is_some() {
+            1
+        } else {
+            self.attempts.max(1)
+        };
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.backoff.0)
+            .with_max_delay(self.backoff.1)
+            .with_max_times(usize::try_from(in_process - 1).unwrap_or(0))
+            .with_jitter()
+            .build();
+        let reason = loop {
+            attempts += 1;
+            let started = Instant::now();
+            let verdict = self
+                .delivery
+                .deliver(&envelope, &position, attempts, &trace)
+                .await;
+            self.metrics
+                .observe_latency(started.elapsed().as_secs_f64());
+            match verdict {
+                Verdict::Delivered => {
+                    if let Some(dedup) = &self.dedup
+                        && let Err(e) = dedup.remember(id).await
+                    {
+                        tracing::warn!(id, error = %e, "delivered, but the id was not stored; a redelivery would not be skipped");
+                    }
+                    tracing::debug!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, attempts, "delivered");
+                    return Finish::Done(Outcome::delivered);
+                }
+                Verdict::Permanent { reason } => {
+                    return self.dead_letter(job, attempts, &reason).await;
+                }
+                Verdict::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    let Some(delay) = backoff.next() else {
+                        break reason;
+                    };
+                    let delay = delay.max(retry_after.unwrap_or_default());
+                    if delay > self.backoff.1 {
+                        // Asked to wait longer than in-process retries may: a tier's job.
+                        break reason;
+                    }
+                    tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, attempts, reason, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    if !self.assignment.is_current(&job.tp, job.generation) {
+                        return Finish::Abandoned;
+                    }
+                }
+            }
+        };
+        let next = job.tier.map_or(0, |t| t + 1);
+        if next < self.tiers.len() {
+            self.park(job, next, attempts, &reason).await
+        } else {
+            self.dead_letter(job, attempts, &reason).await
+        }
+    }
+
+    /// Retries a store operation until it succeeds or the job's assignment is gone.
+    async fn until_ok<T, F, Fut>(&self, job: &Job, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = super::dedup::Result<T>>,
+    {
+        let mut backoff = ExponentialBuilder::default()
+            .with_max_delay(COPY_BACKOFF_MAX)
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency store unavailable; retrying");
+                    tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+                    if !self.assignment.is_current(&job.tp, job.generation) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies the record to tier `tier`, on its original partition number.
+    async fn park(&self, job: &Job, tier: usize, attempts: u32, reason: &str) -> Finish {
+        let Some(topic) = self.tiers.topic(&job.main_topic, tier) else {
+            return self.dead_letter(job, attempts, reason).await;
+        };
+        let not_before = retry::unix_millis(self.tiers.not_before(tier, SystemTime::now()));
+        let headers = self.copy_headers(job, attempts, reason).insert(Header {
+            key: retry::NOT_BEFORE_HEADER,
+            value: Some(&not_before.to_string()),
+        });
+        if self
+            .write_copy(job, topic, Some(job.origin.0), headers)
+            .await
+        {
+            tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), retry_topic = topic, attempts, reason, "moved to retry tier");
+            Finish::Parked { tier }
+        } else {
+            Finish::Abandoned
+        }
+    }
+
+    /// Copies the record to the dead-letter topic with the reason.
+    async fn dead_letter(&self, job: &Job, attempts: u32, reason: &str) -> Finish {
+        let failed_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let headers = self
+            .copy_headers(job, attempts, reason)
+            .insert(Header {
+                key: retry::GROUP_HEADER,
+                value: Some(&self.group),
+            })
+            .insert(Header {
+                key: retry::FAILED_AT_HEADER,
+                value: Some(&failed_at),
+            });
+        if self
+            .write_copy(job, &self.dead_letter_topic, None, headers)
+            .await
+        {
+            tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), dead_letter_topic = %self.dead_letter_topic, attempts, reason, "dead-lettered");
+            Finish::Done(Outcome::dead_lettered)
+        } else {
+            Finish::Abandoned
+        }
+    }
+
+    /// The record's own headers (without older `ferry-*` ones) plus the copy's.
+    fn copy_headers(&self, job: &Job, attempts: u32, reason: &str) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = job.message.headers() {
+            for h in original.iter() {
+                if !retry::FERRY_HEADERS.contains(&h.key) {
+                    headers = headers.insert(h);
+                }
+            }
+        }
+        headers
+            .insert(Header {
+                key: retry::ERROR_HEADER,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_TOPIC_HEADER,
+                value: Some(&*job.main_topic),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_PARTITION_HEADER,
+                value: Some(&job.origin.0.to_string()),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_OFFSET_HEADER,
+                value: Some(&job.origin.1.to_string()),
+            })
+            .insert(Header {
+                key: retry::ATTEMPTS_HEADER,
+                value: Some(&attempts.to_string()),
+            })
+    }
+
+    /// Writes a copy until Kafka acknowledges it; false if the assignment went away first (the
+    /// record stays uncommitted, so the next owner redoes it).
+    async fn write_copy(
+        &self,
+        job: &Job,
+        topic: &str,
+        partition: Option<i32>,
+        headers: OwnedHeaders,
+    ) -> bool {
+        let payload = job.message.payload().unwrap_or_default();
+        let key = job.message.key();
+        let mut backoff = ExponentialBuilder::default()
+            .with_max_delay(COPY_BACKOFF_MAX)
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(payload)
+                .headers(headers.clone());
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            match self.producer.send(record, Timeout::Never).await {
+                Ok(_) => return true,
+                Err((e, _)) => {
+                    tracing::error!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), copy_topic = topic, error = %e, "cannot write the copy; the record stays uncommitted and is retried");
+                }
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+            if !self.assignment.is_current(&job.tp, job.generation) {
+                return false;
+            }
+        }
+    }
+}

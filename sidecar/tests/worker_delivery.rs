@@ -1,0 +1,162 @@
+//! Delivery as a CloudEvent and the dead-letter path, against the real binary, Kafka and an
+//! HTTP target.
+
+mod worker;
+
+use std::{sync::Arc, time::Duration};
+
+use ferry_testkit::require_env;
+use worker::{
+    Target, Topics, header_of, produce, produce_events, producer, read_all, spawn_worker,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_event_as_a_cloudevent_and_commits() {
+    let env = require_env!();
+    let topics = Topics::create(env, 3, &[], true).await;
+    let target = Target::ok().await;
+    let ids = produce_events(env, &topics.main.name, "d", 5_000, 50).await;
+    let mut worker = spawn_worker(env, "delivery", &topics, &target.url, &["--ordering=key"]);
+    let started = std::time::Instant::now();
+    target
+        .wait_for(Duration::from_secs(60), "all 5000 delivered", |d| {
+            ids.iter().all(|id| d.contains_key(id))
+        })
+        .await;
+    eprintln!("5000 events in {:?}", started.elapsed());
+    let status = worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM drains and exits 0: {status:?}"
+    );
+
+    let requests = target.requests();
+    let first = requests
+        .iter()
+        .find(|r| r.id == "d-0")
+        .expect("d-0 delivered");
+    let h = &first.headers;
+    assert_eq!(h["ce-specversion"], "1.0");
+    assert_eq!(h["ce-id"], "d-0");
+    assert_eq!(h["ce-type"], "test.happened");
+    assert_eq!(
+        h["ce-source"],
+        format!("/ferry/topics/{}", topics.main.name)
+    );
+    assert_eq!(h["ce-time"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(h["ferry-topic"], topics.main.name);
+    assert_eq!(h["ferry-attempt"], "1");
+    assert!(h["traceparent"].starts_with("00-"), "{h:?}");
+    assert!(h.contains_key("ferry-partition") && h.contains_key("ferry-offset"));
+    assert_eq!(h["content-type"], "application/json");
+
+    // Per-key order holds without failures too.
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for r in requests.iter().filter(|r| r.status == 200) {
+        if let Some(prev) = last.insert(r.key.clone(), r.seq) {
+            assert!(r.seq > prev, "key {} went {prev} -> {}", r.key, r.seq);
+        }
+    }
+    // Everything is committed after the drain: 5000 records over 3 partitions.
+    let committed = worker::committed(env, &topics.group, &topics.main.name, 3);
+    let total: i64 = committed.iter().map(|c| c.expect("committed")).sum();
+    assert_eq!(total, 5_000, "{committed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_and_poison_go_to_the_dead_letter_topic_with_headers() {
+    let env = require_env!();
+    let topics = Topics::create(env, 1, &[], true).await;
+    let target = Target::start(Arc::new(|r, _| if r.key == "bad" { 422 } else { 200 })).await;
+    let p = producer(env);
+    produce(
+        &p,
+        &topics.main.name,
+        "good",
+        &worker::envelope("g-1", "good", 0),
+    )
+    .await;
+    produce(
+        &p,
+        &topics.main.name,
+        "bad",
+        &worker::envelope("b-1", "bad", 0),
+    )
+    .await;
+    produce(&p, &topics.main.name, "good", b"{this is not an envelope").await;
+    produce(
+        &p,
+        &topics.main.name,
+        "good",
+        &worker::envelope("g-2", "good", 1),
+    )
+    .await;
+    let mut worker = spawn_worker(env, "dead-letter", &topics, &target.url, &[]);
+    target
+        .wait_for(Duration::from_secs(60), "g-1 and g-2", |d| {
+            d.contains_key("g-1") && d.contains_key("g-2")
+        })
+        .await;
+    let dead = read_all(env, &topics.dead_letter_name, 2, Duration::from_secs(30));
+    assert_eq!(dead.len(), 2, "the 422 and the poison record");
+    let by_offset = |o: &str| {
+        dead.iter()
+            .find(|m| header_of(m, "ferry-original-offset").as_deref() == Some(o))
+            .expect("dead letter present")
+    };
+    let bad = by_offset("1");
+    assert_eq!(
+        header_of(bad, "ferry-error").as_deref(),
+        Some("target answered 422 Unprocessable Entity")
+    );
+    assert_eq!(
+        header_of(bad, "ferry-original-topic").as_deref(),
+        Some(topics.main.name.as_str())
+    );
+    assert_eq!(
+        header_of(bad, "ferry-original-partition").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        header_of(bad, "ferry-original-offset").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        header_of(bad, "ferry-attempts").as_deref(),
+        Some("1"),
+        "a 4xx is not retried"
+    );
+    assert_eq!(
+        header_of(bad, "ferry-group").as_deref(),
+        Some(topics.group.as_str())
+    );
+    assert!(
+        header_of(bad, "ferry-failed-at").is_some_and(|t| humantime::parse_rfc3339(&t).is_ok())
+    );
+    let poison = by_offset("2");
+    assert!(
+        header_of(poison, "ferry-error")
+            .is_some_and(|e| e.starts_with("poison: payload is not valid JSON")),
+        "{:?}",
+        header_of(poison, "ferry-error")
+    );
+    assert_eq!(
+        header_of(poison, "ferry-original-offset").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        target.requests().iter().filter(|r| r.key == "bad").count(),
+        1
+    );
+    worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+    assert_eq!(
+        worker::committed(env, &topics.group, &topics.main.name, 1),
+        [Some(4)]
+    );
+}

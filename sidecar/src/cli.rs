@@ -1,7 +1,6 @@
 //! The command line of `ferry-sidecar`.
 
 use clap::{Parser, Subcommand};
-use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
 
 /// Ferry's sidecar: outbox relay and consumer worker.
 #[derive(Debug, Parser)]

@@ -48,9 +48,9 @@ pub const FERRY_HEADERS: [&str; 8] = [
     FAILED_AT_HEADER,
 ];
 
-/// The topic of one retry tier.
+/// The topic of one retry tier, named as the operator names it when it grants access.
 pub fn tier_topic(topic: &str, group: &str, delay: &Delay) -> String {
-    format!("{topic}.{group}.retry.{}", delay.label)
+    ferry_common::naming::retry_topic(topic, group, &delay.label)
 }
 
 /// What a consumed topic is to the worker.

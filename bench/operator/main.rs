@@ -133,21 +133,8 @@ async fn main() -> anyhow::Result<()> {
         .local_addr()?
         .port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let var = |name: &str| env.var(name).unwrap_or_default().to_owned();
-    let envs = [
-        ("FERRY_KAFKA_BOOTSTRAP", var("FERRY_KAFKA_BOOTSTRAP")),
-        (
-            "FERRY_KAFKA_SECURITY_PROTOCOL",
-            var("FERRY_KAFKA_SECURITY_PROTOCOL"),
-        ),
-        (
-            "FERRY_KAFKA_SASL_MECHANISM",
-            var("FERRY_KAFKA_SASL_MECHANISM"),
-        ),
-        ("FERRY_KAFKA_USERNAME", var("FERRY_KAFKA_USERNAME")),
-        ("FERRY_KAFKA_PASSWORD", var("FERRY_KAFKA_PASSWORD")),
-        ("FERRY_LOG", "warn".to_owned()),
-    ];
+    let mut envs = env.kafka_args().to_env();
+    envs.push(("FERRY_LOG", "warn".to_owned()));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut operator = ChildProcess::spawn(
         "bench-operator",

@@ -146,11 +146,6 @@ impl Worker {
         let binary = std::env::var("FERRY_SIDECAR_BIN")
             .unwrap_or_else(|_| "target/release/ferry-sidecar".to_owned());
         let kafka = env.kafka_args();
-        let password = kafka
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned())
-            .unwrap_or_default();
         let args = [
             "worker".to_owned(),
             format!("--topics={topic}"),
@@ -163,28 +158,10 @@ impl Worker {
             "--log-level=warn".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = ChildProcess::spawn(
-            "bench-worker",
-            binary,
-            &args,
-            &[
-                ("FERRY_KAFKA_BOOTSTRAP", &kafka.bootstrap),
-                (
-                    "FERRY_KAFKA_SECURITY_PROTOCOL",
-                    kafka.security_protocol.as_str(),
-                ),
-                (
-                    "FERRY_KAFKA_SASL_MECHANISM",
-                    kafka.sasl_mechanism.as_deref().unwrap_or_default(),
-                ),
-                (
-                    "FERRY_KAFKA_USERNAME",
-                    kafka.username.as_deref().unwrap_or_default(),
-                ),
-                ("FERRY_KAFKA_PASSWORD", &password),
-            ],
-        )
-        .expect("spawn worker");
+        let kafka_env = kafka.to_env();
+        let envs: Vec<(&str, &str)> = kafka_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let child =
+            ChildProcess::spawn("bench-worker", binary, &args, &envs).expect("spawn worker");
         Worker { child }
     }
 

@@ -151,6 +151,29 @@ impl KafkaArgs {
         }
         Ok(config)
     }
+
+    /// The same settings as `FERRY_KAFKA_*` variables, for a child process (a test's binary, a
+    /// worker pod) to read back through its flags. `--kafka-option`s have no variable and are
+    /// not included.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("FERRY_KAFKA_BOOTSTRAP", self.bootstrap.clone()),
+            (
+                "FERRY_KAFKA_SECURITY_PROTOCOL",
+                self.security_protocol.as_str().to_owned(),
+            ),
+        ];
+        let optional = [
+            ("FERRY_KAFKA_SASL_MECHANISM", self.sasl_mechanism.clone()),
+            ("FERRY_KAFKA_USERNAME", self.username.clone()),
+            (
+                "FERRY_KAFKA_PASSWORD",
+                self.password.as_ref().map(|p| p.expose().to_owned()),
+            ),
+        ];
+        env.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        env
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +238,31 @@ mod tests {
     fn malformed_option_is_refused() {
         assert!(parse(&["--kafka-bootstrap=b:9092", "--kafka-option=novalue"]).is_err());
         assert!(parse(&["--kafka-bootstrap=b:9092", "--kafka-option==v"]).is_err());
+    }
+
+    #[test]
+    fn to_env_round_trips_through_the_flags_variables() {
+        let args = parse(&[
+            "--kafka-bootstrap=b:9092",
+            "--kafka-security-protocol=SASL_SSL",
+            "--kafka-sasl-mechanism=SCRAM-SHA-512",
+            "--kafka-username=u",
+            "--kafka-password=p",
+        ])
+        .expect("valid flags");
+        let env = args.to_env();
+        assert_eq!(env.len(), 5);
+        // Every name is one the flags read, with the value they would read.
+        let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(lookup("FERRY_KAFKA_BOOTSTRAP"), Some("b:9092"));
+        assert_eq!(lookup("FERRY_KAFKA_SECURITY_PROTOCOL"), Some("SASL_SSL"));
+        assert_eq!(lookup("FERRY_KAFKA_SASL_MECHANISM"), Some("SCRAM-SHA-512"));
+        assert_eq!(lookup("FERRY_KAFKA_USERNAME"), Some("u"));
+        assert_eq!(lookup("FERRY_KAFKA_PASSWORD"), Some("p"));
+        let plain = parse(&["--kafka-bootstrap=b:9092"])
+            .expect("valid")
+            .to_env();
+        assert_eq!(plain.len(), 2, "unset settings are left out: {plain:?}");
     }
 
     #[test]

@@ -136,21 +136,8 @@ impl Operator {
             "info,ferry_operator=debug",
         ];
         args.extend_from_slice(extra);
-        let var = |name: &str| env.var(name).unwrap_or_default().to_owned();
-        let envs = [
-            ("FERRY_KAFKA_BOOTSTRAP", var("FERRY_KAFKA_BOOTSTRAP")),
-            (
-                "FERRY_KAFKA_SECURITY_PROTOCOL",
-                var("FERRY_KAFKA_SECURITY_PROTOCOL"),
-            ),
-            (
-                "FERRY_KAFKA_SASL_MECHANISM",
-                var("FERRY_KAFKA_SASL_MECHANISM"),
-            ),
-            ("FERRY_KAFKA_USERNAME", var("FERRY_KAFKA_USERNAME")),
-            ("FERRY_KAFKA_PASSWORD", var("FERRY_KAFKA_PASSWORD")),
-            ("FERRY_POD_NAME", identity.to_owned()),
-        ];
+        let mut envs = env.kafka_args().to_env();
+        envs.push(("FERRY_POD_NAME", identity.to_owned()));
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let process = ChildProcess::spawn(
             &format!("operator-{identity}"),

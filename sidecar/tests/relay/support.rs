@@ -113,34 +113,15 @@ pub async fn insert(
 
 /// Environment variables that point the relay at the test Kafka as `user` (admin if `None`).
 pub fn kafka_envs(env: &TestEnv, user: Option<(&str, &str)>) -> Vec<(String, String)> {
-    let mut out = vec![
-        ("FERRY_KAFKA_BOOTSTRAP", env.var("FERRY_KAFKA_BOOTSTRAP")),
-        (
-            "FERRY_KAFKA_SECURITY_PROTOCOL",
-            env.var("FERRY_KAFKA_SECURITY_PROTOCOL"),
-        ),
-        (
-            "FERRY_KAFKA_SASL_MECHANISM",
-            env.var("FERRY_KAFKA_SASL_MECHANISM"),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
-    .collect::<Vec<_>>();
-    let (u, p) = match user {
-        Some((u, p)) => (u.to_owned(), p.to_owned()),
-        None => (
-            env.var("FERRY_KAFKA_USERNAME")
-                .unwrap_or_default()
-                .to_owned(),
-            env.var("FERRY_KAFKA_PASSWORD")
-                .unwrap_or_default()
-                .to_owned(),
-        ),
+    let kafka = match user {
+        Some((u, p)) => env.kafka_args_as(u, p),
+        None => env.kafka_args(),
     };
-    out.push(("FERRY_KAFKA_USERNAME".into(), u));
-    out.push(("FERRY_KAFKA_PASSWORD".into(), p));
-    out
+    kafka
+        .to_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 /// A free port on 127.0.0.1 for a relay's telemetry server.

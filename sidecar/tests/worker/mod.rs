@@ -346,11 +346,6 @@ pub fn spawn_worker(
     extra: &[&str],
 ) -> ChildProcess {
     let kafka = env.kafka_args();
-    let password = kafka
-        .password
-        .as_ref()
-        .map(|p| p.expose().to_owned())
-        .unwrap_or_default();
     let delays = topics.delays.join(",");
     let mut args = vec![
         "worker".to_owned(),
@@ -366,28 +361,10 @@ pub fn spawn_worker(
     }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ChildProcess::spawn(
-        name,
-        env!("CARGO_BIN_EXE_ferry-sidecar"),
-        &args,
-        &[
-            ("FERRY_KAFKA_BOOTSTRAP", &kafka.bootstrap),
-            (
-                "FERRY_KAFKA_SECURITY_PROTOCOL",
-                kafka.security_protocol.as_str(),
-            ),
-            (
-                "FERRY_KAFKA_SASL_MECHANISM",
-                kafka.sasl_mechanism.as_deref().unwrap_or_default(),
-            ),
-            (
-                "FERRY_KAFKA_USERNAME",
-                kafka.username.as_deref().unwrap_or_default(),
-            ),
-            ("FERRY_KAFKA_PASSWORD", &password),
-        ],
-    )
-    .expect("spawn worker")
+    let kafka_env = kafka.to_env();
+    let envs: Vec<(&str, &str)> = kafka_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ChildProcess::spawn(name, env!("CARGO_BIN_EXE_ferry-sidecar"), &args, &envs)
+        .expect("spawn worker")
 }
 
 /// The group's committed offset of each partition of `topic` (`None`: nothing committed).

@@ -5,9 +5,12 @@
 //! ```text
 //!  kube-apiserver ──watch EventTopic──▶ topic (Controller) ──admin calls──▶ kafka ──▶ broker
 //!        ▲                                   │
-//!        └──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
+//!        ├──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
+//!        │                                   ▲ access (AccessBook)
+//!        └─watch all──▶ identity ────────────┴──── credentials, ACLs ──▶ kafka ──▶ broker
 //! ```
 
+pub mod access;
 pub mod acl;
 pub mod api;
 pub mod cli;

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
+    access::AccessBook,
     api::EventTopic,
     identity::{self, credentials::ClientSettings},
     kafka::{Batched, KafkaAdmin},
@@ -189,6 +190,9 @@ impl RunArgs {
             let ctx_batched = batched.clone();
             let ctx_metrics = metrics.clone();
             let recorder = Recorder::new(client.clone(), reporter.clone());
+            // Fresh each leadership term: what the identity controller finds, for the topics.
+            let (book, access_changed) = AccessBook::new();
+            let topic_book = book.clone();
             let topics = topic::run(
                 api.clone(),
                 move |store| {
@@ -199,8 +203,10 @@ impl RunArgs {
                         ctx_metrics,
                         store,
                         resync_interval,
+                        topic_book,
                     )
                 },
+                access_changed,
                 stopped(term_rx.clone()),
             );
             let access = identity::run(
@@ -211,6 +217,7 @@ impl RunArgs {
                     namespace: namespace.clone(),
                     recorder: Recorder::new(client.clone(), reporter.clone()),
                     asserted: Default::default(),
+                    book,
                 },
                 resync_interval,
                 stopped(term_rx),

@@ -47,7 +47,8 @@ impl Outcome {
     }
 }
 
-fn condition(
+/// One condition, keeping its `lastTransitionTime` from `previous` when `status` did not change.
+pub fn condition(
     type_: &str,
     status: ConditionStatus,
     reason: &str,

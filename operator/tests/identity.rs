@@ -64,6 +64,7 @@ impl Operator {
             namespace: Some(ns.name().to_owned()),
             recorder,
             asserted: Default::default(),
+            book: ferry_operator::access::AccessBook::new().0,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(identity::run(ctx, Duration::from_secs(2), async move {
@@ -439,6 +440,7 @@ async fn an_admin_without_rights_is_reported_on_the_resources() {
             },
         ),
         asserted: Default::default(),
+        book: ferry_operator::access::AccessBook::new().0,
     };
     let error = identity::reconcile_all(&ctx)
         .await

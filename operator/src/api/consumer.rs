@@ -405,7 +405,11 @@ pub struct EventConsumerStatus {
     /// Records not yet processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
-    /// Ready, Reconciling and Stalled, as kstatus reads them.
+    /// The Kafka principals and ACLs this resource declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::AccessStatus>,
+    /// Ready, Reconciling and Stalled, as kstatus reads them, and AccessGranted: whether Kafka
+    /// holds the ACLs in `access`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -167,7 +167,11 @@ pub struct EventTopicStatus {
     /// Replicas per partition the Kafka topic has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_factor: Option<i32>,
-    /// Ready, Reconciling and Stalled, as kstatus reads them.
+    /// The Kafka principals and ACLs this resource declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::AccessStatus>,
+    /// Ready, Reconciling and Stalled, as kstatus reads them, and AccessGranted: whether Kafka
+    /// holds the ACLs in `access`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

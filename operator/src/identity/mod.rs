@@ -12,6 +12,10 @@
 //! It manages exactly the principals that are declared or still hold a Ferry credential Secret,
 //! and never reads or changes any other principal's ACLs.
 //!
+//! Each pass also records, per resource, the principals and ACLs it declares and whether Kafka
+//! holds them ([`crate::access::AccessBook`]): the EventTopic controller folds that into the
+//! EventTopic's status; EventConsumer status (no other writer yet) is written here.
+//!
 //! Order matters for crash safety: a new password reaches Kafka before the Secret that hands it
 //! out, and a principal's ACLs go before its credential and Secret. Every step is idempotent, so
 //! a crash anywhere is repaired by the next pass.
@@ -40,8 +44,9 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
+    access::{self, Access, AccessBook, Failure, ResourceKey},
     acl::{self, AclDiff},
-    api::{EventConsumer, EventTopic},
+    api::{AccessStatus, EventConsumer, EventTopic},
     kafka::{self, AclBinding, KafkaAdmin},
 };
 use credentials::ClientSettings;
@@ -99,6 +104,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Which credentials this process has pushed to Kafka since the last resync.
     pub asserted: Asserted,
+    /// Where each pass records what every resource was granted, for the status writers.
+    pub book: AccessBook,
 }
 
 /// The credentials this process has pushed to Kafka, so a pass triggered by a change does not
@@ -240,17 +247,145 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
         .collect();
 
     let grants = grants::from_resources(&topics, &consumers);
-    match converge(ctx, &grants, &secrets).await {
-        Ok(report) => Ok(report),
-        Err(error) => {
-            // Tell the owners of the affected resources, not only the operator's log.
-            let note = error_chain(&error);
-            for resource in grants.referenced_by.values().flatten() {
-                publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
-            }
-            Err(error)
+    let result = converge(ctx, &grants, &secrets).await;
+    if let Err(error) = &result {
+        // Tell the owners of the affected resources, not only the operator's log.
+        let note = error_chain(error);
+        for resource in grants.referenced_by.values().flatten() {
+            publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
         }
     }
+    let failure = result.as_ref().err().map(failure);
+    let findings = record_access(ctx, &topics, &consumers, failure.as_ref());
+    for consumer in &consumers {
+        let key = (
+            access::Kind::EventConsumer,
+            consumer.namespace().unwrap_or_default(),
+            consumer.name_any(),
+        );
+        if let Some(entry) = findings.get(&key)
+            && let Err(e) = write_consumer_status(ctx, consumer, entry).await
+        {
+            warn!(error = %e, consumer = %consumer.name_any(), "cannot write EventConsumer status");
+        }
+    }
+    result
+}
+
+/// Records in the book what each live resource declares and whether Kafka holds it.
+fn record_access(
+    ctx: &Context,
+    topics: &[EventTopic],
+    consumers: &[EventConsumer],
+    failure: Option<&Failure>,
+) -> HashMap<ResourceKey, Access> {
+    let entry = |generation, grants: grants::Grants| {
+        let declared = declared_access(&grants);
+        let failure = failure.filter(|_| !declared.principals.is_empty()).cloned();
+        Access {
+            generation,
+            declared,
+            failure,
+        }
+    };
+    let mut findings = HashMap::new();
+    for topic in topics {
+        let key = (
+            access::Kind::EventTopic,
+            topic.namespace().unwrap_or_default(),
+            topic.name_any(),
+        );
+        let grants = grants::from_resources(std::slice::from_ref(topic), &[]);
+        findings.insert(key, entry(topic.metadata.generation, grants));
+    }
+    for consumer in consumers {
+        let key = (
+            access::Kind::EventConsumer,
+            consumer.namespace().unwrap_or_default(),
+            consumer.name_any(),
+        );
+        // The topics only resolve the consumer's topic names; their producers are theirs.
+        let grants = grants::Grants {
+            producers: Vec::new(),
+            ..grants::from_resources(topics, std::slice::from_ref(consumer))
+        };
+        findings.insert(key, entry(consumer.metadata.generation, grants));
+    }
+    ctx.book.record(findings.clone());
+    findings
+}
+
+/// The principals and ACLs `grants` (of one resource) derive, as its status shows them.
+fn declared_access(grants: &grants::Grants) -> AccessStatus {
+    let desired = acl::desired_acls(&grants.producers, &grants.consumers);
+    AccessStatus {
+        principals: desired.keys().cloned().collect(),
+        acls: desired.values().flatten().map(describe_acl).collect(),
+    }
+}
+
+/// `User:ns.sa WRITE Topic:orders`: one ACL as a person reads it.
+fn describe_acl(binding: &AclBinding) -> String {
+    format!(
+        "{} {} {:?}:{}",
+        binding.principal,
+        format!("{:?}", binding.operation).to_uppercase(),
+        binding.resource_type,
+        binding.resource_name
+    )
+}
+
+/// How a failed pass shows in the `AccessGranted` condition.
+fn failure(error: &Error) -> Failure {
+    let (reason, transient) = match error {
+        Error::Kube(_) => ("KubernetesUnavailable", true),
+        Error::Kafka(e) if e.is_unavailable() => ("KafkaUnavailable", true),
+        Error::Kafka(e) if e.is_authorization() => ("KafkaNotAuthorized", false),
+        Error::Kafka(_) => ("KafkaRefused", false),
+    };
+    Failure {
+        reason: reason.to_owned(),
+        message: error_chain(error),
+        transient,
+    }
+}
+
+/// Writes an EventConsumer's `access` and `AccessGranted` condition, unless they are current.
+/// (Its other status fields belong to the worker controller of a later issue.)
+async fn write_consumer_status(
+    ctx: &Context,
+    consumer: &EventConsumer,
+    entry: &Access,
+) -> Result<()> {
+    let generation = consumer.metadata.generation;
+    let previous = consumer.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now().to_string();
+    let condition = Access::state(Some(entry), generation, true).condition(
+        &previous.conditions,
+        generation,
+        &now,
+    );
+    if previous.access.as_ref() == Some(&entry.declared)
+        && previous.conditions == [condition.clone()]
+    {
+        return Ok(());
+    }
+    let api: Api<EventConsumer> = Api::namespaced(
+        ctx.client.clone(),
+        &consumer.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "EventConsumer",
+        "status": {"access": entry.declared, "conditions": [condition]},
+    });
+    api.patch_status(
+        &consumer.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes Kafka and the credential Secrets match `grants`.

@@ -72,6 +72,22 @@ impl Error {
         }
     }
 
+    /// Whether Kafka refused because the admin's principal lacks the rights: a person must
+    /// grant them (or fix the credential); retrying alone does not help.
+    pub fn is_authorization(&self) -> bool {
+        match self {
+            Error::Kafka(KafkaError::AdminOp(code)) | Error::Request { code, .. } => matches!(
+                code,
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::Authentication
+            ),
+            _ => false,
+        }
+    }
+
     /// A bounded label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -5,12 +5,14 @@
 //!                                    ├─ Apply   → EventTopic::reconcile: conflict? configs allowed?
 //!                                    │            describe → create | grow + alter configs
 //!                                    │            → Event for every change, status (SSA)
+//!                                    │              with the producers' access folded in
 //!                                    └─ Cleanup → EventTopic::cleanup: delete the Kafka topic
 //! ```
 //!
 //! The diff is pure ([`plan`]); Kafka calls go through the batched admin layer
 //! ([`crate::kafka::Batched`]) so many EventTopics converge with few requests. Each topic is
-//! requeued every `--resync-interval` so drift made directly in Kafka is reverted.
+//! requeued every `--resync-interval` so drift made directly in Kafka is reverted. The identity
+//! controller wakes an EventTopic when its producers' access changes ([`crate::access`]).
 
 pub mod plan;
 
@@ -38,6 +40,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
+    access::{self, AccessBook},
     api::{DeletionPolicy, EventTopic, EventTopicStatus},
     kafka::{self, Batched, TopicState},
     metrics::Metrics,
@@ -121,6 +124,8 @@ pub struct Context {
     pub store: Store<EventTopic>,
     /// How often an in-sync topic is checked again for drift.
     pub resync: Duration,
+    /// What the identity controller granted each EventTopic's producers.
+    pub access: AccessBook,
     backoffs: Mutex<HashMap<ObjectRef<EventTopic>, ExponentialBackoff>>,
 }
 
@@ -133,6 +138,7 @@ impl Context {
         metrics: Metrics,
         store: Store<EventTopic>,
         resync: Duration,
+        access: AccessBook,
     ) -> Self {
         Self {
             client,
@@ -141,6 +147,7 @@ impl Context {
             metrics,
             store,
             resync,
+            access,
             backoffs: Mutex::new(HashMap::new()),
         }
     }
@@ -160,13 +167,17 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` completes; `api` decides which namespaces it sees.
+/// Runs the controller until `shutdown` completes; `api` decides which namespaces it sees,
+/// `access_changed` names EventTopics to reconcile because their producers' access changed.
 pub async fn run(
     api: Api<EventTopic>,
     ctx_parts: impl FnOnce(Store<EventTopic>) -> Context,
+    mut access_changed: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<EventTopic>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic()).reconcile_on(
+        futures::stream::poll_fn(move |cx| access_changed.poll_recv(cx)),
+    );
     let ctx = Arc::new(ctx_parts(controller.store()));
     controller
         .graceful_shutdown_on(shutdown)
@@ -556,9 +567,19 @@ impl EventTopic {
         outcome: Outcome,
         actual: Option<&TopicState>,
     ) -> Result<()> {
-        ctx.metrics.reconciled(KIND, outcome_label(&outcome));
         let previous = self.status.clone().unwrap_or_default();
         let now = jiff::Timestamp::now().to_string();
+        let generation = self.metadata.generation;
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let entry = ctx
+            .access
+            .get(access::Kind::EventTopic, &namespace, &self.name_any());
+        let access =
+            access::Access::state(entry.as_ref(), generation, !self.spec.producers.is_empty());
+        let outcome = access.fold(outcome);
+        ctx.metrics.reconciled(KIND, outcome_label(&outcome));
+        let mut conditions = status::conditions(&previous.conditions, &outcome, generation, &now);
+        conditions.push(access.condition(&previous.conditions, generation, &now));
         let status = EventTopicStatus {
             observed_generation: self.metadata.generation,
             topic_name: Some(self.kafka_topic_name()),
@@ -569,17 +590,14 @@ impl EventTopic {
             replication_factor: actual
                 .map(|a| a.replication_factor)
                 .or(previous.replication_factor),
-            conditions: status::conditions(
-                &previous.conditions,
-                &outcome,
-                self.metadata.generation,
-                &now,
-            ),
+            access: entry
+                .map(|e| e.declared)
+                .filter(|d| !d.principals.is_empty()),
+            conditions,
         };
         if status == previous {
             return Ok(());
         }
-        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
         let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
             "apiVersion": "ferry.dev/v1alpha1",

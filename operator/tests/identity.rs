@@ -227,6 +227,23 @@ async fn declared_access_works_and_nothing_else_does() {
         support::write_denied(&produce(env, &producer, other.name()).await),
         "no write beyond the declared topic"
     );
+    // A service account nobody declared is refused, even holding a valid credential of the
+    // same shape (made by hand here, as a leaked or stale one would be).
+    let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
+    let rogue = (format!("{}.rogue-service", ns.name()), unique_name("pw"));
+    admin
+        .upsert_scram_credential(&rogue.0, &rogue.1)
+        .await
+        .expect("a hand-made credential");
+    let refused = produce(env, &rogue, orders.name()).await;
+    assert!(
+        support::write_denied(&refused),
+        "an undeclared service account is refused: {refused:?}"
+    );
+    admin
+        .delete_scram_credential(&rogue.0)
+        .await
+        .expect("clean up");
 
     // The consumer reads its topic with its group ...
     consume_one(env, &consumer, &group, orders.name())

@@ -5,7 +5,13 @@
 //! - p99 produce→2xx at a steady 1,000 events/s;
 //! - the worker's peak RSS (VmHWM) over all runs;
 //! - the key-concurrency table: 10,000 events on one partition, the endpoint sleeping a
-//!   random 0–5 ms, 100 in flight, 1/10/100/10,000 distinct keys: wall seconds each.
+//!   random 0–5 ms, 100 in flight, 1/10/100/10,000 distinct keys: wall seconds each, next to
+//!   the floor the sleeps alone impose (the longest key's sum of sleeps, or the sum over 100
+//!   lanes, whichever is larger).
+//!
+//! The endpoint's sleep is drawn per event from its index (uniform 0–5,000 µs, the same in
+//! every run) and slept on a blocking thread (`nanosleep`, ~0.1 ms slack), not with a tokio
+//! timer, which rounds every sleep up to its next 1 ms tick (≈ +0.5 ms per request).
 //!
 //! Not a test: it asserts nothing and prints figures for a person to read.
 
@@ -20,7 +26,6 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 use ferry_testkit::{ChildProcess, TestEnv, unique_name};
-use rand::Rng;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -36,36 +41,65 @@ const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000";
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_EVENTS: u64 = 5_000;
 const TABLE_EVENTS: u64 = 10_000;
+const TABLE_MAX_IN_FLIGHT: u64 = 100;
+/// Warm-up events per round before the latency run (each round is 0.5 s at 10 ms apart).
+const WARM_UP_EVENTS: u64 = 50;
+
+/// The least wall time the table's sleeps allow with `keys` keys: a key's events run one after
+/// another, and at most `TABLE_MAX_IN_FLIGHT` run at once.
+fn sleep_floor_secs(keys: u64) -> f64 {
+    let mut per_key = vec![0_u64; usize::try_from(keys).expect("fits")];
+    for i in 0..TABLE_EVENTS {
+        per_key[usize::try_from(i % keys).expect("fits")] += sleep_us(i);
+    }
+    let longest = per_key.iter().copied().max().unwrap_or(0);
+    let total: u64 = per_key.iter().sum();
+    (longest.max(total / TABLE_MAX_IN_FLIGHT)) as f64 / 1e6
+}
 
 #[derive(Default)]
 struct Endpoint {
     count: AtomicU64,
     first: Mutex<Option<Instant>>,
     last: Mutex<Option<Instant>>,
-    sleep_up_to_ms: AtomicU64,
+    sleep: std::sync::atomic::AtomicBool,
     latencies_us: Mutex<Vec<u64>>,
 }
 
 impl Endpoint {
-    fn reset(&self, sleep_up_to_ms: u64) {
+    fn reset(&self, sleep: bool) {
         self.count.store(0, Ordering::SeqCst);
         *self.first.lock().expect("lock") = None;
         *self.last.lock().expect("lock") = None;
-        self.sleep_up_to_ms.store(sleep_up_to_ms, Ordering::SeqCst);
+        self.sleep.store(sleep, Ordering::SeqCst);
         self.latencies_us.lock().expect("lock").clear();
     }
 }
 
+/// The longest sleep of the key-concurrency table, in µs (the "random 0–5 ms").
+const SLEEP_MAX_US: u64 = 5_000;
+
+/// Event `i`'s sleep: uniform over 0..=5,000 µs, from a SplitMix64 hash of `i`, so every run
+/// (and the floor computed from the produced events) sees the same sleeps.
+fn sleep_us(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % (SLEEP_MAX_US + 1)
+}
+
 async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
-    let up_to = e.sleep_up_to_ms.load(Ordering::Relaxed);
-    if up_to > 0 {
-        let us = rand::rng().random_range(0..=up_to * 1000);
-        tokio::time::sleep(Duration::from_micros(us)).await;
+    let data = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    if e.sleep.load(Ordering::Relaxed)
+        && let Some(i) = data["i"].as_u64()
+    {
+        let d = Duration::from_micros(sleep_us(i));
+        tokio::task::spawn_blocking(move || std::thread::sleep(d))
+            .await
+            .expect("sleep");
     }
     let now = Instant::now();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-        && let Some(sent) = v["sent_us"].as_u64()
-    {
+    if let Some(sent) = data["sent_us"].as_u64() {
         let now_us = unix_us();
         e.latencies_us
             .lock()
@@ -249,14 +283,15 @@ async fn main() {
     let raw = raw_consume_rate(&config, &topic, EVENTS);
     println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
     for ordering in ["key", "partition", "unordered"] {
-        endpoint.reset(0);
+        endpoint.reset(false);
         let worker = Worker::start(env, &topic, &url, ordering, THROUGHPUT_MAX_IN_FLIGHT);
         let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
-        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        let rss = worker.peak_rss_mib();
+        peak_rss = peak_rss.max(rss);
         worker.stop().await;
         match secs {
             Some(s) => println!(
-                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s)",
+                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s, peak RSS {rss:.1} MiB)",
                 EVENTS as f64 / s
             ),
             None => println!("  ordering={ordering:<10} did not finish within 300 s"),
@@ -266,9 +301,26 @@ async fn main() {
 
     // Latency at a steady rate.
     let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
-    endpoint.reset(0);
+    endpoint.reset(false);
     let worker = Worker::start(env, &topic, &url, "key", "64");
-    tokio::time::sleep(Duration::from_secs(3)).await; // joined and assigned
+    // Warm up: until the worker has joined, been assigned every partition and delivered a
+    // steady trickle (and the producer knows the topic), nothing is measured.
+    let mut warm = 0;
+    let warm_deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < warm_deadline {
+        for _ in 0..WARM_UP_EVENTS {
+            let key = format!("w{warm}");
+            let body = payload(warm, &key, None);
+            let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
+            warm += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if endpoint.count.load(Ordering::SeqCst) >= warm - WARM_UP_EVENTS / 2 {
+            break;
+        }
+    }
+    let _ = wait_for(&endpoint, warm, Duration::from_secs(30)).await;
+    endpoint.reset(false);
     let started = Instant::now();
     for i in 0..LATENCY_EVENTS {
         let due = started + Duration::from_micros(i * 1_000_000 / LATENCY_RATE);
@@ -278,7 +330,8 @@ async fn main() {
         let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
     }
     let _ = wait_for(&endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
-    peak_rss = peak_rss.max(worker.peak_rss_mib());
+    let rss = worker.peak_rss_mib();
+    peak_rss = peak_rss.max(rss);
     worker.stop().await;
     let mut lat = endpoint.latencies_us.lock().expect("lock").clone();
     lat.sort_unstable();
@@ -289,7 +342,7 @@ async fn main() {
             / 1000.0
     };
     println!(
-        "  produce→2xx at {LATENCY_RATE}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        "  produce→2xx at {LATENCY_RATE}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events after {warm} warm-up events; peak RSS {rss:.1} MiB)",
         pct(0.5),
         pct(0.99),
         pct(1.0),
@@ -298,18 +351,22 @@ async fn main() {
     delete_topic(&config, &topic).await;
 
     println!(
-        "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms, 100 in flight"
+        "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms (thread sleep, fixed per event), {TABLE_MAX_IN_FLIGHT} in flight"
     );
     for keys in [1_u64, 10, 100, 10_000] {
         let topic = create_topic(&config, 1).await;
         fill(&producer, &topic, TABLE_EVENTS, keys);
-        endpoint.reset(5);
-        let worker = Worker::start(env, &topic, &url, "key", "100");
+        endpoint.reset(true);
+        let worker = Worker::start(env, &topic, &url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
         let secs = wait_for(&endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
-        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        let rss = worker.peak_rss_mib();
+        peak_rss = peak_rss.max(rss);
         worker.stop().await;
+        let floor = sleep_floor_secs(keys);
         match secs {
-            Some(s) => println!("    {keys:>6} keys: {s:>6.2} s"),
+            Some(s) => println!(
+                "    {keys:>6} keys: {s:>6.2} s (floor from the sleeps alone {floor:.2} s; peak RSS {rss:.1} MiB)"
+            ),
             None => println!("    {keys:>6} keys: did not finish within 120 s"),
         }
         delete_topic(&config, &topic).await;

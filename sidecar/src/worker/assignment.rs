@@ -13,7 +13,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering as AtomicOrdering},
+    },
     time::{Duration, Instant},
 };
 
@@ -53,6 +56,11 @@ pub struct Assignment {
     drain_timeout: Duration,
     /// Wakes the run loop after a rebalance, so it drops stale queued work promptly.
     pub changed: Notify,
+    /// Wakes the run loop after a commit answer (served inside the consumer's poll, which
+    /// does not return a record for it), so it admits records into the shrunken window.
+    pub committed: Notify,
+    /// Commit answers so far.
+    answers: AtomicU64,
     metrics: Metrics,
 }
 
@@ -64,6 +72,8 @@ impl Assignment {
             finished: Condvar::new(),
             drain_timeout,
             changed: Notify::new(),
+            committed: Notify::new(),
+            answers: AtomicU64::new(0),
             metrics,
         }
     }
@@ -76,6 +86,15 @@ impl Assignment {
     /// The generation of `tp` if it is assigned now.
     pub fn generation(&self, tp: &Tp) -> Option<u64> {
         self.lock().partitions.get(tp).map(|o| o.generation)
+    }
+
+    /// Every partition assigned now, with its generation.
+    pub fn partitions(&self) -> Vec<(Tp, u64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), o.generation))
+            .collect()
     }
 
     /// Whether work tagged (`tp`, `generation`) still counts.
@@ -140,25 +159,53 @@ impl Assignment {
             .sum()
     }
 
-    /// The offsets to commit now (partitions whose watermark moved), as a list for librdkafka;
-    /// they are marked as sent and not offered again until acknowledged or failed.
-    pub fn take_commits(&self) -> Option<TopicPartitionList> {
+    /// The watermarks that moved since they were last stored, as a list for librdkafka's
+    /// offset store; they are marked stored and not offered again until a commit answers.
+    pub fn take_stores(&self) -> Option<TopicPartitionList> {
         let mut inner = self.lock();
         let mut list = TopicPartitionList::new();
         for (tp, owned) in &mut inner.partitions {
-            if let Some(offset) = owned.window.committable()
+            if let Some(offset) = owned.window.to_store()
                 && list
                     .add_partition_offset(&tp.0, tp.1, Offset::Offset(offset))
                     .is_ok()
             {
-                owned.window.issued(offset);
+                owned.window.stored(offset);
             }
         }
         (list.count() > 0).then_some(list)
     }
 
+    /// Every watermark past its last acknowledged commit (stored or not), for a synchronous
+    /// commit on revocation or shutdown.
+    pub fn commits_due(&self) -> Option<TopicPartitionList> {
+        let inner = self.lock();
+        let mut list = TopicPartitionList::new();
+        for (tp, owned) in &inner.partitions {
+            if let Some(offset) = owned.window.committable() {
+                let _ = list.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
+            }
+        }
+        (list.count() > 0).then_some(list)
+    }
+
+    /// Whether some stored watermark still waits for its commit.
+    pub fn awaiting_commit(&self) -> bool {
+        self.lock()
+            .partitions
+            .values()
+            .any(|o| o.window.awaiting_commit())
+    }
+
+    /// How many commit answers arrived so far (to pace the worker's own commit requests).
+    pub fn commit_answers(&self) -> u64 {
+        self.answers.load(AtomicOrdering::Relaxed)
+    }
+
     /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
-    /// again. Offsets are absolute, so an answer for an older assignment is harmless.
+    /// again. Offsets are absolute, so an answer for an older assignment is harmless; an
+    /// answer for a partition assigned anew applies to the new window only if it is past
+    /// that window's records, which a commit of the old owner's watermark cannot be.
     pub fn commit_answered(&self, list: &TopicPartitionList, ok: bool) {
         let mut inner = self.lock();
         let mut released = 0;
@@ -169,10 +216,14 @@ impl Assignment {
             };
             match (ok && element.error().is_ok(), element.offset()) {
                 (true, Offset::Offset(offset)) => released += owned.window.committed(offset),
-                _ => owned.window.commit_failed(),
+                (true, _) => {}
+                (false, _) => owned.window.commit_failed(),
             }
         }
         inner.window -= released;
+        drop(inner);
+        self.answers.fetch_add(1, AtomicOrdering::Relaxed);
+        self.committed.notify_one();
     }
 
     /// Called by librdkafka after partitions were assigned.
@@ -213,8 +264,7 @@ impl Assignment {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
         }
-        let commits = self.take_commits();
-        if let Some(commits) = commits {
+        if let Some(commits) = self.commits_due() {
             let commit = || consumer.commit(&commits, CommitMode::Sync);
             let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
@@ -222,6 +272,7 @@ impl Assignment {
                 }
                 _ => commit(),
             };
+            self.commit_answered(&commits, result.is_ok());
             match result {
                 Ok(()) => tracing::info!(offsets = ?commits, "committed on revocation"),
                 Err(e) => {

@@ -13,10 +13,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Condvar, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering as AtomicOrdering},
-    },
+    sync::{Arc, Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -59,8 +56,6 @@ pub struct Assignment {
     /// Wakes the run loop after a commit answer (served inside the consumer's poll, which
     /// does not return a record for it), so it admits records into the shrunken window.
     pub committed: Notify,
-    /// Commit answers so far.
-    answers: AtomicU64,
     metrics: Metrics,
 }
 
@@ -73,7 +68,6 @@ impl Assignment {
             drain_timeout,
             changed: Notify::new(),
             committed: Notify::new(),
-            answers: AtomicU64::new(0),
             metrics,
         }
     }
@@ -197,9 +191,44 @@ impl Assignment {
             .any(|o| o.window.awaiting_commit())
     }
 
-    /// How many commit answers arrived so far (to pace the worker's own commit requests).
-    pub fn commit_answers(&self) -> u64 {
-        self.answers.load(AtomicOrdering::Relaxed)
+    /// The stored watermarks still waiting for their commit, with their partitions'
+    /// generations: what a commit of the stored offsets (`commit_consumer_state`) covers.
+    pub fn stored_awaiting_commit(&self) -> Vec<(Tp, u64, i64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .filter_map(|(tp, o)| {
+                o.window
+                    .awaiting_commit()
+                    .then(|| o.window.stored_offset())
+                    .flatten()
+                    .map(|offset| (tp.clone(), o.generation, offset))
+            })
+            .collect()
+    }
+
+    /// The worker's own commit of the stored offsets answered: `stored` is what was stored
+    /// when it was sent (librdkafka may have committed more, which a later answer covers);
+    /// entries of partitions re-assigned since are left alone.
+    pub fn stored_commit_answered(&self, stored: &[(Tp, u64, i64)], ok: bool) {
+        let mut inner = self.lock();
+        let mut released = 0;
+        for (tp, generation, offset) in stored {
+            let Some(owned) = inner.partitions.get_mut(tp) else {
+                continue;
+            };
+            if owned.generation != *generation {
+                continue;
+            }
+            if ok {
+                released += owned.window.committed(*offset);
+            } else {
+                owned.window.commit_failed();
+            }
+        }
+        inner.window -= released;
+        drop(inner);
+        self.committed.notify_one();
     }
 
     /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
@@ -222,7 +251,6 @@ impl Assignment {
         }
         inner.window -= released;
         drop(inner);
-        self.answers.fetch_add(1, AtomicOrdering::Relaxed);
         self.committed.notify_one();
     }
 

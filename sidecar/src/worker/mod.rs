@@ -29,7 +29,14 @@ pub mod retry;
 pub mod scheduler;
 pub mod watermark;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering as AtomicOrdering},
+    },
+    time::Duration,
+};
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
@@ -57,6 +64,9 @@ use crate::telemetry::{Health, TelemetryServer};
 /// background when the window is not filling up; bounds how much a crash redelivers at low
 /// rates (a fraction of librdkafka's 5 s default). A filling window asks for a commit at once.
 const AUTO_COMMIT_INTERVAL_MS: &str = "100";
+/// How long a failed commit of the stored offsets waits before the next one (one
+/// `auto.commit.interval.ms`: librdkafka's background commit runs meanwhile).
+const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long the run loop sleeps when nothing is held in a tier: only a safety net, since
 /// records, reports, commit answers and rebalances all wake it.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -230,7 +240,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         consumer: Arc::new(consumer),
         intake_high,
         intake_low: intake_high / 4,
-        commit_asked: None,
+        committing: Arc::default(),
         base: base.clone(),
         gates: HashMap::new(),
         scans: mpsc::unbounded_channel(),
@@ -343,9 +353,8 @@ struct RunLoop {
     intake_high: usize,
     /// A paused partition resumes once its intake drains to this.
     intake_low: usize,
-    /// The commit-answer count when the worker last asked for a commit, while that request
-    /// is unanswered: one request at a time.
-    commit_asked: Option<u64>,
+    /// Whether the worker's own commit of the stored offsets is running (one at a time).
+    committing: Arc<AtomicBool>,
     /// The shared Kafka settings, for the tier scans' consumers.
     base: ClientConfig,
     /// Per assigned main partition (ordered retries only): whether its tiers were read.
@@ -725,9 +734,12 @@ impl RunLoop {
     }
 
     /// Hands the moved watermarks to librdkafka's offset store (librdkafka commits them in
-    /// the background), and asks for a commit at once when the window is half full, so the
-    /// window, which shrinks only once Kafka acknowledged a commit, keeps room to admit.
-    /// Nothing here waits for Kafka: answers arrive through the consumer's commit callback.
+    /// the background every `auto.commit.interval.ms`, answering through the commit callback),
+    /// and when the window is half full commits the stored offsets at once, so the window,
+    /// which shrinks only once Kafka acknowledged a commit, keeps room to admit. That commit
+    /// runs on a blocking thread: the run loop never waits for Kafka. (librdkafka answers an
+    /// asynchronous manual commit only to an `offset_commit_cb`, which rdkafka does not set;
+    /// its synchronous commit answers the caller.)
     fn commit(&mut self) {
         if let Some(list) = self.assignment.take_stores()
             && let Err(e) = self.consumer.store_offsets(&list)
@@ -736,18 +748,31 @@ impl RunLoop {
             tracing::debug!(error = %e, offsets = ?list, "offsets not stored");
             self.assignment.commit_answered(&list, false);
         }
-        if let Some(asked) = self.commit_asked
-            && self.assignment.commit_answers() == asked
+        if self.assignment.window() * 2 < self.max_in_flight
+            || self.committing.load(AtomicOrdering::Acquire)
         {
             return;
         }
-        self.commit_asked = None;
-        if self.assignment.window() * 2 >= self.max_in_flight && self.assignment.awaiting_commit() {
-            match self.consumer.commit_consumer_state(CommitMode::Async) {
-                Ok(()) => self.commit_asked = Some(self.assignment.commit_answers()),
-                Err(e) => tracing::debug!(error = %e, "commit request refused"),
-            }
+        let stored = self.assignment.stored_awaiting_commit();
+        if stored.is_empty() {
+            return;
         }
+        self.committing.store(true, AtomicOrdering::Release);
+        let (consumer, assignment, committing) = (
+            self.consumer.clone(),
+            self.assignment.clone(),
+            self.committing.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let result = consumer.commit_consumer_state(CommitMode::Sync);
+            if let Err(e) = &result {
+                tracing::debug!(error = %e, "commit of the stored offsets failed; offered again");
+                // Not again at once: the background commit keeps going meanwhile.
+                std::thread::sleep(COMMIT_RETRY_PAUSE);
+            }
+            committing.store(false, AtomicOrdering::Release);
+            assignment.stored_commit_answered(&stored, result.is_ok());
+        });
     }
 
     /// After shutdown: no new work; running deliveries get until `timeout`; then the watermark

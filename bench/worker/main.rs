@@ -189,7 +189,11 @@ impl Worker {
             format!("--max-in-flight={max_in_flight}"),
             "--dead-letter-topic=bench.dlq".to_owned(),
             "--metrics-addr=127.0.0.1:0".to_owned(),
-            "--log-level=warn".to_owned(),
+            // FERRY_BENCH_WORKER_LOG=debug (with FERRY_TEST_LOGS=<dir>) for the worker's timings.
+            format!(
+                "--log-level={}",
+                std::env::var("FERRY_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned())
+            ),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let kafka_env = kafka.to_env();
@@ -197,6 +201,26 @@ impl Worker {
         let child =
             ChildProcess::spawn("bench-worker", binary, &args, &envs).expect("spawn worker");
         Worker { child }
+    }
+
+    /// CPU seconds (user + system) the worker used so far, from /proc/<pid>/stat.
+    fn cpu_secs(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the ')'.
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        // USER_HZ is 100 on Linux.
+        ticks / 100.0
     }
 
     /// Peak resident set size in MiB, from /proc.
@@ -274,6 +298,10 @@ async fn main() {
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     let mut peak_rss: f64 = 0.0;
+    // FERRY_BENCH_SECTIONS=throughput,latency,table picks parts (all by default), for profiling.
+    let sections = std::env::var("FERRY_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "throughput,latency,table".to_owned());
+    let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
     println!(
         "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {THROUGHPUT_MAX_IN_FLIGHT})"
@@ -282,16 +310,22 @@ async fn main() {
     fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
     let raw = raw_consume_rate(&config, &topic, EVENTS);
     println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
-    for ordering in ["key", "partition", "unordered"] {
+    let orderings: &[&str] = if section("throughput") {
+        &["key", "partition", "unordered"]
+    } else {
+        &[]
+    };
+    for ordering in orderings {
         endpoint.reset(false);
         let worker = Worker::start(env, &topic, &url, ordering, THROUGHPUT_MAX_IN_FLIGHT);
         let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
         let rss = worker.peak_rss_mib();
+        let cpu_us = worker.cpu_secs() * 1e6 / EVENTS as f64;
         peak_rss = peak_rss.max(rss);
         worker.stop().await;
         match secs {
             Some(s) => println!(
-                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s, peak RSS {rss:.1} MiB)",
+                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s, worker CPU {cpu_us:.0} µs/event, peak RSS {rss:.1} MiB)",
                 EVENTS as f64 / s
             ),
             None => println!("  ordering={ordering:<10} did not finish within 300 s"),
@@ -299,10 +333,27 @@ async fn main() {
     }
     delete_topic(&config, &topic).await;
 
-    // Latency at a steady rate.
-    let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
+    if section("latency") {
+        latency_run(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
+    }
+    if section("table") {
+        table_runs(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
+    }
+    println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
+}
+
+/// p99 produce→2xx at a steady rate, after a warm-up.
+async fn latency_run(
+    env: &TestEnv,
+    config: &ClientConfig,
+    producer: &FutureProducer,
+    endpoint: &Endpoint,
+    url: &str,
+    peak_rss: &mut f64,
+) {
+    let topic = create_topic(config, THROUGHPUT_PARTITIONS).await;
     endpoint.reset(false);
-    let worker = Worker::start(env, &topic, &url, "key", "64");
+    let worker = Worker::start(env, &topic, url, "key", "64");
     // Warm up: until the worker has joined, been assigned every partition and delivered a
     // steady trickle (and the producer knows the topic), nothing is measured.
     let mut warm = 0;
@@ -319,7 +370,7 @@ async fn main() {
             break;
         }
     }
-    let _ = wait_for(&endpoint, warm, Duration::from_secs(30)).await;
+    let _ = wait_for(endpoint, warm, Duration::from_secs(30)).await;
     endpoint.reset(false);
     let started = Instant::now();
     for i in 0..LATENCY_EVENTS {
@@ -329,9 +380,9 @@ async fn main() {
         let body = payload(i, &key, Some(unix_us()));
         let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
     }
-    let _ = wait_for(&endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
+    let _ = wait_for(endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
     let rss = worker.peak_rss_mib();
-    peak_rss = peak_rss.max(rss);
+    *peak_rss = peak_rss.max(rss);
     worker.stop().await;
     let mut lat = endpoint.latencies_us.lock().expect("lock").clone();
     lat.sort_unstable();
@@ -348,19 +399,47 @@ async fn main() {
         pct(1.0),
         lat.len()
     );
-    delete_topic(&config, &topic).await;
+    delete_topic(config, &topic).await;
+}
 
+/// The key-concurrency table, with its no-sleep baseline.
+async fn table_runs(
+    env: &TestEnv,
+    config: &ClientConfig,
+    producer: &FutureProducer,
+    endpoint: &Endpoint,
+    url: &str,
+    peak_rss: &mut f64,
+) {
     println!(
         "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms (thread sleep, fixed per event), {TABLE_MAX_IN_FLIGHT} in flight"
     );
+    // The same 10,000 events through one key into an endpoint that does not sleep: what one
+    // lane costs per event besides the service (HTTP round trip, endpoint, worker).
+    {
+        let topic = create_topic(config, 1).await;
+        fill(producer, &topic, TABLE_EVENTS, 1);
+        endpoint.reset(false);
+        let worker = Worker::start(env, &topic, url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
+        let secs = wait_for(endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
+        worker.stop().await;
+        match secs {
+            Some(s) => println!(
+                "    baseline: 1 key, no sleep: {s:.2} s ({:.0} µs per event in one lane)",
+                s * 1e6 / TABLE_EVENTS as f64
+            ),
+            None => println!("    baseline: 1 key, no sleep: did not finish within 120 s"),
+        }
+        delete_topic(config, &topic).await;
+    }
     for keys in [1_u64, 10, 100, 10_000] {
-        let topic = create_topic(&config, 1).await;
-        fill(&producer, &topic, TABLE_EVENTS, keys);
+        let topic = create_topic(config, 1).await;
+        fill(producer, &topic, TABLE_EVENTS, keys);
         endpoint.reset(true);
-        let worker = Worker::start(env, &topic, &url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
-        let secs = wait_for(&endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
+        let worker = Worker::start(env, &topic, url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
+        let secs = wait_for(endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
         let rss = worker.peak_rss_mib();
-        peak_rss = peak_rss.max(rss);
+        *peak_rss = peak_rss.max(rss);
         worker.stop().await;
         let floor = sleep_floor_secs(keys);
         match secs {
@@ -369,7 +448,6 @@ async fn main() {
             ),
             None => println!("    {keys:>6} keys: did not finish within 120 s"),
         }
-        delete_topic(&config, &topic).await;
+        delete_topic(config, &topic).await;
     }
-    println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
 }

@@ -125,6 +125,8 @@ pub enum Error {
     Telemetry(#[from] crate::telemetry::Error),
     #[error("--max-in-flight must be at least 1")]
     MaxInFlight,
+    #[error("the run loop stopped unexpectedly")]
+    RunLoop(#[from] tokio::task::JoinError),
 }
 
 /// `Result` of the worker.
@@ -256,8 +258,29 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         reports: mpsc::unbounded_channel(),
         metrics,
     };
-    run_loop.run(shutdown).await;
-    run_loop.drain(args.drain_timeout).await;
+    // The run loop is a task on the runtime's worker threads rather than running on the
+    // thread that awaits `run` (the main thread, under `#[tokio::main]`): the deliveries it
+    // spawns and the reports they send then stay in the workers' local queues instead of
+    // waking another thread for every record.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain_timeout = args.drain_timeout;
+    let mut looping = tokio::spawn(async move {
+        run_loop
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        run_loop.drain(drain_timeout).await;
+        run_loop
+    });
+    tokio::pin!(shutdown);
+    let run_loop = tokio::select! {
+        () = &mut shutdown => {
+            let _ = stop.send(());
+            looping.await
+        }
+        joined = &mut looping => joined,
+    }?;
     health.set_ready(false);
     run_loop.assignment.close();
     drop(run_loop);
@@ -400,6 +423,11 @@ impl RunLoop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
+                // Rare events first, so a steady stream of records and reports cannot starve
+                // them.
+                () = self.assignment.changed.notified() => self.forget_stale(),
+                Some(done) = self.scans.1.recv() => self.on_scan(done),
+                () = self.assignment.committed.notified() => {}
                 Some(report) = self.reports.1.recv() => {
                     self.on_report(report);
                     while let Ok(report) = self.reports.1.try_recv() {
@@ -416,9 +444,6 @@ impl RunLoop {
                         }
                     }
                 }
-                () = self.assignment.committed.notified() => {}
-                () = self.assignment.changed.notified() => self.forget_stale(),
-                Some(done) = self.scans.1.recv() => self.on_scan(done),
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -575,7 +600,8 @@ impl RunLoop {
     }
 
     fn parking_key(&self, job: &Job) -> Option<(Arc<str>, Vec<u8>)> {
-        (self.ordering == Ordering::Key)
+        // Without tiers nothing is ever parked: no key to copy per record.
+        (self.ordering == Ordering::Key && !self.context.tiers.is_empty())
             .then(|| job.message.key())
             .flatten()
             .map(|k| (job.main_topic.clone(), k.to_vec()))
@@ -764,7 +790,14 @@ impl RunLoop {
             self.committing.clone(),
         );
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = consumer.commit_consumer_state(CommitMode::Sync);
+            tracing::debug!(
+                partitions = stored.len(),
+                ok = result.is_ok(),
+                took_us = started.elapsed().as_micros() as u64,
+                "stored offsets committed"
+            );
             if let Err(e) = &result {
                 tracing::debug!(error = %e, "commit of the stored offsets failed; offered again");
                 // Not again at once: the background commit keeps going meanwhile.

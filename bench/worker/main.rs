@@ -37,6 +37,7 @@ use rdkafka::{
 const EVENTS: u64 = 100_000;
 const THROUGHPUT_KEYS: u64 = 10_000;
 const THROUGHPUT_PARTITIONS: i32 = 4;
+/// The throughput runs' `--max-in-flight` (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides it).
 const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000";
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_EVENTS: u64 = 5_000;
@@ -303,8 +304,10 @@ async fn main() {
         .unwrap_or_else(|_| "throughput,latency,table".to_owned());
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
+    let throughput_in_flight = std::env::var("FERRY_BENCH_THROUGHPUT_IN_FLIGHT")
+        .unwrap_or_else(|_| THROUGHPUT_MAX_IN_FLIGHT.to_owned());
     println!(
-        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {THROUGHPUT_MAX_IN_FLIGHT})"
+        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {throughput_in_flight})"
     );
     let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
     fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
@@ -317,7 +320,7 @@ async fn main() {
     };
     for ordering in orderings {
         endpoint.reset(false);
-        let worker = Worker::start(env, &topic, &url, ordering, THROUGHPUT_MAX_IN_FLIGHT);
+        let worker = Worker::start(env, &topic, &url, ordering, &throughput_in_flight);
         let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
         let rss = worker.peak_rss_mib();
         let cpu_us = worker.cpu_secs() * 1e6 / EVENTS as f64;

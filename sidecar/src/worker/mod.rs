@@ -67,6 +67,8 @@ const AUTO_COMMIT_INTERVAL_MS: &str = "100";
 /// How long a failed commit of the stored offsets waits before the next one (one
 /// `auto.commit.interval.ms`: librdkafka's background commit runs meanwhile).
 const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How often the run loop logs its state at debug level.
+const STATE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the run loop sleeps when nothing is held in a tier: only a safety net, since
 /// records, reports, commit answers and rebalances all wake it.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -94,7 +96,7 @@ const PARTITION_FETCH_BYTES: &str = "262144";
 const COPY_QUEUE_KBYTES: &str = "4096";
 /// How many records one partition's intake holds, per record in flight, before the partition
 /// is paused (the intake is the read-ahead the scheduler draws from).
-const INTAKE_PER_IN_FLIGHT: usize = 2;
+const INTAKE_PER_IN_FLIGHT: usize = 1;
 /// Least intake per partition, so a small `--max-in-flight` does not pause and resume
 /// (and refetch) constantly.
 const INTAKE_MIN: usize = 256;
@@ -409,17 +411,26 @@ impl RunLoop {
         let consumer = self.consumer.clone();
         // One stream for the worker's life: `recv()` would register a waker slot per record.
         let mut stream = consumer.stream();
+        let mut state_at = Instant::now() + STATE_LOG_INTERVAL;
+        let mut turns: u64 = 0;
         loop {
             self.fill();
             self.dispatch();
             self.commit();
             let now = Instant::now();
+            if now >= state_at {
+                self.log_state(turns);
+                turns = 0;
+                state_at = now + STATE_LOG_INTERVAL;
+            }
+            turns += 1;
             let wake = self
                 .intakes
                 .iter()
                 .filter_map(|(_, i)| i.held.waiting_until(now))
                 .min()
-                .unwrap_or(now + IDLE_WAKE);
+                .unwrap_or(now + IDLE_WAKE)
+                .min(state_at);
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
@@ -447,6 +458,25 @@ impl RunLoop {
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// One debug line with where records are (the profile of a busy worker).
+    fn log_state(&self, turns: u64) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let held: usize = self.intakes.iter().map(|(_, i)| i.held.len()).sum();
+        let paused = self.intakes.iter().filter(|(_, i)| i.paused).count();
+        tracing::debug!(
+            turns,
+            held,
+            paused,
+            queued = self.scheduler.queued(),
+            in_flight = self.in_flight,
+            window = self.assignment.window(),
+            committing = self.committing.load(AtomicOrdering::Acquire),
+            "run loop state"
+        );
     }
 
     fn on_received(&mut self, message: Option<KafkaResult<BorrowedMessage<'_>>>) {

@@ -268,13 +268,18 @@ impl Assignment {
                     generation,
                     "partition assigned"
                 );
-                inner.partitions.insert(
+                let replaced = inner.partitions.insert(
                     tp,
                     Owned {
                         generation,
                         window: PartitionWindow::default(),
                     },
                 );
+                // Assigned again without a revocation in between (e.g. a lost assignment):
+                // the old window's records no longer count against the worker's window.
+                if let Some(old) = replaced {
+                    inner.window -= old.window.len();
+                }
             }
         }
         self.changed.notify_one();
@@ -401,5 +406,73 @@ impl ConsumerContext for WorkerContext {
         }
         tracing::debug!(offsets = ?offsets, ok = result.is_ok(), "commit answered");
         self.assignment.commit_answered(offsets, result.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment() -> Assignment {
+        let mut registry = prometheus_client::registry::Registry::default();
+        Assignment::new(Duration::from_secs(1), Metrics::register(&mut registry))
+    }
+
+    fn list(topic: &str, partition: i32) -> TopicPartitionList {
+        let mut l = TopicPartitionList::new();
+        l.add_partition(topic, partition);
+        l
+    }
+
+    /// A record started under one assignment finishes after the partition was assigned
+    /// again: its result must neither mark the new window's record done nor reach a commit,
+    /// and a commit answer meant for the old assignment must not release the new window.
+    #[test]
+    fn a_late_result_of_an_old_assignment_never_commits() {
+        let a = assignment();
+        let tp: Tp = (Arc::from("t"), 0);
+        a.assign(&list("t", 0));
+        let old = a.generation(&tp).expect("assigned");
+        assert!(a.admit(&tp, old, 10));
+        assert!(a.start(&tp, old, 10));
+        assert!(a.admit(&tp, old, 11));
+        assert!(a.start(&tp, old, 11));
+        assert!(a.finish(&tp, old, 10));
+        let stored = a.take_stores().expect("10 is done");
+        let stored_old = a.stored_awaiting_commit();
+        assert_eq!(stored_old, vec![(tp.clone(), old, 11)]);
+        drop(stored);
+
+        // Revoked and assigned again (another member had it meanwhile): a new generation, a
+        // new window that reads from the committed offset again.
+        a.assign(&list("t", 0));
+        let new = a.generation(&tp).expect("assigned");
+        assert_ne!(old, new);
+        assert!(a.admit(&tp, new, 11));
+        assert!(a.admit(&tp, new, 12));
+
+        assert!(
+            !a.finish(&tp, old, 11),
+            "the old assignment's result was taken"
+        );
+        assert!(!a.is_current(&tp, old));
+        assert!(
+            a.take_stores().is_none(),
+            "nothing of the new window is done"
+        );
+        assert!(a.commits_due().is_none(), "no synchronous commit either");
+        a.stored_commit_answered(&stored_old, true);
+        assert_eq!(
+            a.window(),
+            2,
+            "an answer for the old assignment released nothing"
+        );
+
+        assert!(a.finish(&tp, new, 11));
+        let due = a.commits_due().expect("11 done now");
+        assert_eq!(
+            due.find_partition("t", 0).map(|e| e.offset()),
+            Some(Offset::Offset(12))
+        );
     }
 }

@@ -13,7 +13,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering as AtomicOrdering},
+    },
     time::{Duration, Instant},
 };
 
@@ -56,6 +59,8 @@ pub struct Assignment {
     /// Wakes the run loop after a commit answer (served inside the consumer's poll, which
     /// does not return a record for it), so it admits records into the shrunken window.
     pub committed: Notify,
+    /// Commit answers so far (paces the worker's own commit requests).
+    answers: AtomicU64,
     metrics: Metrics,
 }
 
@@ -68,6 +73,7 @@ impl Assignment {
             drain_timeout,
             changed: Notify::new(),
             committed: Notify::new(),
+            answers: AtomicU64::new(0),
             metrics,
         }
     }
@@ -191,46 +197,6 @@ impl Assignment {
             .any(|o| o.window.awaiting_commit())
     }
 
-    /// The stored watermarks still waiting for their commit, with their partitions'
-    /// generations: what a commit of the stored offsets (`commit_consumer_state`) covers.
-    pub fn stored_awaiting_commit(&self) -> Vec<(Tp, u64, i64)> {
-        self.lock()
-            .partitions
-            .iter()
-            .filter_map(|(tp, o)| {
-                o.window
-                    .awaiting_commit()
-                    .then(|| o.window.stored_offset())
-                    .flatten()
-                    .map(|offset| (tp.clone(), o.generation, offset))
-            })
-            .collect()
-    }
-
-    /// The worker's own commit of the stored offsets answered: `stored` is what was stored
-    /// when it was sent (librdkafka may have committed more, which a later answer covers);
-    /// entries of partitions re-assigned since are left alone.
-    pub fn stored_commit_answered(&self, stored: &[(Tp, u64, i64)], ok: bool) {
-        let mut inner = self.lock();
-        let mut released = 0;
-        for (tp, generation, offset) in stored {
-            let Some(owned) = inner.partitions.get_mut(tp) else {
-                continue;
-            };
-            if owned.generation != *generation {
-                continue;
-            }
-            if ok {
-                released += owned.window.committed(*offset);
-            } else {
-                owned.window.commit_failed();
-            }
-        }
-        inner.window -= released;
-        drop(inner);
-        self.committed.notify_one();
-    }
-
     /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
     /// again. Offsets are absolute, so an answer for an older assignment is harmless; an
     /// answer for a partition assigned anew applies to the new window only if it is past
@@ -251,7 +217,13 @@ impl Assignment {
         }
         inner.window -= released;
         drop(inner);
+        self.answers.fetch_add(1, AtomicOrdering::Relaxed);
         self.committed.notify_one();
+    }
+
+    /// How many commit answers arrived so far.
+    pub fn commit_answers(&self) -> u64 {
+        self.answers.load(AtomicOrdering::Relaxed)
     }
 
     /// Called by librdkafka after partitions were assigned.
@@ -439,9 +411,10 @@ mod tests {
         assert!(a.start(&tp, old, 11));
         assert!(a.finish(&tp, old, 10));
         let stored = a.take_stores().expect("10 is done");
-        let stored_old = a.stored_awaiting_commit();
-        assert_eq!(stored_old, vec![(tp.clone(), old, 11)]);
-        drop(stored);
+        assert_eq!(
+            stored.find_partition("t", 0).map(|e| e.offset()),
+            Some(Offset::Offset(11))
+        );
 
         // Revoked and assigned again (another member had it meanwhile): a new generation, a
         // new window that reads from the committed offset again.
@@ -450,6 +423,7 @@ mod tests {
         assert_ne!(old, new);
         assert!(a.admit(&tp, new, 11));
         assert!(a.admit(&tp, new, 12));
+        assert_eq!(a.window(), 2, "the old window no longer counts");
 
         assert!(
             !a.finish(&tp, old, 11),
@@ -461,12 +435,6 @@ mod tests {
             "nothing of the new window is done"
         );
         assert!(a.commits_due().is_none(), "no synchronous commit either");
-        a.stored_commit_answered(&stored_old, true);
-        assert_eq!(
-            a.window(),
-            2,
-            "an answer for the old assignment released nothing"
-        );
 
         assert!(a.finish(&tp, new, 11));
         let due = a.commits_due().expect("11 done now");

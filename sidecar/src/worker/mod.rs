@@ -29,14 +29,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod watermark;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering as AtomicOrdering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
@@ -64,9 +57,9 @@ use crate::telemetry::{Health, TelemetryServer};
 /// background when the window is not filling up; bounds how much a crash redelivers at low
 /// rates (a fraction of librdkafka's 5 s default). A filling window asks for a commit at once.
 const AUTO_COMMIT_INTERVAL_MS: &str = "100";
-/// How long a failed commit of the stored offsets waits before the next one (one
-/// `auto.commit.interval.ms`: librdkafka's background commit runs meanwhile).
-const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long the worker waits for the answer to its own commit request before it may ask
+/// again (a lost answer must not stop the requests; the background commit runs meanwhile).
+const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// How often the run loop logs its state at debug level.
 const STATE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the run loop sleeps when nothing is held in a tier: only a safety net, since
@@ -244,7 +237,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         consumer: Arc::new(consumer),
         intake_high,
         intake_low: intake_high / 4,
-        committing: Arc::default(),
+        commit_asked: None,
         base: base.clone(),
         gates: HashMap::new(),
         scans: mpsc::unbounded_channel(),
@@ -332,6 +325,38 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
     config
 }
 
+/// Asks librdkafka to commit the stored offsets of the current assignment now, without
+/// waiting: the answer arrives on the consumer's own queue as an offset-commit event, which
+/// the run loop's poll hands to [`WorkerContext`]'s commit callback like the answers of the
+/// background commits. rdkafka's `commit(.., CommitMode::Async)` cannot do this: librdkafka
+/// answers a plain asynchronous commit only to an `offset_commit_cb`, which rdkafka does not
+/// set, and a synchronous commit would block the run loop for a round trip.
+fn commit_stored(consumer: &StreamConsumer<WorkerContext>) -> KafkaResult<()> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer's handle (we hold `consumer`). The queue handle from
+    // `rd_kafka_queue_get_consumer` is a new reference, destroyed once below after the
+    // request took its own; null offsets mean the assignment's stored offsets; a null
+    // callback makes librdkafka post the result as an event on that queue.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::UnknownGroup,
+            ));
+        }
+        let err =
+            rd::rd_kafka_commit_queue(rk, std::ptr::null(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(rdkafka::error::KafkaError::ConsumerCommit(err.into()))
+    }
+}
+
 /// The retry tiers must exist with at least the partitions of their main topic, since a
 /// record is copied to its own partition number.
 fn check_tiers(
@@ -378,8 +403,9 @@ struct RunLoop {
     intake_high: usize,
     /// A paused partition resumes once its intake drains to this.
     intake_low: usize,
-    /// Whether the worker's own commit of the stored offsets is running (one at a time).
-    committing: Arc<AtomicBool>,
+    /// The commit-answer count and time when the worker last asked for a commit, until an
+    /// answer arrives: one request at a time.
+    commit_asked: Option<(u64, Instant)>,
     /// The shared Kafka settings, for the tier scans' consumers.
     base: ClientConfig,
     /// Per assigned main partition (ordered retries only): whether its tiers were read.
@@ -474,7 +500,7 @@ impl RunLoop {
             queued = self.scheduler.queued(),
             in_flight = self.in_flight,
             window = self.assignment.window(),
-            committing = self.committing.load(AtomicOrdering::Acquire),
+            committing = self.commit_asked.is_some(),
             "run loop state"
         );
     }
@@ -790,12 +816,10 @@ impl RunLoop {
     }
 
     /// Hands the moved watermarks to librdkafka's offset store (librdkafka commits them in
-    /// the background every `auto.commit.interval.ms`, answering through the commit callback),
-    /// and when the window is half full commits the stored offsets at once, so the window,
-    /// which shrinks only once Kafka acknowledged a commit, keeps room to admit. That commit
-    /// runs on a blocking thread: the run loop never waits for Kafka. (librdkafka answers an
-    /// asynchronous manual commit only to an `offset_commit_cb`, which rdkafka does not set;
-    /// its synchronous commit answers the caller.)
+    /// the background every `auto.commit.interval.ms`), and when the window is half full asks
+    /// for a commit of the stored offsets at once, so the window, which shrinks only once
+    /// Kafka acknowledged a commit, keeps room to admit. Nothing here waits for Kafka: both
+    /// kinds of commit answer through the consumer's commit callback, served by the poll.
     fn commit(&mut self) {
         if let Some(list) = self.assignment.take_stores()
             && let Err(e) = self.consumer.store_offsets(&list)
@@ -804,38 +828,22 @@ impl RunLoop {
             tracing::debug!(error = %e, offsets = ?list, "offsets not stored");
             self.assignment.commit_answered(&list, false);
         }
-        if self.assignment.window() * 2 < self.max_in_flight
-            || self.committing.load(AtomicOrdering::Acquire)
+        if let Some((answers, at)) = self.commit_asked
+            && self.assignment.commit_answers() == answers
+            && at.elapsed() < COMMIT_ANSWER_WAIT
         {
             return;
         }
-        let stored = self.assignment.stored_awaiting_commit();
-        if stored.is_empty() {
+        self.commit_asked = None;
+        if self.assignment.window() * 2 < self.max_in_flight || !self.assignment.awaiting_commit() {
             return;
         }
-        self.committing.store(true, AtomicOrdering::Release);
-        let (consumer, assignment, committing) = (
-            self.consumer.clone(),
-            self.assignment.clone(),
-            self.committing.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let result = consumer.commit_consumer_state(CommitMode::Sync);
-            tracing::debug!(
-                partitions = stored.len(),
-                ok = result.is_ok(),
-                took_us = started.elapsed().as_micros() as u64,
-                "stored offsets committed"
-            );
-            if let Err(e) = &result {
-                tracing::debug!(error = %e, "commit of the stored offsets failed; offered again");
-                // Not again at once: the background commit keeps going meanwhile.
-                std::thread::sleep(COMMIT_RETRY_PAUSE);
+        match commit_stored(&self.consumer) {
+            Ok(()) => {
+                self.commit_asked = Some((self.assignment.commit_answers(), Instant::now()));
             }
-            committing.store(false, AtomicOrdering::Release);
-            assignment.stored_commit_answered(&stored, result.is_ok());
-        });
+            Err(e) => tracing::debug!(error = %e, "commit request refused"),
+        }
     }
 
     /// After shutdown: no new work; running deliveries get until `timeout`; then the watermark

@@ -137,11 +137,6 @@ impl PartitionWindow {
         self.stored = Some(self.stored.map_or(offset, |s| s.max(offset)));
     }
 
-    /// The offset last handed to the offset store, if any.
-    pub fn stored_offset(&self) -> Option<i64> {
-        self.stored
-    }
-
     /// A commit failed: the watermark is offered again.
     pub fn commit_failed(&mut self) {
         self.stored = None;

@@ -23,7 +23,8 @@ use std::{
 use rdkafka::{
     ClientContext, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
-    error::KafkaResult,
+    error::{KafkaError, KafkaResult},
+    types::RDKafkaErrorCode,
 };
 use tokio::sync::Notify;
 
@@ -372,12 +373,18 @@ impl ConsumerContext for WorkerContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = &result {
-            // The offsets are offered again; a crash before that redelivers them.
-            tracing::warn!(error = %e, "offset commit failed");
-        }
-        tracing::debug!(offsets = ?offsets, ok = result.is_ok(), "commit answered");
-        self.assignment.commit_answered(offsets, result.is_ok());
+        let ok = match &result {
+            Ok(()) => true,
+            // Nothing was waiting: the background commit got there first. Not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
+            Err(e) => {
+                // The offsets are offered again; a crash before that redelivers them.
+                tracing::warn!(error = %e, "offset commit failed");
+                false
+            }
+        };
+        tracing::debug!(offsets = ?offsets, ok, "commit answered");
+        self.assignment.commit_answered(offsets, ok);
     }
 }
 

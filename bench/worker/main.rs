@@ -5,7 +5,13 @@
 //! - p99 produce→2xx at a steady 1,000 events/s;
 //! - the worker's peak RSS (VmHWM) over all runs;
 //! - the key-concurrency table: 10,000 events on one partition, the endpoint sleeping a
-//!   random 0–5 ms, 100 in flight, 1/10/100/10,000 distinct keys: wall seconds each.
+//!   random 0–5 ms, 100 in flight, 1/10/100/10,000 distinct keys: wall seconds each, next to
+//!   the floor the sleeps alone impose (the longest key's sum of sleeps, or the sum over 100
+//!   lanes, whichever is larger).
+//!
+//! The endpoint's sleep is drawn per event from its index (uniform 0–5,000 µs, the same in
+//! every run) and slept on a blocking thread (`nanosleep`, ~0.1 ms slack), not with a tokio
+//! timer, which rounds every sleep up to its next 1 ms tick (≈ +0.5 ms per request).
 //!
 //! Not a test: it asserts nothing and prints figures for a person to read.
 
@@ -20,7 +26,6 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 use ferry_testkit::{ChildProcess, TestEnv, unique_name};
-use rand::Rng;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -32,40 +37,70 @@ use rdkafka::{
 const EVENTS: u64 = 100_000;
 const THROUGHPUT_KEYS: u64 = 10_000;
 const THROUGHPUT_PARTITIONS: i32 = 4;
+/// The throughput runs' `--max-in-flight` (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides it).
 const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000";
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_EVENTS: u64 = 5_000;
 const TABLE_EVENTS: u64 = 10_000;
+const TABLE_MAX_IN_FLIGHT: u64 = 100;
+/// Warm-up events per round before the latency run (each round is 0.5 s at 10 ms apart).
+const WARM_UP_EVENTS: u64 = 50;
+
+/// The least wall time the table's sleeps allow with `keys` keys: a key's events run one after
+/// another, and at most `TABLE_MAX_IN_FLIGHT` run at once.
+fn sleep_floor_secs(keys: u64) -> f64 {
+    let mut per_key = vec![0_u64; usize::try_from(keys).expect("fits")];
+    for i in 0..TABLE_EVENTS {
+        per_key[usize::try_from(i % keys).expect("fits")] += sleep_us(i);
+    }
+    let longest = per_key.iter().copied().max().unwrap_or(0);
+    let total: u64 = per_key.iter().sum();
+    (longest.max(total / TABLE_MAX_IN_FLIGHT)) as f64 / 1e6
+}
 
 #[derive(Default)]
 struct Endpoint {
     count: AtomicU64,
     first: Mutex<Option<Instant>>,
     last: Mutex<Option<Instant>>,
-    sleep_up_to_ms: AtomicU64,
+    sleep: std::sync::atomic::AtomicBool,
     latencies_us: Mutex<Vec<u64>>,
 }
 
 impl Endpoint {
-    fn reset(&self, sleep_up_to_ms: u64) {
+    fn reset(&self, sleep: bool) {
         self.count.store(0, Ordering::SeqCst);
         *self.first.lock().expect("lock") = None;
         *self.last.lock().expect("lock") = None;
-        self.sleep_up_to_ms.store(sleep_up_to_ms, Ordering::SeqCst);
+        self.sleep.store(sleep, Ordering::SeqCst);
         self.latencies_us.lock().expect("lock").clear();
     }
 }
 
+/// The longest sleep of the key-concurrency table, in µs (the "random 0–5 ms").
+const SLEEP_MAX_US: u64 = 5_000;
+
+/// Event `i`'s sleep: uniform over 0..=5,000 µs, from a SplitMix64 hash of `i`, so every run
+/// (and the floor computed from the produced events) sees the same sleeps.
+fn sleep_us(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % (SLEEP_MAX_US + 1)
+}
+
 async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
-    let up_to = e.sleep_up_to_ms.load(Ordering::Relaxed);
-    if up_to > 0 {
-        let us = rand::rng().random_range(0..=up_to * 1000);
-        tokio::time::sleep(Duration::from_micros(us)).await;
+    let data = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    if e.sleep.load(Ordering::Relaxed)
+        && let Some(i) = data["i"].as_u64()
+    {
+        let d = Duration::from_micros(sleep_us(i));
+        tokio::task::spawn_blocking(move || std::thread::sleep(d))
+            .await
+            .expect("sleep");
     }
     let now = Instant::now();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-        && let Some(sent) = v["sent_us"].as_u64()
-    {
+    if let Some(sent) = data["sent_us"].as_u64() {
         let now_us = unix_us();
         e.latencies_us
             .lock()
@@ -155,7 +190,11 @@ impl Worker {
             format!("--max-in-flight={max_in_flight}"),
             "--dead-letter-topic=bench.dlq".to_owned(),
             "--metrics-addr=127.0.0.1:0".to_owned(),
-            "--log-level=warn".to_owned(),
+            // FERRY_BENCH_WORKER_LOG=debug (with FERRY_TEST_LOGS=<dir>) for the worker's timings.
+            format!(
+                "--log-level={}",
+                std::env::var("FERRY_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned())
+            ),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let kafka_env = kafka.to_env();
@@ -163,6 +202,26 @@ impl Worker {
         let child =
             ChildProcess::spawn("bench-worker", binary, &args, &envs).expect("spawn worker");
         Worker { child }
+    }
+
+    /// CPU seconds (user + system) the worker used so far, from /proc/<pid>/stat.
+    fn cpu_secs(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the ')'.
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        // USER_HZ is 100 on Linux.
+        ticks / 100.0
     }
 
     /// Peak resident set size in MiB, from /proc.
@@ -240,23 +299,36 @@ async fn main() {
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     let mut peak_rss: f64 = 0.0;
+    // FERRY_BENCH_SECTIONS=throughput,latency,table picks parts (all by default), for profiling.
+    let sections = std::env::var("FERRY_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "throughput,latency,table".to_owned());
+    let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
 
+    let throughput_in_flight = std::env::var("FERRY_BENCH_THROUGHPUT_IN_FLIGHT")
+        .unwrap_or_else(|_| THROUGHPUT_MAX_IN_FLIGHT.to_owned());
     println!(
-        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {THROUGHPUT_MAX_IN_FLIGHT})"
+        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {throughput_in_flight})"
     );
     let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
     fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
     let raw = raw_consume_rate(&config, &topic, EVENTS);
     println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
-    for ordering in ["key", "partition", "unordered"] {
-        endpoint.reset(0);
-        let worker = Worker::start(env, &topic, &url, ordering, THROUGHPUT_MAX_IN_FLIGHT);
+    let orderings: &[&str] = if section("throughput") {
+        &["key", "partition", "unordered"]
+    } else {
+        &[]
+    };
+    for ordering in orderings {
+        endpoint.reset(false);
+        let worker = Worker::start(env, &topic, &url, ordering, &throughput_in_flight);
         let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
-        peak_rss = peak_rss.max(worker.peak_rss_mib());
+        let rss = worker.peak_rss_mib();
+        let cpu_us = worker.cpu_secs() * 1e6 / EVENTS as f64;
+        peak_rss = peak_rss.max(rss);
         worker.stop().await;
         match secs {
             Some(s) => println!(
-                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s)",
+                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s, worker CPU {cpu_us:.0} µs/event, peak RSS {rss:.1} MiB)",
                 EVENTS as f64 / s
             ),
             None => println!("  ordering={ordering:<10} did not finish within 300 s"),
@@ -264,11 +336,45 @@ async fn main() {
     }
     delete_topic(&config, &topic).await;
 
-    // Latency at a steady rate.
-    let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
-    endpoint.reset(0);
-    let worker = Worker::start(env, &topic, &url, "key", "64");
-    tokio::time::sleep(Duration::from_secs(3)).await; // joined and assigned
+    if section("latency") {
+        latency_run(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
+    }
+    if section("table") {
+        table_runs(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
+    }
+    println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
+}
+
+/// p99 produce→2xx at a steady rate, after a warm-up.
+async fn latency_run(
+    env: &TestEnv,
+    config: &ClientConfig,
+    producer: &FutureProducer,
+    endpoint: &Endpoint,
+    url: &str,
+    peak_rss: &mut f64,
+) {
+    let topic = create_topic(config, THROUGHPUT_PARTITIONS).await;
+    endpoint.reset(false);
+    let worker = Worker::start(env, &topic, url, "key", "64");
+    // Warm up: until the worker has joined, been assigned every partition and delivered a
+    // steady trickle (and the producer knows the topic), nothing is measured.
+    let mut warm = 0;
+    let warm_deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < warm_deadline {
+        for _ in 0..WARM_UP_EVENTS {
+            let key = format!("w{warm}");
+            let body = payload(warm, &key, None);
+            let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
+            warm += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if endpoint.count.load(Ordering::SeqCst) >= warm - WARM_UP_EVENTS / 2 {
+            break;
+        }
+    }
+    let _ = wait_for(endpoint, warm, Duration::from_secs(30)).await;
+    endpoint.reset(false);
     let started = Instant::now();
     for i in 0..LATENCY_EVENTS {
         let due = started + Duration::from_micros(i * 1_000_000 / LATENCY_RATE);
@@ -277,8 +383,9 @@ async fn main() {
         let body = payload(i, &key, Some(unix_us()));
         let _ = producer.send_result(FutureRecord::to(&topic).key(&key).payload(&body));
     }
-    let _ = wait_for(&endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
-    peak_rss = peak_rss.max(worker.peak_rss_mib());
+    let _ = wait_for(endpoint, LATENCY_EVENTS, Duration::from_secs(60)).await;
+    let rss = worker.peak_rss_mib();
+    *peak_rss = peak_rss.max(rss);
     worker.stop().await;
     let mut lat = endpoint.latencies_us.lock().expect("lock").clone();
     lat.sort_unstable();
@@ -289,30 +396,61 @@ async fn main() {
             / 1000.0
     };
     println!(
-        "  produce→2xx at {LATENCY_RATE}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events)",
+        "  produce→2xx at {LATENCY_RATE}/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events after {warm} warm-up events; peak RSS {rss:.1} MiB)",
         pct(0.5),
         pct(0.99),
         pct(1.0),
         lat.len()
     );
-    delete_topic(&config, &topic).await;
+    delete_topic(config, &topic).await;
+}
 
+/// The key-concurrency table, with its no-sleep baseline.
+async fn table_runs(
+    env: &TestEnv,
+    config: &ClientConfig,
+    producer: &FutureProducer,
+    endpoint: &Endpoint,
+    url: &str,
+    peak_rss: &mut f64,
+) {
     println!(
-        "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms, 100 in flight"
+        "  key concurrency: {TABLE_EVENTS} events, 1 partition, endpoint sleeps 0-5 ms (thread sleep, fixed per event), {TABLE_MAX_IN_FLIGHT} in flight"
     );
-    for keys in [1_u64, 10, 100, 10_000] {
-        let topic = create_topic(&config, 1).await;
-        fill(&producer, &topic, TABLE_EVENTS, keys);
-        endpoint.reset(5);
-        let worker = Worker::start(env, &topic, &url, "key", "100");
-        let secs = wait_for(&endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
-        peak_rss = peak_rss.max(worker.peak_rss_mib());
+    // The same 10,000 events through one key into an endpoint that does not sleep: what one
+    // lane costs per event besides the service (HTTP round trip, endpoint, worker).
+    {
+        let topic = create_topic(config, 1).await;
+        fill(producer, &topic, TABLE_EVENTS, 1);
+        endpoint.reset(false);
+        let worker = Worker::start(env, &topic, url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
+        let secs = wait_for(endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
         worker.stop().await;
         match secs {
-            Some(s) => println!("    {keys:>6} keys: {s:>6.2} s"),
+            Some(s) => println!(
+                "    baseline: 1 key, no sleep: {s:.2} s ({:.0} µs per event in one lane)",
+                s * 1e6 / TABLE_EVENTS as f64
+            ),
+            None => println!("    baseline: 1 key, no sleep: did not finish within 120 s"),
+        }
+        delete_topic(config, &topic).await;
+    }
+    for keys in [1_u64, 10, 100, 10_000] {
+        let topic = create_topic(config, 1).await;
+        fill(producer, &topic, TABLE_EVENTS, keys);
+        endpoint.reset(true);
+        let worker = Worker::start(env, &topic, url, "key", &TABLE_MAX_IN_FLIGHT.to_string());
+        let secs = wait_for(endpoint, TABLE_EVENTS, Duration::from_secs(120)).await;
+        let rss = worker.peak_rss_mib();
+        *peak_rss = peak_rss.max(rss);
+        worker.stop().await;
+        let floor = sleep_floor_secs(keys);
+        match secs {
+            Some(s) => println!(
+                "    {keys:>6} keys: {s:>6.2} s (floor from the sleeps alone {floor:.2} s; peak RSS {rss:.1} MiB)"
+            ),
             None => println!("    {keys:>6} keys: did not finish within 120 s"),
         }
-        delete_topic(&config, &topic).await;
+        delete_topic(config, &topic).await;
     }
-    println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
 }

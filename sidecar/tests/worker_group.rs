@@ -6,6 +6,7 @@ mod worker;
 use std::time::Duration;
 
 use ferry_testkit::{TempSchema, require_env};
+use rdkafka::producer::FutureRecord;
 use worker::{Target, Topics, envelope, produce, produce_events, producer, spawn_worker};
 
 const GROUP_OPTIONS: [&str; 2] = [
@@ -107,4 +108,75 @@ async fn the_same_event_id_twice_is_delivered_once() {
         .await
         .expect("query");
     assert_eq!(row.get::<_, i64>(0), 3, "three distinct ids remembered");
+}
+
+/// Copies of one event id under different keys run in different lanes, so they are in flight
+/// at the same moment, in one worker and across two: the claim must still let one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_one_event_are_delivered_once() {
+    const IDS: u64 = 20;
+    const COPIES: u64 = 6;
+    let env = require_env!();
+    let schema = TempSchema::create(env).await.expect("schema");
+    let topics = Topics::create(env, 2, &[], true).await;
+    // Slow answers keep each copy's delivery open while the others start.
+    let target = Target::slow(100).await;
+    let url = format!("--idempotency-database-url={}", schema.url());
+    let extra = ["--ordering=key", url.as_str()];
+    let mut one = spawn_worker(env, "dedup-concurrent-1", &topics, &target.url, &extra);
+    let mut two = spawn_worker(env, "dedup-concurrent-2", &topics, &target.url, &extra);
+    // Both members joined and hold a partition each (the broker delays a new group's first
+    // rebalance by 3 s by default) before the copies arrive, all at once.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let p = producer(env);
+    let mut sends = Vec::new();
+    for copy in 0..COPIES {
+        for i in 0..IDS {
+            // A key per copy: copies land in different lanes and on both partitions.
+            let key = format!("c{copy}-{i}");
+            let payload = envelope(&format!("dup-{i}"), &key, 0);
+            sends.push(
+                p.send_result(
+                    FutureRecord::to(&topics.main.name)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .expect("enqueued"),
+            );
+        }
+    }
+    for send in sends {
+        send.await
+            .expect("not cancelled")
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+    let total = i64::try_from(IDS * COPIES).expect("fits");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while worker::committed(env, &topics.group, &topics.main.name, 2)
+        .iter()
+        .flatten()
+        .sum::<i64>()
+        < total
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all committed: {:?}",
+            worker::committed(env, &topics.group, &topics.main.name, 2)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    one.terminate(Duration::from_secs(30)).await.expect("stop");
+    two.terminate(Duration::from_secs(30)).await.expect("stop");
+    let delivered = target.delivered();
+    for i in 0..IDS {
+        assert_eq!(
+            delivered.get(&format!("dup-{i}")),
+            Some(&1),
+            "dup-{i} delivered {:?} times",
+            delivered.get(&format!("dup-{i}"))
+        );
+    }
+    assert_eq!(delivered.len(), usize::try_from(IDS).expect("fits"));
 }

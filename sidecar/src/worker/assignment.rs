@@ -13,14 +13,18 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering as AtomicOrdering},
+    },
     time::{Duration, Instant},
 };
 
 use rdkafka::{
     ClientContext, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
-    error::KafkaResult,
+    error::{KafkaError, KafkaResult},
+    types::RDKafkaErrorCode,
 };
 use tokio::sync::Notify;
 
@@ -53,6 +57,11 @@ pub struct Assignment {
     drain_timeout: Duration,
     /// Wakes the run loop after a rebalance, so it drops stale queued work promptly.
     pub changed: Notify,
+    /// Wakes the run loop after a commit answer (served inside the consumer's poll, which
+    /// does not return a record for it), so it admits records into the shrunken window.
+    pub committed: Notify,
+    /// Commit answers so far (paces the worker's own commit requests).
+    answers: AtomicU64,
     metrics: Metrics,
 }
 
@@ -64,6 +73,8 @@ impl Assignment {
             finished: Condvar::new(),
             drain_timeout,
             changed: Notify::new(),
+            committed: Notify::new(),
+            answers: AtomicU64::new(0),
             metrics,
         }
     }
@@ -76,6 +87,15 @@ impl Assignment {
     /// The generation of `tp` if it is assigned now.
     pub fn generation(&self, tp: &Tp) -> Option<u64> {
         self.lock().partitions.get(tp).map(|o| o.generation)
+    }
+
+    /// Every partition assigned now, with its generation.
+    pub fn partitions(&self) -> Vec<(Tp, u64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .map(|(tp, o)| (tp.clone(), o.generation))
+            .collect()
     }
 
     /// Whether work tagged (`tp`, `generation`) still counts.
@@ -140,25 +160,48 @@ impl Assignment {
             .sum()
     }
 
-    /// The offsets to commit now (partitions whose watermark moved), as a list for librdkafka;
-    /// they are marked as sent and not offered again until acknowledged or failed.
-    pub fn take_commits(&self) -> Option<TopicPartitionList> {
+    /// The watermarks that moved since they were last stored, as a list for librdkafka's
+    /// offset store; they are marked stored and not offered again until a commit answers.
+    pub fn take_stores(&self) -> Option<TopicPartitionList> {
         let mut inner = self.lock();
         let mut list = TopicPartitionList::new();
         for (tp, owned) in &mut inner.partitions {
-            if let Some(offset) = owned.window.committable()
+            if let Some(offset) = owned.window.to_store()
                 && list
                     .add_partition_offset(&tp.0, tp.1, Offset::Offset(offset))
                     .is_ok()
             {
-                owned.window.issued(offset);
+                owned.window.stored(offset);
             }
         }
         (list.count() > 0).then_some(list)
     }
 
+    /// Every watermark past its last acknowledged commit (stored or not), for a synchronous
+    /// commit on revocation or shutdown.
+    pub fn commits_due(&self) -> Option<TopicPartitionList> {
+        let inner = self.lock();
+        let mut list = TopicPartitionList::new();
+        for (tp, owned) in &inner.partitions {
+            if let Some(offset) = owned.window.committable() {
+                let _ = list.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
+            }
+        }
+        (list.count() > 0).then_some(list)
+    }
+
+    /// Whether some stored watermark still waits for its commit.
+    pub fn awaiting_commit(&self) -> bool {
+        self.lock()
+            .partitions
+            .values()
+            .any(|o| o.window.awaiting_commit())
+    }
+
     /// Kafka answered a commit: on success the windows shrink, else the offsets are offered
-    /// again. Offsets are absolute, so an answer for an older assignment is harmless.
+    /// again. Offsets are absolute, so an answer for an older assignment is harmless; an
+    /// answer for a partition assigned anew applies to the new window only if it is past
+    /// that window's records, which a commit of the old owner's watermark cannot be.
     pub fn commit_answered(&self, list: &TopicPartitionList, ok: bool) {
         let mut inner = self.lock();
         let mut released = 0;
@@ -169,10 +212,19 @@ impl Assignment {
             };
             match (ok && element.error().is_ok(), element.offset()) {
                 (true, Offset::Offset(offset)) => released += owned.window.committed(offset),
-                _ => owned.window.commit_failed(),
+                (true, _) => {}
+                (false, _) => owned.window.commit_failed(),
             }
         }
         inner.window -= released;
+        drop(inner);
+        self.answers.fetch_add(1, AtomicOrdering::Relaxed);
+        self.committed.notify_one();
+    }
+
+    /// How many commit answers arrived so far.
+    pub fn commit_answers(&self) -> u64 {
+        self.answers.load(AtomicOrdering::Relaxed)
     }
 
     /// Called by librdkafka after partitions were assigned.
@@ -189,13 +241,18 @@ impl Assignment {
                     generation,
                     "partition assigned"
                 );
-                inner.partitions.insert(
+                let replaced = inner.partitions.insert(
                     tp,
                     Owned {
                         generation,
                         window: PartitionWindow::default(),
                     },
                 );
+                // Assigned again without a revocation in between (e.g. a lost assignment):
+                // the old window's records no longer count against the worker's window.
+                if let Some(old) = replaced {
+                    inner.window -= old.window.len();
+                }
             }
         }
         self.changed.notify_one();
@@ -213,8 +270,7 @@ impl Assignment {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
         }
-        let commits = self.take_commits();
-        if let Some(commits) = commits {
+        if let Some(commits) = self.commits_due() {
             let commit = || consumer.commit(&commits, CommitMode::Sync);
             let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
@@ -222,6 +278,7 @@ impl Assignment {
                 }
                 _ => commit(),
             };
+            self.commit_answered(&commits, result.is_ok());
             match result {
                 Ok(()) => tracing::info!(offsets = ?commits, "committed on revocation"),
                 Err(e) => {
@@ -316,11 +373,81 @@ impl ConsumerContext for WorkerContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = &result {
-            // The offsets are offered again; a crash before that redelivers them.
-            tracing::warn!(error = %e, "offset commit failed");
-        }
-        tracing::debug!(offsets = ?offsets, ok = result.is_ok(), "commit answered");
-        self.assignment.commit_answered(offsets, result.is_ok());
+        let ok = match &result {
+            Ok(()) => true,
+            // Nothing was waiting: the background commit got there first. Not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
+            Err(e) => {
+                // The offsets are offered again; a crash before that redelivers them.
+                tracing::warn!(error = %e, "offset commit failed");
+                false
+            }
+        };
+        tracing::debug!(offsets = ?offsets, ok, "commit answered");
+        self.assignment.commit_answered(offsets, ok);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment() -> Assignment {
+        let mut registry = prometheus_client::registry::Registry::default();
+        Assignment::new(Duration::from_secs(1), Metrics::register(&mut registry))
+    }
+
+    fn list(topic: &str, partition: i32) -> TopicPartitionList {
+        let mut l = TopicPartitionList::new();
+        l.add_partition(topic, partition);
+        l
+    }
+
+    /// A record started under one assignment finishes after the partition was assigned
+    /// again: its result must neither mark the new window's record done nor reach a commit,
+    /// and a commit answer meant for the old assignment must not release the new window.
+    #[test]
+    fn a_late_result_of_an_old_assignment_never_commits() {
+        let a = assignment();
+        let tp: Tp = (Arc::from("t"), 0);
+        a.assign(&list("t", 0));
+        let old = a.generation(&tp).expect("assigned");
+        assert!(a.admit(&tp, old, 10));
+        assert!(a.start(&tp, old, 10));
+        assert!(a.admit(&tp, old, 11));
+        assert!(a.start(&tp, old, 11));
+        assert!(a.finish(&tp, old, 10));
+        let stored = a.take_stores().expect("10 is done");
+        assert_eq!(
+            stored.find_partition("t", 0).map(|e| e.offset()),
+            Some(Offset::Offset(11))
+        );
+
+        // Revoked and assigned again (another member had it meanwhile): a new generation, a
+        // new window that reads from the committed offset again.
+        a.assign(&list("t", 0));
+        let new = a.generation(&tp).expect("assigned");
+        assert_ne!(old, new);
+        assert!(a.admit(&tp, new, 11));
+        assert!(a.admit(&tp, new, 12));
+        assert_eq!(a.window(), 2, "the old window no longer counts");
+
+        assert!(
+            !a.finish(&tp, old, 11),
+            "the old assignment's result was taken"
+        );
+        assert!(!a.is_current(&tp, old));
+        assert!(
+            a.take_stores().is_none(),
+            "nothing of the new window is done"
+        );
+        assert!(a.commits_due().is_none(), "no synchronous commit either");
+
+        assert!(a.finish(&tp, new, 11));
+        let due = a.commits_due().expect("11 done now");
+        assert_eq!(
+            due.find_partition("t", 0).map(|e| e.offset()),
+            Some(Offset::Offset(12))
+        );
     }
 }

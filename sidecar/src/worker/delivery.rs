@@ -10,7 +10,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::{StatusCode, header::HeaderMap};
+use reqwest::{
+    StatusCode,
+    header::{CONTENT_TYPE, HeaderMap, HeaderValue},
+};
 use serde_json::Value;
 
 use crate::envelope::Envelope;
@@ -20,6 +23,8 @@ use crate::envelope::Envelope;
 pub enum Error {
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("--target-url {url:?} is not a URL: {reason}")]
+    Url { url: String, reason: String },
 }
 
 /// `Result` of this module.
@@ -54,12 +59,34 @@ pub struct Position<'a> {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: parsing the URL per request showed in profiles.
+    url: reqwest::Url,
+}
+
+/// The CloudEvent and Ferry header names, made once instead of parsed per request.
+mod names {
+    use reqwest::header::HeaderName;
+
+    pub const SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
+    pub const ID: HeaderName = HeaderName::from_static("ce-id");
+    pub const TYPE: HeaderName = HeaderName::from_static("ce-type");
+    pub const SOURCE: HeaderName = HeaderName::from_static("ce-source");
+    pub const DATASCHEMA: HeaderName = HeaderName::from_static("ce-dataschema");
+    pub const TIME: HeaderName = HeaderName::from_static("ce-time");
+    pub const TOPIC: HeaderName = HeaderName::from_static("ferry-topic");
+    pub const PARTITION: HeaderName = HeaderName::from_static("ferry-partition");
+    pub const OFFSET: HeaderName = HeaderName::from_static("ferry-offset");
+    pub const ATTEMPT: HeaderName = HeaderName::from_static("ferry-attempt");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 }
 
 impl Delivery {
     /// A client with keep-alive connections and a per-request `timeout`.
     pub fn new(url: String, timeout: Duration) -> Result<Self> {
+        let url = reqwest::Url::parse(&url).map_err(|e| Error::Url {
+            reason: e.to_string(),
+            url,
+        })?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -84,24 +111,37 @@ impl Delivery {
                 };
             }
         };
-        let request = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("ce-specversion", "1.0")
-            .header("ce-id", &envelope.id)
-            .header("ce-type", &envelope.event)
-            .header("ce-source", format!("/ferry/topics/{}", position.topic))
-            .header("ce-dataschema", &envelope.schema)
-            .header("ferry-topic", position.topic)
-            .header("ferry-partition", position.partition.to_string())
-            .header("ferry-offset", position.offset.to_string())
-            .header("ferry-attempt", attempt.to_string())
-            .header("traceparent", traceparent);
-        let request = match ce_time(&envelope.ts) {
-            Some(time) => request.header("ce-time", time),
-            None => request,
+        let text = |v: &str| HeaderValue::from_str(v);
+        let headers = (|| -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
+            let mut h = HeaderMap::with_capacity(12);
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(names::SPECVERSION, HeaderValue::from_static("1.0"));
+            h.insert(names::ID, text(&envelope.id)?);
+            h.insert(names::TYPE, text(&envelope.event)?);
+            h.insert(
+                names::SOURCE,
+                text(&format!("/ferry/topics/{}", position.topic))?,
+            );
+            h.insert(names::DATASCHEMA, text(&envelope.schema)?);
+            h.insert(names::TOPIC, text(position.topic)?);
+            h.insert(names::PARTITION, HeaderValue::from(position.partition));
+            h.insert(names::OFFSET, HeaderValue::from(position.offset));
+            h.insert(names::ATTEMPT, HeaderValue::from(attempt));
+            h.insert(names::TRACEPARENT, text(traceparent)?);
+            if let Some(time) = ce_time(&envelope.ts) {
+                h.insert(names::TIME, text(&time)?);
+            }
+            Ok(h)
+        })();
+        let headers = match headers {
+            Ok(h) => h,
+            Err(e) => {
+                return Verdict::Permanent {
+                    reason: format!("an envelope attribute is not a valid HTTP header: {e}"),
+                };
+            }
         };
+        let request = self.client.post(self.url.clone()).headers(headers);
         match request.body(body).send().await {
             Ok(response) => classify(response.status(), response.headers()),
             Err(e) if e.is_timeout() => Verdict::Retry {

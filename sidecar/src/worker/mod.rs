@@ -24,16 +24,19 @@ pub mod dedup;
 pub mod delivery;
 pub mod metrics;
 pub mod process;
+pub mod rebuild;
 pub mod retry;
 pub mod scheduler;
 pub mod watermark;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use futures::{FutureExt, StreamExt};
 use rdkafka::{
     ClientConfig, Message, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::Headers,
+    error::KafkaResult,
+    message::{BorrowedMessage, Headers},
     producer::FutureProducer,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -50,21 +53,46 @@ use self::{
 };
 use crate::telemetry::{Health, TelemetryServer};
 
-/// How often the watermark is committed when the window is not filling up; bounds how much
-/// a crash redelivers at low rates (a fraction of librdkafka's 5 s auto-commit default).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// librdkafka's `auto.commit.interval.ms`: how often it commits the stored watermarks in the
+/// background when the window is not filling up; bounds how much a crash redelivers at low
+/// rates (a fraction of librdkafka's 5 s default). A filling window asks for a commit at once.
+const AUTO_COMMIT_INTERVAL_MS: &str = "100";
+/// How long the worker waits for the answer to its own commit request before it may ask
+/// again (a lost answer must not stop the requests; the background commit runs meanwhile).
+const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// How often the run loop logs its state at debug level.
+const STATE_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the run loop sleeps when nothing is held in a tier: only a safety net, since
+/// records, reports, commit answers and rebalances all wake it.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Records taken from librdkafka's queue per run-loop turn before admitting and dispatching
+/// (a guess: large enough to amortise a turn, small enough to start deliveries promptly).
+const RECV_BATCH: usize = 256;
 /// librdkafka statistics interval, for the lag gauge (Prometheus scrapes every 15-30 s).
 const STATS_INTERVAL_MS: &str = "5000";
 /// How long librdkafka may try to deliver a retry/dead-letter copy before the worker sees an
 /// error and tries again itself (librdkafka's default of 300 s would hide a missing topic).
 const COPY_TIMEOUT_MS: &str = "10000";
-/// librdkafka's prefetch cap in KiB (its default, 65536, alone exceeds DESIGN §10's 30 MiB
-/// RSS target); the intake below holds the rest of the read-ahead.
-const PREFETCH_KBYTES: &str = "8192";
-/// How many records one partition's intake holds before the partition is paused.
-const INTAKE_HIGH: usize = 2_000;
-/// Paused partitions resume once their intake drains below this.
-const INTAKE_LOW: usize = 500;
+/// Bytes of read-ahead librdkafka may hold per record the worker may have in flight: an
+/// assumed typical event of 1 KiB, times 4 so fetches stay ahead of deliveries.
+const PREFETCH_BYTES_PER_RECORD: usize = 4 * 1024;
+/// Bounds on librdkafka's prefetch queue in KiB: at least one default
+/// `max.partition.fetch.bytes` (1 MiB), at most 16 MiB (its 64 MiB default alone exceeds
+/// DESIGN §10's 30 MiB RSS target).
+const PREFETCH_KBYTES_MIN: usize = 1024;
+const PREFETCH_KBYTES_MAX: usize = 16 * 1024;
+/// `max.partition.fetch.bytes`: a quarter of librdkafka's 1 MiB default, so a fetch over a few
+/// partitions stays within the prefetch bound (a bigger record is still returned whole).
+const PARTITION_FETCH_BYTES: &str = "262144";
+/// The producer's (retry and dead-letter copies) queue bound in KiB: copies are written one per
+/// failing record and awaited, so a few MiB is plenty (librdkafka's default is 1 GiB).
+const COPY_QUEUE_KBYTES: &str = "4096";
+/// How many records one partition's intake holds, per record in flight, before the partition
+/// is paused (the intake is the read-ahead the scheduler draws from).
+const INTAKE_PER_IN_FLIGHT: usize = 1;
+/// Least intake per partition, so a small `--max-in-flight` does not pause and resume
+/// (and refetch) constantly.
+const INTAKE_MIN: usize = 256;
 /// How often the de-duplication store is pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -92,6 +120,8 @@ pub enum Error {
     Telemetry(#[from] crate::telemetry::Error),
     #[error("--max-in-flight must be at least 1")]
     MaxInFlight,
+    #[error("the run loop stopped unexpectedly")]
+    RunLoop(#[from] tokio::task::JoinError),
 }
 
 /// `Result` of the worker.
@@ -102,11 +132,29 @@ type Lane = (Tp, Option<Vec<u8>>);
 
 struct Intake {
     generation: u64,
+    /// The main-topic partition its records belong to (itself, or the one a tier serves).
+    main: Tp,
     held: HeldQueue<Job>,
     paused: bool,
     /// The offset after the last record received, where fetching continues after a resume.
     next: Option<i64>,
 }
+
+/// Whether a main-topic partition's records may start: closed while its tiers are scanned.
+struct Gate {
+    generation: u64,
+    open: bool,
+}
+
+/// A finished scan of a main-topic partition's tiers.
+struct ScanDone {
+    main: Tp,
+    generation: u64,
+    result: Result<Vec<rebuild::Waiting>, String>,
+}
+
+/// How long a failed tier scan waits before it is tried again.
+const SCAN_RETRY: Duration = Duration::from_secs(1);
 
 /// A delivery task's report to the run loop.
 struct Report {
@@ -142,6 +190,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", COPY_TIMEOUT_MS)
+        .set("queue.buffering.max.kbytes", COPY_QUEUE_KBYTES)
         .create()?;
     let dedup = match &args.idempotency_database_url {
         Some(url) => Some(
@@ -183,8 +232,15 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     health.set_ready(true);
     tracing::info!(topics = ?topics, group = %args.group, ordering = ?args.ordering, max_in_flight = args.max_in_flight, "worker started");
 
+    let intake_high = (args.max_in_flight * INTAKE_PER_IN_FLIGHT).max(INTAKE_MIN);
     let mut run_loop = RunLoop {
-        consumer,
+        consumer: Arc::new(consumer),
+        intake_high,
+        intake_low: intake_high / 4,
+        commit_asked: None,
+        base: base.clone(),
+        gates: HashMap::new(),
+        scans: mpsc::unbounded_channel(),
         context,
         assignment,
         ordering: args.ordering,
@@ -197,8 +253,29 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         reports: mpsc::unbounded_channel(),
         metrics,
     };
-    run_loop.run(shutdown).await;
-    run_loop.drain(args.drain_timeout).await;
+    // The run loop is a task on the runtime's worker threads rather than running on the
+    // thread that awaits `run` (the main thread, under `#[tokio::main]`): the deliveries it
+    // spawns and the reports they send then stay in the workers' local queues instead of
+    // waking another thread for every record.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain_timeout = args.drain_timeout;
+    let mut looping = tokio::spawn(async move {
+        run_loop
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        run_loop.drain(drain_timeout).await;
+        run_loop
+    });
+    tokio::pin!(shutdown);
+    let run_loop = tokio::select! {
+        () = &mut shutdown => {
+            let _ = stop.send(());
+            looping.await
+        }
+        joined = &mut looping => joined,
+    }?;
     health.set_ready(false);
     run_loop.assignment.close();
     drop(run_loop);
@@ -210,15 +287,34 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// The consumer's settings: librdkafka's at-least-once pattern (offsets stored by the worker
+/// once done, committed by librdkafka in the background and on request) and a prefetch bounded
+/// by `--max-in-flight`.
 fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
+    let prefetch_kbytes = (args.max_in_flight * PREFETCH_BYTES_PER_RECORD / 1024)
+        .clamp(PREFETCH_KBYTES_MIN, PREFETCH_KBYTES_MAX);
     let mut config = base.clone();
     config
         .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
+        // librdkafka commits what the worker stored, every interval and on revoke and close;
+        // it refuses to store offsets of partitions no longer assigned.
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", args.start_from.as_str())
         .set("statistics.interval.ms", STATS_INTERVAL_MS)
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
+        .set("queued.max.messages.kbytes", prefetch_kbytes.to_string())
+        // librdkafka prefetches until either bound is met; its 100,000-record default would
+        // hold far more small records than the worker can have in flight.
+        .set(
+            "queued.min.messages",
+            (args.max_in_flight * INTAKE_PER_IN_FLIGHT)
+                .max(INTAKE_MIN)
+                .to_string(),
+        )
+        .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
+        // librdkafka raises it to at least `message.max.bytes` (1 MB by default) by itself.
+        .set("fetch.max.bytes", (prefetch_kbytes * 1024).to_string())
         // Range assignment gives one member the same partition number of a topic and of its
         // tiers, so a key's main and tier records meet in one worker's bookkeeping.
         .set("partition.assignment.strategy", "range");
@@ -227,6 +323,38 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
         config.set(k, v);
     }
     config
+}
+
+/// Asks librdkafka to commit the stored offsets of the current assignment now, without
+/// waiting: the answer arrives on the consumer's own queue as an offset-commit event, which
+/// the run loop's poll hands to [`WorkerContext`]'s commit callback like the answers of the
+/// background commits. rdkafka's `commit(.., CommitMode::Async)` cannot do this: librdkafka
+/// answers a plain asynchronous commit only to an `offset_commit_cb`, which rdkafka does not
+/// set, and a synchronous commit would block the run loop for a round trip.
+fn commit_stored(consumer: &StreamConsumer<WorkerContext>) -> KafkaResult<()> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer's handle (we hold `consumer`). The queue handle from
+    // `rd_kafka_queue_get_consumer` is a new reference, destroyed once below after the
+    // request took its own; null offsets mean the assignment's stored offsets; a null
+    // callback makes librdkafka post the result as an event on that queue.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::UnknownGroup,
+            ));
+        }
+        let err =
+            rd::rd_kafka_commit_queue(rk, std::ptr::null(), queue, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(rdkafka::error::KafkaError::ConsumerCommit(err.into()))
+    }
 }
 
 /// The retry tiers must exist with at least the partitions of their main topic, since a
@@ -270,7 +398,23 @@ fn check_tiers(
 }
 
 struct RunLoop {
-    consumer: StreamConsumer<WorkerContext>,
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    /// Records one partition's intake holds before the partition is paused.
+    intake_high: usize,
+    /// A paused partition resumes once its intake drains to this.
+    intake_low: usize,
+    /// The commit-answer count and time when the worker last asked for a commit, until an
+    /// answer arrives: one request at a time.
+    commit_asked: Option<(u64, Instant)>,
+    /// The shared Kafka settings, for the tier scans' consumers.
+    base: ClientConfig,
+    /// Per assigned main partition (ordered retries only): whether its tiers were read.
+    gates: HashMap<Tp, Gate>,
+    /// Finished tier scans.
+    scans: (
+        mpsc::UnboundedSender<ScanDone>,
+        mpsc::UnboundedReceiver<ScanDone>,
+    ),
     context: Arc<Context>,
     assignment: Arc<Assignment>,
     ordering: Ordering,
@@ -290,33 +434,82 @@ struct RunLoop {
 impl RunLoop {
     async fn run(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut commit_at = Instant::now() + COMMIT_INTERVAL;
+        let consumer = self.consumer.clone();
+        // One stream for the worker's life: `recv()` would register a waker slot per record.
+        let mut stream = consumer.stream();
+        let mut state_at = Instant::now() + STATE_LOG_INTERVAL;
+        let mut turns: u64 = 0;
         loop {
             self.fill();
             self.dispatch();
-            let window = self.assignment.window();
-            if Instant::now() >= commit_at || window * 2 >= self.max_in_flight {
-                self.commit();
-                commit_at = Instant::now() + COMMIT_INTERVAL;
-            }
+            self.commit();
             let now = Instant::now();
+            if now >= state_at {
+                self.log_state(turns);
+                turns = 0;
+                state_at = now + STATE_LOG_INTERVAL;
+            }
+            turns += 1;
             let wake = self
                 .intakes
                 .iter()
                 .filter_map(|(_, i)| i.held.waiting_until(now))
                 .min()
-                .map_or(commit_at, |w| w.min(commit_at));
+                .unwrap_or(now + IDLE_WAKE)
+                .min(state_at);
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
-                Some(report) = self.reports.1.recv() => self.on_report(report),
-                message = self.consumer.recv() => match message {
-                    Ok(m) => self.on_message(m.detach()),
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                },
+                // Rare events first, so a steady stream of records and reports cannot starve
+                // them.
                 () = self.assignment.changed.notified() => self.forget_stale(),
+                Some(done) = self.scans.1.recv() => self.on_scan(done),
+                () = self.assignment.committed.notified() => {}
+                Some(report) = self.reports.1.recv() => {
+                    self.on_report(report);
+                    while let Ok(report) = self.reports.1.try_recv() {
+                        self.on_report(report);
+                    }
+                }
+                message = stream.next() => {
+                    self.on_received(message);
+                    // Take what librdkafka already holds before admitting and dispatching.
+                    for _ in 1..RECV_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(message) => self.on_received(message),
+                            None => break,
+                        }
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {}
             }
+        }
+    }
+
+    /// One debug line with where records are (the profile of a busy worker).
+    fn log_state(&self, turns: u64) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let held: usize = self.intakes.iter().map(|(_, i)| i.held.len()).sum();
+        let paused = self.intakes.iter().filter(|(_, i)| i.paused).count();
+        tracing::debug!(
+            turns,
+            held,
+            paused,
+            queued = self.scheduler.queued(),
+            in_flight = self.in_flight,
+            window = self.assignment.window(),
+            committing = self.commit_asked.is_some(),
+            "run loop state"
+        );
+    }
+
+    fn on_received(&mut self, message: Option<KafkaResult<BorrowedMessage<'_>>>) {
+        match message {
+            Some(Ok(m)) => self.on_message(m.detach()),
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
         }
     }
 
@@ -355,29 +548,23 @@ impl RunLoop {
                 (Arc::from(topic.as_str()), Some(tier), due, origin)
             }
         };
+        let fresh = || Intake {
+            generation,
+            main: (main_topic.clone(), tp.1),
+            held: HeldQueue::default(),
+            paused: false,
+            next: None,
+        };
         let index = match self.intakes.iter().position(|(t, _)| *t == tp) {
             Some(i) => i,
             None => {
-                self.intakes.push((
-                    tp.clone(),
-                    Intake {
-                        generation,
-                        held: HeldQueue::default(),
-                        paused: false,
-                        next: None,
-                    },
-                ));
+                self.intakes.push((tp.clone(), fresh()));
                 self.intakes.len() - 1
             }
         };
         let intake = &mut self.intakes[index].1;
         if intake.generation != generation {
-            *intake = Intake {
-                generation,
-                held: HeldQueue::default(),
-                paused: false,
-                next: None,
-            };
+            *intake = fresh();
         }
         intake.next = Some(message.offset() + 1);
         intake.held.push(
@@ -403,7 +590,8 @@ impl RunLoop {
         while window < self.max_in_flight && n > 0 && idle_rounds < n {
             self.cursor = (self.cursor + 1) % n;
             let (tp, intake) = &mut self.intakes[self.cursor];
-            let Some(job) = intake.held.pop_due(now) else {
+            let gate_open = self.gates.get(&intake.main).is_none_or(|g| g.open);
+            let Some(job) = gate_open.then(|| intake.held.pop_due(now)).flatten() else {
                 idle_rounds += 1;
                 continue;
             };
@@ -420,8 +608,8 @@ impl RunLoop {
         }
         for (tp, intake) in &mut self.intakes {
             let want_pause =
-                intake.held.len() >= INTAKE_HIGH || intake.held.waiting_until(now).is_some();
-            let want_resume = !want_pause && intake.held.len() <= INTAKE_LOW;
+                intake.held.len() >= self.intake_high || intake.held.waiting_until(now).is_some();
+            let want_resume = !want_pause && intake.held.len() <= self.intake_low;
             if want_pause != intake.paused && (want_pause || want_resume) {
                 let mut list = TopicPartitionList::new();
                 list.add_partition(&tp.0, tp.1);
@@ -468,7 +656,8 @@ impl RunLoop {
     }
 
     fn parking_key(&self, job: &Job) -> Option<(Arc<str>, Vec<u8>)> {
-        (self.ordering == Ordering::Key)
+        // Without tiers nothing is ever parked: no key to copy per record.
+        (self.ordering == Ordering::Key && !self.context.tiers.is_empty())
             .then(|| job.message.key())
             .flatten()
             .map(|k| (job.main_topic.clone(), k.to_vec()))
@@ -507,36 +696,153 @@ impl RunLoop {
     fn on_report(&mut self, report: Report) {
         let Report { lane, job, finish } = report;
         self.in_flight -= 1;
-        if let Some(key) = self.parking_key(&job) {
+        // A report of an older assignment says nothing about today's index: the scan at
+        // assignment rebuilt it from the tier topics.
+        if let Some(key) = self.parking_key(&job)
+            && self.assignment.is_current(&job.tp, job.generation)
+        {
             match finish {
                 Finish::Parked { tier } => self.parking.parked(&key, job.origin, tier),
-                Finish::Done(_) | Finish::Abandoned => self.parking.left(&key, job.origin),
+                Finish::Done(_) => self.parking.left(&key, job.origin),
+                // An abandoned tier record still waits in its tier (uncommitted there); an
+                // abandoned main-topic record was never copied.
+                Finish::Abandoned if job.tier.is_none() => self.parking.left(&key, job.origin),
+                Finish::Abandoned => {}
             }
         }
         self.scheduler.complete(lane.as_ref());
     }
 
-    /// Drops queued work of partitions that are no longer ours (or were re-assigned).
+    /// Drops queued work of partitions that are no longer ours (or were re-assigned), and
+    /// with ordered retries, starts rebuilding the index of newly assigned main partitions.
     fn forget_stale(&mut self) {
         let assignment = &self.assignment;
         self.intakes
             .retain(|(tp, intake)| assignment.is_current(tp, intake.generation));
         self.scheduler
             .retain(|job| assignment.is_current(&job.tp, job.generation));
+        if self.ordering != Ordering::Key || self.context.tiers.is_empty() {
+            return;
+        }
+        for (tp, generation) in self.assignment.partitions() {
+            if self.context.tiers.source(&tp.0) != Some(&Source::Main)
+                || self
+                    .gates
+                    .get(&tp)
+                    .is_some_and(|g| g.generation == generation)
+            {
+                continue;
+            }
+            // Closed until the scan is back: none of the partition's records start before.
+            self.gates.insert(
+                tp.clone(),
+                Gate {
+                    generation,
+                    open: false,
+                },
+            );
+            let (topic, partition) = (tp.0.clone(), tp.1);
+            self.parking
+                .forget(|(t, _), origin| *t == topic && origin.0 == partition);
+            self.start_scan(tp, generation, Duration::ZERO);
+        }
+        let assignment = &self.assignment;
+        self.gates
+            .retain(|tp, g| assignment.is_current(tp, g.generation));
+        let gates = &self.gates;
+        self.parking
+            .forget(|(t, _), origin| !gates.contains_key(&(t.clone(), origin.0)));
     }
 
-    /// Commits the moved watermarks synchronously; the window shrinks only once Kafka has
-    /// acknowledged them, so the window bounds what a crash redelivers. (Commit-callback
-    /// acknowledgements of asynchronous commits did not reach this consumer's queue in
-    /// rdkafka 0.39's `StreamConsumer`; one synchronous round trip per half window is cheap.)
-    fn commit(&self) {
-        let Some(list) = self.assignment.take_commits() else {
+    /// Reads main partition `main`'s tier partitions on a blocking thread, after `delay`.
+    fn start_scan(&self, main: Tp, generation: u64, delay: Duration) {
+        let tiers: Vec<(usize, String)> = (0..self.context.tiers.len())
+            .filter_map(|i| {
+                self.context
+                    .tiers
+                    .topic(&main.0, i)
+                    .map(|t| (i, t.to_owned()))
+            })
+            .collect();
+        let base = self.base.clone();
+        let group = self.context.group.clone();
+        let done = self.scans.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let partition = main.1;
+            let result = tokio::task::spawn_blocking(move || {
+                rebuild::waiting_records(&base, &group, partition, &tiers)
+            })
+            .await;
+            let result = match result {
+                Ok(r) => r.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e))),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = done.send(ScanDone {
+                main,
+                generation,
+                result,
+            });
+        });
+    }
+
+    /// A scan came back: its keys' waiting records go into the index and the gate opens; a
+    /// failed scan is tried again, the gate staying closed meanwhile.
+    fn on_scan(&mut self, done: ScanDone) {
+        let ScanDone {
+            main,
+            generation,
+            result,
+        } = done;
+        let Some(gate) = self.gates.get_mut(&main) else {
             return;
         };
-        let result = tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
-        self.assignment.commit_answered(&list, result.is_ok());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "offset commit failed; retried with the next one");
+        if gate.generation != generation {
+            return;
+        }
+        match result {
+            Ok(waiting) => {
+                tracing::info!(topic = %main.0, partition = main.1, waiting = waiting.len(), "retry tiers read; partition open");
+                for (key, origin, tier) in waiting {
+                    self.parking.parked(&(main.0.clone(), key), origin, tier);
+                }
+                gate.open = true;
+            }
+            Err(e) => {
+                tracing::warn!(topic = %main.0, partition = main.1, error = %e, "cannot read the retry tiers; the partition waits and the read is retried");
+                self.start_scan(main, generation, SCAN_RETRY);
+            }
+        }
+    }
+
+    /// Hands the moved watermarks to librdkafka's offset store (librdkafka commits them in
+    /// the background every `auto.commit.interval.ms`), and when the window is half full asks
+    /// for a commit of the stored offsets at once, so the window, which shrinks only once
+    /// Kafka acknowledged a commit, keeps room to admit. Nothing here waits for Kafka: both
+    /// kinds of commit answer through the consumer's commit callback, served by the poll.
+    fn commit(&mut self) {
+        if let Some(list) = self.assignment.take_stores()
+            && let Err(e) = self.consumer.store_offsets(&list)
+        {
+            // E.g. a partition revoked in between: librdkafka refuses; offered again if ours.
+            tracing::debug!(error = %e, offsets = ?list, "offsets not stored");
+            self.assignment.commit_answered(&list, false);
+        }
+        if let Some((answers, at)) = self.commit_asked
+            && self.assignment.commit_answers() == answers
+            && at.elapsed() < COMMIT_ANSWER_WAIT
+        {
+            return;
+        }
+        self.commit_asked = None;
+        if self.assignment.window() * 2 < self.max_in_flight || !self.assignment.awaiting_commit() {
+            return;
+        }
+        match commit_stored(&self.consumer) {
+            Ok(()) => {
+                self.commit_asked = Some((self.assignment.commit_answers(), Instant::now()));
+            }
+            Err(e) => tracing::debug!(error = %e, "commit request refused"),
         }
     }
 
@@ -561,7 +867,7 @@ impl RunLoop {
                 }
             }
         }
-        if let Some(list) = self.assignment.take_commits() {
+        if let Some(list) = self.assignment.commits_due() {
             let result =
                 tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
             self.assignment.commit_answered(&list, result.is_ok());

@@ -19,7 +19,7 @@ use rdkafka::{
 
 use super::{
     assignment::{Assignment, Tp},
-    dedup::DedupStore,
+    dedup::{Claim, Claimed, DedupStore},
     delivery::{Delivery, Position, Verdict, traceparent},
     metrics::{Metrics, Outcome},
     retry::{self, Origin, Route, Tiers},
@@ -127,7 +127,7 @@ impl Context {
     }
 
     async fn deliver(&self, job: &Job) -> Finish {
-        let mut attempts = job.attempts_so_far();
+        let attempts = job.attempts_so_far();
         let payload = job.message.payload().unwrap_or_default();
         let envelope = match Envelope::parse(payload) {
             Ok(e) => e,
@@ -138,22 +138,45 @@ impl Context {
             }
         };
         let id = envelope.id.as_str();
-        if let Some(dedup) = &self.dedup {
-            match self.until_ok(job, || dedup.seen(id)).await {
-                Some(true) => {
-                    tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, "duplicate skipped");
-                    return Finish::Done(Outcome::duplicate);
+        let claim = match &self.dedup {
+            Some(dedup) => {
+                let still_wanted = || self.assignment.is_current(&job.tp, job.generation);
+                match self.until_ok(job, || dedup.claim(id, still_wanted)).await {
+                    Some(Claimed::Fresh(claim)) => Some(claim),
+                    Some(Claimed::Duplicate) => {
+                        tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, "duplicate skipped");
+                        return Finish::Done(Outcome::duplicate);
+                    }
+                    Some(Claimed::GaveUp) | None => return Finish::Abandoned,
                 }
-                Some(false) => {}
-                None => return Finish::Abandoned,
             }
+            None => None,
+        };
+        let finish = self
+            .deliver_claimed(job, &envelope, id, claim.as_ref())
+            .await;
+        if let Some(claim) = claim {
+            claim.release().await;
         }
+        finish
+    }
+
+    /// Delivers with in-process retries, then parks or dead-letters; with de-duplication on,
+    /// the caller holds the id's claim throughout.
+    async fn deliver_claimed(
+        &self,
+        job: &Job,
+        envelope: &Envelope,
+        id: &str,
+        claim: Option<&Claim<'_>>,
+    ) -> Finish {
+        let mut attempts = job.attempts_so_far();
         let position = Position {
             topic: &job.main_topic,
             partition: job.origin.0,
             offset: job.origin.1,
         };
-        let trace = traceparent(&envelope, header(&job.message, "traceparent"));
+        let trace = traceparent(envelope, header(&job.message, "traceparent"));
         // A tier pass is one attempt; the main topic gets `--retry-attempts`.
         let in_process = if job.tier.is_some() {
             1
@@ -171,14 +194,14 @@ impl Context {
             let started = Instant::now();
             let verdict = self
                 .delivery
-                .deliver(&envelope, &position, attempts, &trace)
+                .deliver(envelope, &position, attempts, &trace)
                 .await;
             self.metrics
                 .observe_latency(started.elapsed().as_secs_f64());
             match verdict {
                 Verdict::Delivered => {
-                    if let Some(dedup) = &self.dedup
-                        && let Err(e) = dedup.remember(id).await
+                    if let Some(claim) = claim
+                        && let Err(e) = claim.delivered().await
                     {
                         tracing::warn!(id, error = %e, "delivered, but the id was not stored; a redelivery would not be skipped");
                     }

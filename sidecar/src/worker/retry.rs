@@ -261,6 +261,15 @@ impl<K: std::hash::Hash + Eq + Clone> Parking<K> {
         }
     }
 
+    /// Drops the records for which `drop` is true (e.g. of a partition that was revoked, or
+    /// is about to be rebuilt from its tier topics).
+    pub fn forget(&mut self, mut drop: impl FnMut(&K, Origin) -> bool) {
+        self.keys.retain(|key, parked| {
+            parked.retain(|(origin, _)| !drop(key, *origin));
+            !parked.is_empty()
+        });
+    }
+
     /// Keys with records in tiers.
     pub fn keys(&self) -> usize {
         self.keys.len()
@@ -359,6 +368,28 @@ mod tests {
         p.left(&"k", (0, 4));
         assert_eq!(p.keys(), 0);
         assert_eq!(p.route_new(&"k", (0, 5)), Route::Deliver, "key free again");
+    }
+
+    /// After a crash the index is rebuilt from the tier topics (`parked` in origin order):
+    /// a new main-topic record of such a key follows, others flow; `forget` drops one
+    /// partition's records only.
+    #[test]
+    fn a_rebuilt_index_holds_new_records_back_and_forget_is_per_partition() {
+        let mut p = Parking::default();
+        p.parked(&"k", (0, 1), 1);
+        p.parked(&"k", (0, 2), 0);
+        p.parked(&"j", (1, 7), 0);
+        assert_eq!(p.route_new(&"k", (0, 9)), Route::Follow { tier: 0 });
+        assert_eq!(p.route_due(&"k", (0, 1)), Route::Deliver);
+        assert_eq!(
+            p.route_due(&"k", (0, 2)),
+            Route::Follow { tier: 1 },
+            "2 is behind 1, which is in tier 1"
+        );
+        p.forget(|_, (partition, _)| partition == 0);
+        assert_eq!(p.keys(), 1);
+        assert_eq!(p.route_new(&"k", (0, 10)), Route::Deliver);
+        assert_eq!(p.route_new(&"j", (1, 8)), Route::Follow { tier: 0 });
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! compaction or transaction markers) and finish in any order. The commit watermark is the
 //! offset of the first record not yet done, or one past the last admitted record when all are
 //! done: everything below it is delivered, skipped as a duplicate, or acknowledged by Kafka in
-//! a retry or dead-letter topic. A commit is issued once per watermark (not again while it is
-//! on its way) and entries leave the window only once Kafka acknowledged a commit covering
-//! them, so the window's length bounds what a crash could redeliver.
+//! a retry or dead-letter topic.
+//!
+//! The watermark reaches Kafka in two steps: it is *stored* with librdkafka (which commits
+//! stored offsets in the background, and whenever the worker asks), and it is *committed* once
+//! Kafka acknowledged a commit covering it. Entries leave the window only then, so the window's
+//! length bounds what a crash could redeliver.
 
 use std::collections::VecDeque;
 
@@ -38,10 +41,13 @@ enum State {
 #[derive(Debug, Default, Clone)]
 pub struct PartitionWindow {
     entries: VecDeque<(i64, State)>,
+    /// How many entries at the front are done: the watermark is the entry after them, so it
+    /// moves in amortised O(1) per finished record instead of a scan of the window.
+    done_prefix: usize,
     /// The offset of the last acknowledged commit (the next offset to read after a restart).
     committed: Option<i64>,
-    /// The offset of the last commit issued and not yet acknowledged or failed.
-    issued: Option<i64>,
+    /// The highest offset handed to librdkafka's offset store and not yet acknowledged.
+    stored: Option<i64>,
     in_flight: usize,
 }
 
@@ -85,36 +91,64 @@ impl PartitionWindow {
             self.in_flight -= 1;
         }
         self.entries[i].1 = State::Done;
+        while self
+            .entries
+            .get(self.done_prefix)
+            .is_some_and(|(_, s)| *s == State::Done)
+        {
+            self.done_prefix += 1;
+        }
         Ok(())
     }
 
-    /// The offset below which every admitted record is done, if that is progress: past the
-    /// last commit and past the first record still open.
+    /// The offset below which every admitted record is done (`None` before the first record).
+    fn watermark(&self) -> Option<i64> {
+        match self.entries.get(self.done_prefix) {
+            Some((o, _)) => Some(*o),
+            None => self.entries.back().map(|(o, _)| o + 1),
+        }
+    }
+
+    /// The watermark, if committing it is progress: past the last acknowledged commit and past
+    /// the first record still open. What a synchronous commit (revocation, shutdown) sends.
     pub fn committable(&self) -> Option<i64> {
-        let first = self.entries.front()?.0;
-        let watermark = self
-            .entries
-            .iter()
-            .find(|(_, s)| *s != State::Done)
-            .map(|(o, _)| *o)
-            .or_else(|| self.entries.back().map(|(o, _)| o + 1))?;
-        if watermark == first {
+        if self.done_prefix == 0 {
             return None;
         }
-        match self.committed.max(self.issued) {
+        let watermark = self.watermark()?;
+        match self.committed {
             Some(c) if watermark <= c => None,
             _ => Some(watermark),
         }
     }
 
-    /// Records that a commit of `offset` was sent; it is not offered again meanwhile.
-    pub fn issued(&mut self, offset: i64) {
-        self.issued = Some(self.issued.map_or(offset, |i| i.max(offset)));
+    /// The watermark, if it moved past what was last stored or committed: what to hand to
+    /// librdkafka's offset store now.
+    pub fn to_store(&self) -> Option<i64> {
+        let watermark = self.committable()?;
+        match self.stored {
+            Some(s) if watermark <= s => None,
+            _ => Some(watermark),
+        }
+    }
+
+    /// Records that `offset` was stored; it is not offered for storing again meanwhile.
+    pub fn stored(&mut self, offset: i64) {
+        self.stored = Some(self.stored.map_or(offset, |s| s.max(offset)));
     }
 
     /// A commit failed: the watermark is offered again.
     pub fn commit_failed(&mut self) {
-        self.issued = None;
+        self.stored = None;
+    }
+
+    /// Whether a stored watermark awaits its commit.
+    pub fn awaiting_commit(&self) -> bool {
+        match (self.stored, self.committed) {
+            (Some(s), Some(c)) => s > c,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// Records that Kafka acknowledged a commit of `offset`: entries below it leave the
@@ -127,8 +161,17 @@ impl PartitionWindow {
                 self.in_flight -= 1;
             }
         }
+        let released = before - self.entries.len();
+        self.done_prefix = self.done_prefix.saturating_sub(released);
+        while self
+            .entries
+            .get(self.done_prefix)
+            .is_some_and(|(_, s)| *s == State::Done)
+        {
+            self.done_prefix += 1;
+        }
         self.committed = Some(self.committed.map_or(offset, |c| c.max(offset)));
-        before - self.entries.len()
+        released
     }
 
     /// Records read but not yet covered by a commit: what a crash now would redeliver.
@@ -191,14 +234,21 @@ mod tests {
         let mut w = window(&[0, 1, 2]);
         w.finish(0).expect("known");
         w.finish(1).expect("known");
-        assert_eq!(w.committable(), Some(2));
-        w.issued(2);
-        assert_eq!(w.committable(), None, "not offered twice while on its way");
+        assert_eq!(w.to_store(), Some(2));
+        w.stored(2);
+        assert!(w.awaiting_commit());
+        assert_eq!(w.to_store(), None, "not stored twice while on its way");
+        assert_eq!(
+            w.committable(),
+            Some(2),
+            "a synchronous commit still covers a stored watermark"
+        );
         assert_eq!(w.len(), 3, "nothing leaves before the acknowledgement");
         w.commit_failed();
-        assert_eq!(w.committable(), Some(2), "offered again after a failure");
-        w.issued(2);
+        assert_eq!(w.to_store(), Some(2), "offered again after a failure");
+        w.stored(2);
         assert_eq!(w.committed(2), 2);
+        assert!(!w.awaiting_commit());
         assert_eq!(w.len(), 1);
         assert_eq!(w.committable(), None, "2 still open, 2 already committed");
         w.finish(2).expect("known");
@@ -253,6 +303,60 @@ mod tests {
                 assert_eq!(w.committable(), expected, "{perm:?}");
             }
         });
+    }
+
+    /// Random admits, finishes, stores and commits against a plain model: the incremental
+    /// watermark always equals the first unfinished offset, and a commit only ever covers
+    /// finished records.
+    #[test]
+    fn randomised_operations_match_a_plain_model() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut w = PartitionWindow::default();
+        // (offset, done) of every record not yet covered by a commit.
+        let mut model: Vec<(i64, bool)> = Vec::new();
+        let mut next = 0_i64;
+        let mut committed: Option<i64> = None;
+        for _ in 0..20_000 {
+            match rng.random_range(0..10) {
+                0..=3 => {
+                    next += rng.random_range(1..3);
+                    w.admit(next).expect("increasing");
+                    model.push((next, false));
+                }
+                4..=7 if !model.is_empty() => {
+                    let i = rng.random_range(0..model.len());
+                    w.finish(model[i].0).expect("known");
+                    model[i].1 = true;
+                }
+                8 => {
+                    if let Some(offset) = w.to_store() {
+                        w.stored(offset);
+                    }
+                }
+                _ => {
+                    if let Some(offset) = w.committable() {
+                        assert!(
+                            model.iter().filter(|(o, _)| *o < offset).all(|(_, d)| *d),
+                            "commit of {offset} covers unfinished work"
+                        );
+                        w.committed(offset);
+                        model.retain(|(o, _)| *o >= offset);
+                        committed = Some(offset);
+                    }
+                }
+            }
+            let first_open = model.iter().find(|(_, d)| !d).map(|(o, _)| *o);
+            let expected = match (model.first(), first_open) {
+                (None, _) => None,
+                (Some((first, _)), Some(open)) if open == *first => None,
+                (Some(_), Some(open)) => Some(open),
+                (Some(_), None) => model.last().map(|(o, _)| o + 1),
+            }
+            .filter(|wm| committed.is_none_or(|c| *wm > c));
+            assert_eq!(w.committable(), expected);
+            assert_eq!(w.len(), model.len());
+        }
     }
 
     fn permutations(v: &mut Vec<usize>, k: usize, f: &mut impl FnMut(&[usize])) {

@@ -60,12 +60,21 @@ impl Target {
 
     /// Answers with `behaviour(request, how many times this id was seen before)`.
     pub async fn start(behaviour: Behaviour) -> Target {
+        Self::start_with_sleep(behaviour, None).await
+    }
+
+    /// Answers 200 to everything after `ms` milliseconds, so deliveries overlap.
+    pub async fn slow(ms: u64) -> Target {
+        Self::start_with_sleep(Arc::new(|_, _| 200), Some(ms)).await
+    }
+
+    async fn start_with_sleep(behaviour: Behaviour, sleep_ms: Option<u64>) -> Target {
         let log = Arc::new(Mutex::new(Vec::new()));
         let state = TargetState {
             log: log.clone(),
             seen: Arc::default(),
             behaviour,
-            sleep_ms: None,
+            sleep_ms,
         };
         let app = Router::new()
             .route("/events", post(receive))
@@ -345,7 +354,34 @@ pub fn spawn_worker(
     target: &str,
     extra: &[&str],
 ) -> ChildProcess {
-    let kafka = env.kafka_args();
+    spawn_worker_with(env.kafka_args(), name, topics, target, extra)
+}
+
+/// Starts the real worker binary as Kafka user `user` (not the admin, so ACLs apply).
+pub fn spawn_worker_as(
+    (user, password): (&str, &str),
+    env: &TestEnv,
+    name: &str,
+    topics: &Topics,
+    target: &str,
+    extra: &[&str],
+) -> ChildProcess {
+    spawn_worker_with(
+        env.kafka_args_as(user, password),
+        name,
+        topics,
+        target,
+        extra,
+    )
+}
+
+fn spawn_worker_with(
+    kafka: ferry_common::kafka::KafkaArgs,
+    name: &str,
+    topics: &Topics,
+    target: &str,
+    extra: &[&str],
+) -> ChildProcess {
     let delays = topics.delays.join(",");
     let mut args = vec![
         "worker".to_owned(),

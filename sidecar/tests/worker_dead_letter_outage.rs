@@ -5,9 +5,10 @@ mod worker;
 
 use std::time::Duration;
 
-use ferry_testkit::{AclOperation, AclResource, TempAcls, require_env};
+use ferry_operator::kafka::acls::{Operation, ResourceType};
+use ferry_testkit::require_env;
 use worker::{
-    NamedTopic, Target, Topics, envelope, produce, producer, read_all, spawn_worker,
+    Grant, NamedTopic, Target, Topics, envelope, produce, producer, read_all, spawn_worker,
     spawn_worker_as,
 };
 
@@ -75,24 +76,21 @@ async fn a_dead_letter_topic_denied_by_acl_holds_the_commit_until_granted() {
     let topics = Topics::create(env, 1, &[], true).await;
     // What the operator grants a consumer, minus the dead-letter write. IdempotentWrite lets
     // the (idempotent) copy producer get its producer id without write access to any topic.
-    let _consumer = TempAcls::grant(
+    let _consumer = Grant::allow(
         env,
         user,
         &[
+            (ResourceType::Topic, &topics.main.name, Operation::Read),
+            (ResourceType::Topic, &topics.main.name, Operation::Describe),
+            (ResourceType::Group, &topics.group, Operation::Read),
             (
-                AclResource::Topic(topics.main.name.clone()),
-                AclOperation::Read,
+                ResourceType::Cluster,
+                "kafka-cluster",
+                Operation::IdempotentWrite,
             ),
-            (
-                AclResource::Topic(topics.main.name.clone()),
-                AclOperation::Describe,
-            ),
-            (AclResource::Group(topics.group.clone()), AclOperation::Read),
-            (AclResource::Cluster, AclOperation::IdempotentWrite),
         ],
     )
-    .await
-    .expect("grant the consumer's ACLs");
+    .await;
     let target = Target::ok().await;
     let p = producer(env);
     produce(&p, &topics.main.name, "a", &envelope("acl-1", "a", 0)).await;
@@ -123,16 +121,16 @@ async fn a_dead_letter_topic_denied_by_acl_holds_the_commit_until_granted() {
         "a dead letter was written without the grant"
     );
 
-    let _dead_letter = TempAcls::grant(
+    let _dead_letter = Grant::allow(
         env,
         user,
         &[(
-            AclResource::Topic(topics.dead_letter_name.clone()),
-            AclOperation::Write,
+            ResourceType::Topic,
+            &topics.dead_letter_name,
+            Operation::Write,
         )],
     )
-    .await
-    .expect("grant the dead-letter write");
+    .await;
     let dead = read_all(env, &topics.dead_letter_name, 1, Duration::from_secs(60));
     assert_eq!(
         dead.len(),

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-pub(crate) fn run_to_completion<F>(future: F)
+/// Runs `future` to completion from synchronous code (a `Drop`), on a runtime of its own.
+pub fn run_to_completion<F>(future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {

@@ -7,7 +7,6 @@
 //! With `CI=true`, a missing or unreachable environment fails the test loudly; elsewhere
 //! [`require_env!`] prints why and skips, so `cargo test` works on a laptop without the services.
 
-mod acl;
 mod cleanup;
 mod env;
 mod kafka;
@@ -16,7 +15,7 @@ mod postgres;
 mod process;
 mod services;
 
-pub use acl::{AclOperation, AclResource, TempAcls};
+pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
 pub use kafka::TempTopic;
 pub use kube::TempNamespace;

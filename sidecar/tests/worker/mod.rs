@@ -12,7 +12,11 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
-use ferry_testkit::{ChildProcess, TestEnv, unique_name};
+use ferry_operator::kafka::{
+    KafkaAdmin,
+    acls::{AclBinding, Operation, ResourceType},
+};
+use ferry_testkit::{ChildProcess, TestEnv, run_to_completion, unique_name};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -455,4 +459,47 @@ pub fn header_of(message: &OwnedMessage, name: &str) -> Option<String> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Literal ALLOW ACLs for `User:<user>`, granted for one test and revoked when dropped.
+pub struct Grant {
+    config: ClientConfig,
+    bindings: Vec<AclBinding>,
+}
+
+impl Grant {
+    /// Grants `User:<user>` each `(resource type, name, operation)`.
+    pub async fn allow(
+        env: &TestEnv,
+        user: &str,
+        acls: &[(ResourceType, &str, Operation)],
+    ) -> Grant {
+        let principal = format!("User:{user}");
+        let bindings: Vec<AclBinding> = acls
+            .iter()
+            .map(|(kind, name, op)| AclBinding::allow(&principal, *kind, *name, *op))
+            .collect();
+        let config = env.kafka_config();
+        KafkaAdmin::new(&config, Duration::from_secs(30))
+            .expect("admin client")
+            .create_acls(&bindings)
+            .await
+            .expect("ACLs granted");
+        Grant { config, bindings }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let (config, bindings) = (self.config.clone(), std::mem::take(&mut self.bindings));
+        run_to_completion(async move {
+            let revoked = match KafkaAdmin::new(&config, Duration::from_secs(30)) {
+                Ok(admin) => admin.delete_acls(&bindings).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = revoked {
+                eprintln!("cannot revoke test ACLs {bindings:?}: {e}");
+            }
+        });
+    }
 }

@@ -19,10 +19,12 @@ pub mod metrics;
 pub mod order;
 pub mod outbox;
 pub mod pacing;
+pub mod pipeline;
 pub mod publish;
 pub mod session;
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,9 +37,10 @@ use config::Disposal;
 pub use config::RelayArgs;
 use leader::{Candidate, Leadership};
 use metrics::{Metrics, ReasonLabel};
-use order::Holds;
-use outbox::{Outbox, TableInfo};
+use order::{Holds, KeyId};
+use outbox::{Outbox, OutboxRow, TableInfo};
 use pacing::Pacer;
+use pipeline::Marks;
 use publish::Publisher;
 
 use crate::telemetry::{Health, TelemetryServer};
@@ -279,15 +282,14 @@ impl Relay {
     async fn publish_while_leading(&mut self, leadership: Leadership) -> Result<()> {
         let wake = Arc::new(Notify::new());
         let work = session::connect(&self.database_url, self.notify.then(|| wake.clone())).await?;
+        let marking = session::connect(&self.database_url, None).await?;
         let mut work_closed = work.closed.clone();
-        let outbox = Outbox::prepare(
-            work.client,
-            self.table.clone(),
-            self.disposal == Disposal::Delete,
-        )
-        .await?;
+        let mut marking_closed = marking.closed.clone();
+        let delete = self.disposal == Disposal::Delete;
+        let reader = Outbox::prepare(work.client, self.table.clone(), delete).await?;
+        let marker = Outbox::prepare(marking.client, self.table.clone(), delete).await?;
         if self.notify {
-            outbox.listen().await?;
+            reader.listen().await?;
         }
         self.health.set_ready(true);
         let mut lost = leadership.lost.clone();
@@ -295,21 +297,32 @@ impl Relay {
         let mut pacer = Pacer::new(self.idle_poll_interval);
         let mut next_gauges = Instant::now();
         let mut next_sweep = Instant::now();
-        let mut read_ahead: Option<Vec<outbox::OutboxRow>> = None;
-        let batch_size = self.batch_size as usize;
+        let chunk = pipeline::chunk_size(self.batch_size);
+        let overlap_marks = pipeline::overlaps_marks(self.batch_size);
+        // A chunk read while the previous one was in Kafka, the keys that chunk left
+        // unpublished (its ids were skipped by the read, so they are behind here), and when
+        // the read started.
+        let mut ahead: Option<(Vec<OutboxRow>, HashSet<KeyId>, Instant)> = None;
+        // The delivered chunk whose mark runs while the next chunk is in Kafka.
+        let mut unmarked: Option<Marks> = None;
         loop {
-            if self.stopping() {
-                return Ok(());
-            }
-            if *lost.borrow() {
+            if self.stopping() || *lost.borrow() {
+                // SIGTERM (or a lost lock): the chunk in flight is already settled; mark it
+                // (marking delivered rows is right whoever leads), send nothing more.
+                if let Some(marks) = unmarked.take() {
+                    self.apply(&marker, marks).await?;
+                }
+                if self.stopping() {
+                    return Ok(());
+                }
                 return Err(Error::LeadershipLost);
             }
-            if *work_closed.borrow() {
+            if *work_closed.borrow() || *marking_closed.borrow() {
                 return Err(Error::WorkSessionLost);
             }
             let now = Instant::now();
             if now >= next_gauges {
-                let (rows, age) = outbox.backlog().await?;
+                let (rows, age) = reader.backlog().await?;
                 self.metrics.backlog_rows.set(rows);
                 self.metrics.oldest_unpublished_age.set(age);
                 next_gauges = now + GAUGE_REFRESH;
@@ -317,7 +330,7 @@ impl Relay {
             if let Disposal::MarkThenDelete(age) = self.disposal
                 && now >= next_sweep
             {
-                let deleted = outbox.delete_published_before(age).await?;
+                let deleted = reader.delete_published_before(age).await?;
                 if deleted > 0 {
                     tracing::info!(deleted, "deleted published rows past retention");
                 }
@@ -325,33 +338,38 @@ impl Relay {
                     now + (age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
             }
 
-            let started = Instant::now();
-            let rows = match read_ahead.take() {
-                Some(rows) => rows,
+            let (rows, behind, read_at) = match ahead.take() {
+                Some(chunk) => chunk,
                 None => {
-                    outbox
-                        .fetch(self.batch_size, &holds.waiting(now), &[])
-                        .await?
+                    // Nothing is in flight or unmarked here: nothing is skipped but held keys.
+                    let read_at = Instant::now();
+                    let rows = reader.fetch(chunk, &holds.waiting(now), &[]).await?;
+                    (rows, HashSet::new(), read_at)
                 }
             };
             let fetched = rows.len();
             if fetched > 0 {
-                // A full batch means more rows wait: read the next one while this one is in
-                // Kafka. It is only sent after this one is marked, so a crash still
-                // re-publishes at most one batch.
-                let read_next = (fetched == batch_size).then(|| holds.waiting(now));
-                read_ahead = self
-                    .publish_and_mark(&outbox, rows, &mut holds, started, read_next)
-                    .await?
-                    .filter(|next| !next.is_empty());
-                self.metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
+                let read_next = fetched == chunk as usize;
+                ahead = self
+                    .publish_chunk(
+                        &reader,
+                        &marker,
+                        ChunkInFlight {
+                            rows,
+                            behind,
+                            read_at,
+                        },
+                        &mut holds,
+                        &mut unmarked,
+                        read_next,
+                        overlap_marks,
+                    )
+                    .await?;
             }
             let now = Instant::now();
             self.metrics.held_keys.set(holds.count(now) as i64);
-            let mut delay = pacer.next_delay(fetched, batch_size);
-            if read_ahead.is_some() {
+            let mut delay = pacer.next_delay(fetched, chunk as usize);
+            if ahead.is_some() {
                 continue;
             }
             if let Some(release) = holds.next_release(now) {
@@ -367,42 +385,100 @@ impl Relay {
                 _ = stop.wait_for(|s| *s) => {}
                 _ = lost.wait_for(|l| *l) => {}
                 _ = work_closed.wait_for(|c| *c) => {}
+                _ = marking_closed.wait_for(|c| *c) => {}
             }
         }
     }
 
-    async fn publish_and_mark(
+    /// Publishes one chunk while (on the other sessions) the previous chunk is marked and,
+    /// when this one is full, the next is read. Returns the chunk read ahead, if any rows.
+    /// This chunk's marks are left in `unmarked` when a next chunk follows at once (they run
+    /// while it is in Kafka), else applied before returning.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_chunk(
         &mut self,
-        outbox: &Outbox,
-        rows: Vec<outbox::OutboxRow>,
+        reader: &Outbox,
+        marker: &Outbox,
+        chunk: ChunkInFlight,
         holds: &mut Holds,
-        started: Instant,
-        read_next: Option<Vec<String>>,
-    ) -> Result<Option<Vec<outbox::OutboxRow>>> {
+        unmarked: &mut Option<Marks>,
+        read_next: bool,
+        overlap_marks: bool,
+    ) -> Result<Option<(Vec<OutboxRow>, HashSet<KeyId>, Instant)>> {
+        let ChunkInFlight {
+            rows,
+            behind,
+            read_at,
+        } = chunk;
         let fetched = rows.len();
-        let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
-        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let publish = self
-            .publisher
-            .publish_batch(rows, holds, self.table.has_error_column);
-        let (outcome, next) = match read_next {
-            Some(held) => {
-                let (outcome, next) =
-                    tokio::join!(publish, outbox.fetch(self.batch_size, &held, &in_flight));
-                (outcome, Some(next?))
-            }
-            None => (publish.await, None),
-        };
-        let publish_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms;
-        let mut done = outcome.published.clone();
-        done.extend(outcome.dead_lettered.iter().map(|(id, _)| *id));
-        outbox.mark_published(&done).await?;
-        let failures: Vec<(i64, String)> = outcome
-            .failed
+        let limit = pipeline::chunk_size(self.batch_size);
+        let previous = unmarked.take();
+        // The next read skips this chunk (in Kafka) and the previous one (its mark may not
+        // be committed when the read's snapshot is taken).
+        let skip: Vec<i64> = rows
             .iter()
-            .map(|(id, _, text)| (*id, text.clone()))
+            .map(|r| r.id)
+            .chain(previous.iter().flat_map(Marks::ids))
             .collect();
-        outbox.mark_failed(&failures).await?;
+        let held = read_next.then(|| holds.waiting(Instant::now()));
+        let started = Instant::now();
+        let publish = async {
+            let outcome = self
+                .publisher
+                .publish_batch(rows, holds, &behind, self.table.has_error_column)
+                .await;
+            (outcome, started.elapsed())
+        };
+        let mark_previous = async {
+            let Some(marks) = previous else {
+                return Ok(Duration::ZERO);
+            };
+            let at = Instant::now();
+            apply_marks(marker, &self.metrics, marks).await?;
+            Ok::<_, Error>(at.elapsed())
+        };
+        let read = async {
+            let Some(held) = held else {
+                return Ok((Vec::new(), Instant::now(), Duration::ZERO));
+            };
+            let at = Instant::now();
+            let rows = reader.fetch(limit, &held, &skip).await?;
+            Ok::<_, Error>((rows, at, at.elapsed()))
+        };
+        let ((outcome, publish_time), marked, next) = tokio::join!(publish, mark_previous, read);
+        let mark_time = marked?;
+        let (next, next_read_at, read_time) = next?;
+        self.count(&outcome);
+        tracing::debug!(
+            fetched,
+            published = outcome.published.len(),
+            dead_lettered = outcome.dead_lettered.len(),
+            failed = outcome.failed.len(),
+            held = outcome.held,
+            publish_ms = publish_time.as_secs_f64() * 1e3,
+            mark_previous_ms = mark_time.as_secs_f64() * 1e3,
+            read_next_ms = read_time.as_secs_f64() * 1e3,
+            step_ms = started.elapsed().as_secs_f64() * 1e3,
+            "chunk published"
+        );
+        let marks = Marks::of(&outcome, read_at);
+        if next.is_empty() {
+            self.apply(marker, marks).await?;
+            return Ok(None);
+        }
+        if overlap_marks {
+            *unmarked = Some(marks);
+        } else {
+            self.apply(marker, marks).await?;
+        }
+        Ok(Some((next, outcome.undelivered, next_read_at)))
+    }
+
+    async fn apply(&self, marker: &Outbox, marks: Marks) -> Result<()> {
+        apply_marks(marker, &self.metrics, marks).await
+    }
+
+    fn count(&self, outcome: &publish::BatchOutcome) {
         self.metrics
             .published
             .inc_by(outcome.published.len() as u64);
@@ -422,17 +498,26 @@ impl Relay {
                 })
                 .inc();
         }
-        tracing::debug!(
-            fetched,
-            published = outcome.published.len(),
-            dead_lettered = outcome.dead_lettered.len(),
-            failed = outcome.failed.len(),
-            held = outcome.held,
-            fetch_ms,
-            publish_ms,
-            mark_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms - publish_ms,
-            "batch done"
-        );
-        Ok(next)
     }
+}
+
+/// A chunk about to be published.
+struct ChunkInFlight {
+    rows: Vec<OutboxRow>,
+    /// Keys an earlier row of which is unpublished and was skipped by this chunk's read.
+    behind: HashSet<KeyId>,
+    read_at: Instant,
+}
+
+/// Marks (or deletes) a chunk's delivered rows and records its failed ones, on the mark
+/// session; observes the chunk's read-to-mark duration.
+async fn apply_marks(marker: &Outbox, metrics: &Metrics, marks: Marks) -> Result<()> {
+    marker.mark_published(&marks.delivered).await?;
+    marker.mark_failed(&marks.failed).await?;
+    if let Some(read_at) = marks.read_at {
+        metrics
+            .batch_duration
+            .observe(read_at.elapsed().as_secs_f64());
+    }
+    Ok(())
 }

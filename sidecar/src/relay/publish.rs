@@ -227,6 +227,8 @@ pub struct BatchOutcome {
     pub failed: Vec<(i64, Reason, String)>,
     /// Rows left unpublished for a later batch (transient failure, or held key).
     pub held: usize,
+    /// The keys of those rows: a chunk read past them must not send these keys.
+    pub undelivered: HashSet<KeyId>,
 }
 
 /// The Kafka side of the relay.
@@ -255,12 +257,14 @@ impl Publisher {
     }
 
     /// Publishes `rows` (in id order) and reports what became of each. Keys that fail
-    /// transiently are held in `holds`; `can_mark_failed` says whether poison rows without a
-    /// dead-letter topic may be marked failed (else they are held, never dropped).
+    /// transiently are held in `holds`; keys in `behind` are not sent at all (an earlier row
+    /// of theirs, not in `rows`, is unpublished); `can_mark_failed` says whether poison rows
+    /// without a dead-letter topic may be marked failed (else they are held, never dropped).
     pub async fn publish_batch(
         &mut self,
         rows: Vec<OutboxRow>,
         holds: &mut Holds,
+        behind: &HashSet<KeyId>,
         can_mark_failed: bool,
     ) -> BatchOutcome {
         let now = Instant::now();
@@ -276,11 +280,12 @@ impl Publisher {
         let refused = self.check_topics(&prepared).await;
 
         // Send in id order; a key's later rows stay behind its failed one.
-        let mut gate = BatchGate::new(holds, now);
+        let mut gate = BatchGate::new(holds, behind, now);
         let mut in_flight: Vec<(Prepared, DeliveryFuture)> = Vec::with_capacity(prepared.len());
         for p in prepared {
             if !gate.admit(&p.key_id) {
                 outcome.held += 1;
+                outcome.undelivered.insert(p.key_id);
                 continue;
             }
             if let Some(reason) = refused.get(&p.topic) {
@@ -295,6 +300,7 @@ impl Publisher {
                         tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "could not send; holding the key");
                         gate.fail(&p.key_id);
                         outcome.held += 1;
+                        outcome.undelivered.insert(p.key_id);
                     }
                 },
             }
@@ -321,9 +327,13 @@ impl Publisher {
                     tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "delivery failed; holding the key");
                     gate.fail(&p.key_id);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
         }
+        // A hold counts from when the failure is known: a delivery that took the whole
+        // `message.timeout.ms` still holds its key for the full backoff.
+        let now = Instant::now();
         let failed_keys = gate.into_failed();
         for key in &delivered_keys {
             if !failed_keys.contains(key) {
@@ -361,6 +371,7 @@ impl Publisher {
                 } else {
                     holds.fail(&p.key_id, now);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
             return;
@@ -376,6 +387,7 @@ impl Publisher {
         }
         let (rows, deliveries): (Vec<_>, Vec<_>) = sent.into_iter().unzip();
         let reports = futures::future::join_all(deliveries).await;
+        let now = Instant::now();
         for (p, report) in rows.into_iter().zip(reports) {
             match report {
                 Ok(Ok(_)) => outcome.dead_lettered.push((p.id, p.reason)),
@@ -385,6 +397,7 @@ impl Publisher {
                 Err(_) => {
                     holds.fail(&p.key_id, now);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
         }
@@ -412,6 +425,7 @@ impl Publisher {
         } else {
             holds.fail(&p.key_id, now);
             outcome.held += 1;
+            outcome.undelivered.insert(p.key_id);
         }
     }
 

@@ -1,11 +1,20 @@
 //! Restarting the brokers or the database under a running relay: nothing is lost, per-key
 //! order holds, and the relay recovers by itself (the same process keeps running). These
 //! tests stop shared services, so they live in this binary alone and hold the disruption lock.
+//! One of them makes deliveries fail outright (short `message.timeout.ms`) while chunks are
+//! pipelined, to check that a key whose row failed holds back its later rows.
 
 #[path = "relay/support.rs"]
 mod support;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use ferry_testkit::{Service, TempTopic, disruption_lock, require_env};
 use support::*;
@@ -139,5 +148,95 @@ async fn a_database_restart_mid_stream_loses_nothing_and_the_relay_recovers_by_i
     assert!(
         duplicates <= 200,
         "at most the batch whose mark was lost is re-published: {duplicates}"
+    );
+}
+
+/// Reads `ferry_relay_held_keys` from a relay's `/metrics`.
+async fn held_keys(port: u16) -> Option<i64> {
+    let body = http_get(port, "/metrics").await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("ferry_relay_held_keys "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_delivery_failed_holds_back_its_later_rows_across_pipelined_chunks() {
+    const KEYS: usize = 20;
+    let env = require_env!();
+    let _lock = disruption_lock().await;
+    let topic = TempTopic::create(env, 3).await.expect("topic");
+    let outbox = TestOutbox::create(env).await;
+    let port = free_port();
+    // Deliveries fail after 2 s without a broker, long after a 0.5 s hold would have run out
+    // had it counted from the send: the chunk read ahead meanwhile holds later rows of every
+    // failed key, and must not send them.
+    let mut relay = spawn_relay_on(
+        "relay-failed-delivery",
+        env,
+        &outbox.url(),
+        port,
+        &[
+            "--batch-size=100",
+            "--idle-poll-interval=50ms",
+            "--kafka-option=message.timeout.ms=2000",
+        ],
+    );
+    // A writer: one row per key every 20 ms (1,000 rows/s), before, during and after the
+    // outage; a key's seq grows with every round, so commit order per key is seq order.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let client = outbox.schema.connect().await.expect("connect");
+        let topic = topic.name().to_owned();
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while writing.load(Ordering::SeqCst) {
+                let rows: Vec<(String, i64)> = (0..KEYS).map(|k| (format!("k{k}"), seq)).collect();
+                insert(&client, &topic, &rows, 64).await.expect("insert");
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seq
+        })
+    };
+    wait_for("rows to flow", Duration::from_secs(30), || async {
+        outbox.rows().await > 2_000 && outbox.unpublished().await < 500
+    })
+    .await;
+
+    env.kill_service(Service::Kafka)
+        .await
+        .expect("kill -9 Kafka");
+    wait_for(
+        "deliveries to fail and hold keys",
+        Duration::from_secs(30),
+        || async { held_keys(port).await.unwrap_or(0) > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.start_service(Service::Kafka)
+        .await
+        .expect("start Kafka");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writing.store(false, Ordering::SeqCst);
+    let per_key = writer.await.expect("writer");
+
+    wait_for(
+        "the backlog to drain after the broker returns",
+        Duration::from_secs(180),
+        || async { outbox.unpublished().await == 0 },
+    )
+    .await;
+    relay
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("terminate");
+    let expected: HashMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), per_key)).collect();
+    let total = KEYS * per_key as usize;
+    let records = read_distinct(env, topic.name(), total, Duration::from_secs(120)).await;
+    let duplicates = check_per_key_order(&records, &expected);
+    eprintln!(
+        "failed deliveries: {} records for {total} rows, {duplicates} duplicates",
+        records.len()
     );
 }

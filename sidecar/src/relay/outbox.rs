@@ -100,7 +100,7 @@ pub async fn inspect(client: &Client, table: &str) -> Result<TableInfo> {
 }
 
 /// The read query in four shapes, by whether keys are skipped and whether ids are excluded:
-/// a predicate with an empty array still costs a `key::text` and a comparison per row read,
+/// a skip list that is empty still costs a probe (and for keys a `key::text`) per row read,
 /// and the common cases (nothing held; nothing in flight) need neither.
 struct FetchStatements {
     plain: Statement,
@@ -120,13 +120,15 @@ pub struct Outbox {
 impl Outbox {
     /// Prepares the statements on `client`; `delete` marks by deleting.
     pub async fn prepare(client: Client, table: TableInfo, delete: bool) -> Result<Self> {
-        // Custom plans turn the `<> ALL($n)` arrays into constants, which PostgreSQL (14+)
-        // checks with a hash table instead of a scan of up to a batch of ids per row.
+        // Generic plans: the skip lists are `NOT IN (SELECT unnest($n))`, a hashed subplan
+        // built once per execution (on any PostgreSQL version), so no plan needs the arrays'
+        // values. A custom plan re-plans every read, and estimating `<> ALL` over a constant
+        // array of 1,000 ids took 2 ms on PostgreSQL 15, longer than executing the read.
         // Marks are durable when acknowledged even where the database runs with
         // `synchronous_commit = off`: a database crash then re-publishes at most the batch in
         // flight, not every mark of the last WAL writer delay. One WAL flush per batch.
         client
-            .batch_execute("SET plan_cache_mode = force_custom_plan; SET synchronous_commit = on")
+            .batch_execute("SET plan_cache_mode = force_generic_plan; SET synchronous_commit = on")
             .await
             .map_err(Error::Database)?;
         let t = &table.name;
@@ -144,11 +146,11 @@ impl Outbox {
             );
             if let Some(p) = skip_keys {
                 sql.push_str(&format!(
-                    " AND coalesce(topic, '') || chr(31) || coalesce(key::text, 'null') <> ALL({p}::text[])"
+                    " AND coalesce(topic, '') || chr(31) || coalesce(key::text, 'null') NOT IN (SELECT unnest({p}::text[]))"
                 ));
             }
             if let Some(p) = skip_ids {
-                sql.push_str(&format!(" AND id <> ALL({p}::bigint[])"));
+                sql.push_str(&format!(" AND id NOT IN (SELECT unnest({p}::bigint[]))"));
             }
             sql.push_str(" ORDER BY id LIMIT $1");
             sql

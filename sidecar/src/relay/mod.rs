@@ -368,7 +368,7 @@ impl Relay {
             }
             let now = Instant::now();
             self.metrics.held_keys.set(holds.count(now) as i64);
-            let mut delay = pacer.next_delay(fetched, chunk as usize);
+            let mut delay = pacer.next_delay(fetched, chunk as usize, read_at.elapsed());
             if ahead.is_some() {
                 continue;
             }

@@ -33,7 +33,7 @@ use super::{
 use crate::envelope::Envelope;
 
 /// Producer settings the relay's guarantees rest on; a `--kafka-option` of the same name wins.
-const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
+pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
     // No loss and per-key order across retries (DESIGN §4): acks=all is implied.
     ("enable.idempotence", "true"),
     // A batch's delivery reports arrive within Kubernetes' default 30 s termination grace

@@ -8,10 +8,12 @@
 //! ```
 //!
 //! Every relay first checks the table's shape ([`outbox::inspect`]), then competes for the
-//! table's advisory lock ([`leader`]); the winner publishes batch after batch
-//! ([`publish::Publisher`]) while the others stand by, ready to take over. Per-key order and
-//! held keys live in [`order`], the polling rhythm in [`pacing`]. Shutdown is an argument:
-//! when it completes, the batch in flight is finished and marked, then `run` returns.
+//! table's advisory lock ([`leader`]); the winner publishes chunk after chunk
+//! ([`publish::Publisher`]), reading the next and marking the previous one on two database
+//! sessions while a chunk is in Kafka ([`pipeline`]), as the others stand by, ready to take
+//! over. Per-key order and held keys live in [`order`], the polling rhythm in [`pacing`].
+//! Shutdown is an argument: when it completes, the chunk in flight is finished and every
+//! delivered row is marked, then `run` returns.
 
 pub mod config;
 pub mod leader;

@@ -283,13 +283,17 @@ impl Relay {
 
     async fn publish_while_leading(&mut self, leadership: Leadership) -> Result<()> {
         let wake = Arc::new(Notify::new());
-        let work = session::connect(&self.database_url, self.notify.then(|| wake.clone())).await?;
-        let marking = session::connect(&self.database_url, None).await?;
-        let mut work_closed = work.closed.clone();
-        let mut marking_closed = marking.closed.clone();
         let delete = self.disposal == Disposal::Delete;
-        let reader = Outbox::prepare(work.client, self.table.clone(), delete).await?;
-        let marker = Outbox::prepare(marking.client, self.table.clone(), delete).await?;
+        // Both sessions at once: each connect and prepare is a few round trips, and a new
+        // leader should start publishing as soon as it can.
+        let (url, table) = (&self.database_url, &self.table);
+        let open = |wake: Option<Arc<Notify>>| async move {
+            let session = session::connect(url, wake).await?;
+            let outbox = Outbox::prepare(session.client, table.clone(), delete).await?;
+            Ok::<_, Error>((outbox, session.closed))
+        };
+        let ((reader, mut work_closed), (marker, mut marking_closed)) =
+            tokio::try_join!(open(self.notify.then(|| wake.clone())), open(None))?;
         if self.notify {
             reader.listen().await?;
         }

@@ -1,8 +1,8 @@
 //! Restarting the brokers or the database under a running relay: nothing is lost, per-key
 //! order holds, and the relay recovers by itself (the same process keeps running). These
 //! tests stop shared services, so they live in this binary alone and hold the disruption lock.
-//! One of them makes deliveries fail outright (short `message.timeout.ms`) while chunks are
-//! pipelined, to check that a key whose row failed holds back its later rows.
+//! One of them freezes the broker (SIGSTOP) so deliveries fail after a short `message.timeout.ms`
+//! while chunks are pipelined, to check that a key whose row failed holds back its later rows.
 
 #[path = "relay/support.rs"]
 mod support;
@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ferry_testkit::{Service, TempTopic, disruption_lock, require_env};
@@ -159,17 +159,31 @@ async fn held_keys(port: u16) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether `held_keys` becomes positive within `timeout` (never panics: Kafka may be frozen).
+async fn keys_get_held(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if held_keys(port).await.unwrap_or(0) > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_whose_delivery_failed_holds_back_its_later_rows_across_pipelined_chunks() {
     const KEYS: usize = 20;
+    const FREEZES: usize = 4;
     let env = require_env!();
     let _lock = disruption_lock().await;
     let topic = TempTopic::create(env, 3).await.expect("topic");
     let outbox = TestOutbox::create(env).await;
     let port = free_port();
-    // Deliveries fail after 2 s without a broker, long after a 0.5 s hold would have run out
-    // had it counted from the send: the chunk read ahead meanwhile holds later rows of every
-    // failed key, and must not send them.
+    // A frozen broker answers nothing: deliveries fail after 1.5 s, long after a 0.5 s hold
+    // would have run out had it counted from the send. Meanwhile the next chunk was read
+    // ahead (skipping the failing rows) with later rows of every failing key; none of them
+    // may be sent before the failed rows are.
     let mut relay = spawn_relay_on(
         "relay-failed-delivery",
         env,
@@ -178,11 +192,11 @@ async fn a_key_whose_delivery_failed_holds_back_its_later_rows_across_pipelined_
         &[
             "--batch-size=100",
             "--idle-poll-interval=50ms",
-            "--kafka-option=message.timeout.ms=2000",
+            "--kafka-option=message.timeout.ms=1500",
         ],
     );
-    // A writer: one row per key every 20 ms (1,000 rows/s), before, during and after the
-    // outage; a key's seq grows with every round, so commit order per key is seq order.
+    // A writer: one row per key every 20 ms (1,000 rows/s) throughout; a key's seq grows
+    // with every round, so commit order per key is seq order.
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {
         let writing = writing.clone();
@@ -204,26 +218,30 @@ async fn a_key_whose_delivery_failed_holds_back_its_later_rows_across_pipelined_
     })
     .await;
 
-    env.kill_service(Service::Kafka)
-        .await
-        .expect("kill -9 Kafka");
-    wait_for(
-        "deliveries to fail and hold keys",
-        Duration::from_secs(30),
-        || async { held_keys(port).await.unwrap_or(0) > 0 },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    env.start_service(Service::Kafka)
-        .await
-        .expect("start Kafka");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Several freezes, so that the broker comes back at different points of the pipeline.
+    let mut failures_seen = 0;
+    for _ in 0..FREEZES {
+        env.pause_service(Service::Kafka)
+            .await
+            .expect("freeze Kafka");
+        let held = keys_get_held(port, Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        env.resume_service(Service::Kafka)
+            .await
+            .expect("thaw Kafka");
+        failures_seen += usize::from(held);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    assert!(
+        failures_seen > 0,
+        "no delivery failed while Kafka was frozen: the test did not test anything"
+    );
     writing.store(false, Ordering::SeqCst);
     let per_key = writer.await.expect("writer");
 
     wait_for(
-        "the backlog to drain after the broker returns",
-        Duration::from_secs(180),
+        "the backlog to drain after the broker thawed",
+        Duration::from_secs(120),
         || async { outbox.unpublished().await == 0 },
     )
     .await;
@@ -236,7 +254,7 @@ async fn a_key_whose_delivery_failed_holds_back_its_later_rows_across_pipelined_
     let records = read_distinct(env, topic.name(), total, Duration::from_secs(120)).await;
     let duplicates = check_per_key_order(&records, &expected);
     eprintln!(
-        "failed deliveries: {} records for {total} rows, {duplicates} duplicates",
+        "failed deliveries: {failures_seen}/{FREEZES} freezes held keys, {} records for {total} rows, {duplicates} duplicates",
         records.len()
     );
 }

@@ -16,6 +16,7 @@
 //! delivered row is marked, then `run` returns.
 
 pub mod config;
+pub mod housekeeping;
 pub mod leader;
 pub mod metrics;
 pub mod order;
@@ -46,9 +47,6 @@ use pipeline::Marks;
 use publish::Publisher;
 
 use crate::telemetry::{Health, TelemetryServer};
-
-/// How often the leader refreshes the backlog gauges (one `count(*)` on the backlog).
-const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Reconnect backoff after a database or leadership failure: quick first retry (a restart
 /// of PostgreSQL takes a few seconds), capped so a long outage costs little.
@@ -301,8 +299,14 @@ impl Relay {
         let mut lost = leadership.lost.clone();
         let mut holds = Holds::default();
         let mut pacer = Pacer::new(self.idle_poll_interval);
-        let mut next_gauges = Instant::now();
-        let mut next_sweep = Instant::now();
+        // Gauges and retention on a session of their own, so they never stall a chunk; the
+        // guard stops them when this relay stops leading.
+        let _housekeeping = AbortOnDrop(tokio::spawn(housekeeping::run(
+            self.database_url.clone(),
+            self.table.clone(),
+            self.disposal,
+            self.metrics.clone(),
+        )));
         let chunk = pipeline::chunk_size(self.batch_size);
         let overlap_marks = pipeline::overlaps_marks(self.batch_size);
         // A chunk read while the previous one was in Kafka, the keys that chunk left
@@ -327,23 +331,6 @@ impl Relay {
                 return Err(Error::WorkSessionLost);
             }
             let now = Instant::now();
-            if now >= next_gauges {
-                let (rows, age) = reader.backlog().await?;
-                self.metrics.backlog_rows.set(rows);
-                self.metrics.oldest_unpublished_age.set(age);
-                next_gauges = now + GAUGE_REFRESH;
-            }
-            if let Disposal::MarkThenDelete(age) = self.disposal
-                && now >= next_sweep
-            {
-                let deleted = reader.delete_published_before(age).await?;
-                if deleted > 0 {
-                    tracing::info!(deleted, "deleted published rows past retention");
-                }
-                next_sweep =
-                    now + (age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-            }
-
             let (rows, behind, read_at) = match ahead.take() {
                 Some(chunk) => chunk,
                 None => {
@@ -504,6 +491,15 @@ impl Relay {
                 })
                 .inc();
         }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

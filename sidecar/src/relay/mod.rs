@@ -149,6 +149,7 @@ pub async fn run(
     let server_stop = stopped(stop.clone());
     let server_task = tokio::spawn(server.serve(server_stop));
     let publisher = Publisher::new(kafka.client_config()?, dead_letter_topic)?;
+    publisher.warm_up();
     tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");
 
     let mut relay = Relay {

@@ -256,6 +256,20 @@ impl Publisher {
         })
     }
 
+    /// Connects to the cluster in the background (SASL handshake, metadata) while the relay
+    /// opens its database sessions, so a new leader's first chunk does not pay for it.
+    pub fn warm_up(&self) {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            match producer.client().fetch_metadata(None, TOPIC_CHECK_TIMEOUT) {
+                Ok(metadata) => {
+                    tracing::debug!(brokers = metadata.brokers().len(), "connected to Kafka")
+                }
+                Err(error) => tracing::debug!(%error, "Kafka not reachable yet"),
+            }
+        });
+    }
+
     /// Publishes `rows` (in id order) and reports what became of each. Keys that fail
     /// transiently are held in `holds`; keys in `behind` are not sent at all (an earlier row
     /// of theirs, not in `rows`, is unpublished); `can_mark_failed` says whether poison rows

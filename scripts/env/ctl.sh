@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ctl.sh start|stop|restart SERVICE — one service of a running environment, for tests that
-# restart a broker or database under load. `kill` sends SIGKILL, as a crash would.
+# restart a broker or database under load. `kill` sends SIGKILL, as a crash would; `pause` and
+# `resume` freeze and thaw it (SIGSTOP/SIGCONT: connections stay open, nothing answers).
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
-action=${1:?usage: ctl.sh start|stop|restart|kill SERVICE}; service=${2:?service: ${SERVICES[*]}}
+action=${1:?usage: ctl.sh start|stop|restart|kill|pause|resume SERVICE}; service=${2:?service: ${SERVICES[*]}}
 [[ " ${SERVICES[*]} " == *" $service "* ]] || die "unknown service $service (one of: ${SERVICES[*]})"
 ready() { case $service in postgres|kafka|etcd|apiserver) "${service}_ready" ;; *) running "$service" ;; esac; }
 case $action in
@@ -17,5 +18,9 @@ case $action in
       rm -f "$RUN/$service.pid"
     fi ;;
   restart) "stop_$service"; "start_$service"; wait_for "$service" 120 ready ;;
+  pause|resume)
+    [ -f "$RUN/$service.pid" ] || die "$service has no pid file (not running, or not pausable)"
+    signal=STOP; [ "$action" = resume ] && signal=CONT
+    kill "-$signal" -- "-$(cat "$RUN/$service.pid")" ;;
   *) die "unknown action $action" ;;
 esac

@@ -1,6 +1,7 @@
 //! Crashing the real relay binary while rows stream in: kill -9 at random moments, and three
 //! relays competing for one table while the leader is killed. Nothing may be lost, duplicates
-//! stay within one batch per crash, and every key's rows reach Kafka in commit order.
+//! stay within one batch (`--batch-size` rows: the chunk being marked plus the chunk in Kafka,
+//! half a batch each) per crash, and every key's rows reach Kafka in commit order.
 
 #[path = "relay/support.rs"]
 mod support;

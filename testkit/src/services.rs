@@ -43,6 +43,17 @@ impl TestEnv {
         self.ctl("kill", service).await
     }
 
+    /// Freezes a service (SIGSTOP): its connections stay open but nothing answers, as with a
+    /// long garbage-collection pause or a hung host. Kafka only (PostgreSQL has no pid file).
+    pub async fn pause_service(&self, service: Service) -> anyhow::Result<()> {
+        self.ctl("pause", service).await
+    }
+
+    /// Thaws a service frozen by [`TestEnv::pause_service`] (SIGCONT).
+    pub async fn resume_service(&self, service: Service) -> anyhow::Result<()> {
+        self.ctl("resume", service).await
+    }
+
     /// Starts a stopped service and waits until it is ready.
     pub async fn start_service(&self, service: Service) -> anyhow::Result<()> {
         self.ctl("start", service).await

@@ -7,9 +7,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
 
-/// Rows per batch. 1,000 keeps one batch well inside librdkafka's default producer queue
-/// (`queue.buffering.max.messages` = 100,000) and one `UPDATE .. WHERE id = ANY($1)` small,
-/// while amortising the round trips enough for the 50,000 rows/s target (DESIGN §10).
+/// Rows per batch (two pipelined chunks of 500). 1,000 keeps a batch well inside librdkafka's
+/// default producer queue (`queue.buffering.max.messages` = 100,000) and one
+/// `UPDATE .. WHERE id = ANY($1)` small, while amortising the round trips enough for the
+/// 50,000 rows/s target (DESIGN §10).
 pub const DEFAULT_BATCH_SIZE: u32 = 1_000;
 
 /// The largest batch accepted: a tenth of librdkafka's default producer queue, so a batch (and
@@ -43,7 +44,9 @@ pub struct RelayArgs {
     #[arg(long, env = "FERRY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
 
-    /// Rows read, published and marked per batch.
+    /// The most rows sent to Kafka and not yet marked, so the most a crash re-publishes.
+    /// The relay reads and publishes chunks of half of it: one chunk is marked while the
+    /// next is in Kafka.
     #[arg(
         long,
         env = "FERRY_OUTBOX_BATCH_SIZE",

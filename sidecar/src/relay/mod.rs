@@ -8,21 +8,26 @@
 //! ```
 //!
 //! Every relay first checks the table's shape ([`outbox::inspect`]), then competes for the
-//! table's advisory lock ([`leader`]); the winner publishes batch after batch
-//! ([`publish::Publisher`]) while the others stand by, ready to take over. Per-key order and
-//! held keys live in [`order`], the polling rhythm in [`pacing`]. Shutdown is an argument:
-//! when it completes, the batch in flight is finished and marked, then `run` returns.
+//! table's advisory lock ([`leader`]); the winner publishes chunk after chunk
+//! ([`publish::Publisher`]), reading the next and marking the previous one on two database
+//! sessions while a chunk is in Kafka ([`pipeline`]), as the others stand by, ready to take
+//! over. Per-key order and held keys live in [`order`], the polling rhythm in [`pacing`].
+//! Shutdown is an argument: when it completes, the chunk in flight is finished and every
+//! delivered row is marked, then `run` returns.
 
 pub mod config;
+pub mod housekeeping;
 pub mod leader;
 pub mod metrics;
 pub mod order;
 pub mod outbox;
 pub mod pacing;
+pub mod pipeline;
 pub mod publish;
 pub mod session;
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,15 +40,13 @@ use config::Disposal;
 pub use config::RelayArgs;
 use leader::{Candidate, Leadership};
 use metrics::{Metrics, ReasonLabel};
-use order::Holds;
-use outbox::{Outbox, TableInfo};
+use order::{Holds, KeyId};
+use outbox::{Outbox, OutboxRow, TableInfo};
 use pacing::Pacer;
+use pipeline::Marks;
 use publish::Publisher;
 
 use crate::telemetry::{Health, TelemetryServer};
-
-/// How often the leader refreshes the backlog gauges (one `count(*)` on the backlog).
-const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// Reconnect backoff after a database or leadership failure: quick first retry (a restart
 /// of PostgreSQL takes a few seconds), capped so a long outage costs little.
@@ -146,6 +149,7 @@ pub async fn run(
     let server_stop = stopped(stop.clone());
     let server_task = tokio::spawn(server.serve(server_stop));
     let publisher = Publisher::new(kafka.client_config()?, dead_letter_topic)?;
+    publisher.warm_up();
     tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");
 
     let mut relay = Relay {
@@ -278,80 +282,88 @@ impl Relay {
 
     async fn publish_while_leading(&mut self, leadership: Leadership) -> Result<()> {
         let wake = Arc::new(Notify::new());
-        let work = session::connect(&self.database_url, self.notify.then(|| wake.clone())).await?;
-        let mut work_closed = work.closed.clone();
-        let outbox = Outbox::prepare(
-            work.client,
-            self.table.clone(),
-            self.disposal == Disposal::Delete,
-        )
-        .await?;
+        let delete = self.disposal == Disposal::Delete;
+        // Both sessions at once: each connect and prepare is a few round trips, and a new
+        // leader should start publishing as soon as it can.
+        let (url, table) = (&self.database_url, &self.table);
+        let open = |wake: Option<Arc<Notify>>| async move {
+            let session = session::connect(url, wake).await?;
+            let outbox = Outbox::prepare(session.client, table.clone(), delete).await?;
+            Ok::<_, Error>((outbox, session.closed))
+        };
+        let ((reader, mut work_closed), (marker, mut marking_closed)) =
+            tokio::try_join!(open(self.notify.then(|| wake.clone())), open(None))?;
         if self.notify {
-            outbox.listen().await?;
+            reader.listen().await?;
         }
         self.health.set_ready(true);
         let mut lost = leadership.lost.clone();
         let mut holds = Holds::default();
         let mut pacer = Pacer::new(self.idle_poll_interval);
-        let mut next_gauges = Instant::now();
-        let mut next_sweep = Instant::now();
-        let mut read_ahead: Option<Vec<outbox::OutboxRow>> = None;
-        let batch_size = self.batch_size as usize;
+        // Gauges and retention on a session of their own, so they never stall a chunk; the
+        // guard stops them when this relay stops leading.
+        let _housekeeping = AbortOnDrop(tokio::spawn(housekeeping::run(
+            self.database_url.clone(),
+            self.table.clone(),
+            self.disposal,
+            self.metrics.clone(),
+        )));
+        let chunk = pipeline::chunk_size(self.batch_size);
+        let overlap_marks = pipeline::overlaps_marks(self.batch_size);
+        // A chunk read while the previous one was in Kafka, the keys that chunk left
+        // unpublished (its ids were skipped by the read, so they are behind here), and when
+        // the read started.
+        let mut ahead: Option<(Vec<OutboxRow>, HashSet<KeyId>, Instant)> = None;
+        // The delivered chunk whose mark runs while the next chunk is in Kafka.
+        let mut unmarked: Option<Marks> = None;
         loop {
-            if self.stopping() {
-                return Ok(());
-            }
-            if *lost.borrow() {
+            if self.stopping() || *lost.borrow() {
+                // SIGTERM (or a lost lock): the chunk in flight is already settled; mark it
+                // (marking delivered rows is right whoever leads), send nothing more.
+                if let Some(marks) = unmarked.take() {
+                    self.apply(&marker, marks).await?;
+                }
+                if self.stopping() {
+                    return Ok(());
+                }
                 return Err(Error::LeadershipLost);
             }
-            if *work_closed.borrow() {
+            if *work_closed.borrow() || *marking_closed.borrow() {
                 return Err(Error::WorkSessionLost);
             }
             let now = Instant::now();
-            if now >= next_gauges {
-                let (rows, age) = outbox.backlog().await?;
-                self.metrics.backlog_rows.set(rows);
-                self.metrics.oldest_unpublished_age.set(age);
-                next_gauges = now + GAUGE_REFRESH;
-            }
-            if let Disposal::MarkThenDelete(age) = self.disposal
-                && now >= next_sweep
-            {
-                let deleted = outbox.delete_published_before(age).await?;
-                if deleted > 0 {
-                    tracing::info!(deleted, "deleted published rows past retention");
-                }
-                next_sweep =
-                    now + (age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-            }
-
-            let started = Instant::now();
-            let rows = match read_ahead.take() {
-                Some(rows) => rows,
+            let (rows, behind, read_at) = match ahead.take() {
+                Some(chunk) => chunk,
                 None => {
-                    outbox
-                        .fetch(self.batch_size, &holds.waiting(now), &[])
-                        .await?
+                    // Nothing is in flight or unmarked here: nothing is skipped but held keys.
+                    let read_at = Instant::now();
+                    let rows = reader.fetch(chunk, &holds.waiting(now), &[]).await?;
+                    (rows, HashSet::new(), read_at)
                 }
             };
             let fetched = rows.len();
             if fetched > 0 {
-                // A full batch means more rows wait: read the next one while this one is in
-                // Kafka. It is only sent after this one is marked, so a crash still
-                // re-publishes at most one batch.
-                let read_next = (fetched == batch_size).then(|| holds.waiting(now));
-                read_ahead = self
-                    .publish_and_mark(&outbox, rows, &mut holds, started, read_next)
-                    .await?
-                    .filter(|next| !next.is_empty());
-                self.metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
+                let read_next = fetched == chunk as usize;
+                ahead = self
+                    .publish_chunk(
+                        &reader,
+                        &marker,
+                        ChunkInFlight {
+                            rows,
+                            behind,
+                            read_at,
+                        },
+                        &mut holds,
+                        &mut unmarked,
+                        read_next,
+                        overlap_marks,
+                    )
+                    .await?;
             }
             let now = Instant::now();
             self.metrics.held_keys.set(holds.count(now) as i64);
-            let mut delay = pacer.next_delay(fetched, batch_size);
-            if read_ahead.is_some() {
+            let mut delay = pacer.next_delay(fetched, chunk as usize, read_at.elapsed());
+            if ahead.is_some() {
                 continue;
             }
             if let Some(release) = holds.next_release(now) {
@@ -367,42 +379,100 @@ impl Relay {
                 _ = stop.wait_for(|s| *s) => {}
                 _ = lost.wait_for(|l| *l) => {}
                 _ = work_closed.wait_for(|c| *c) => {}
+                _ = marking_closed.wait_for(|c| *c) => {}
             }
         }
     }
 
-    async fn publish_and_mark(
+    /// Publishes one chunk while (on the other sessions) the previous chunk is marked and,
+    /// when this one is full, the next is read. Returns the chunk read ahead, if any rows.
+    /// This chunk's marks are left in `unmarked` when a next chunk follows at once (they run
+    /// while it is in Kafka), else applied before returning.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_chunk(
         &mut self,
-        outbox: &Outbox,
-        rows: Vec<outbox::OutboxRow>,
+        reader: &Outbox,
+        marker: &Outbox,
+        chunk: ChunkInFlight,
         holds: &mut Holds,
-        started: Instant,
-        read_next: Option<Vec<String>>,
-    ) -> Result<Option<Vec<outbox::OutboxRow>>> {
+        unmarked: &mut Option<Marks>,
+        read_next: bool,
+        overlap_marks: bool,
+    ) -> Result<Option<(Vec<OutboxRow>, HashSet<KeyId>, Instant)>> {
+        let ChunkInFlight {
+            rows,
+            behind,
+            read_at,
+        } = chunk;
         let fetched = rows.len();
-        let fetch_ms = started.elapsed().as_secs_f64() * 1e3;
-        let in_flight: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let publish = self
-            .publisher
-            .publish_batch(rows, holds, self.table.has_error_column);
-        let (outcome, next) = match read_next {
-            Some(held) => {
-                let (outcome, next) =
-                    tokio::join!(publish, outbox.fetch(self.batch_size, &held, &in_flight));
-                (outcome, Some(next?))
-            }
-            None => (publish.await, None),
-        };
-        let publish_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms;
-        let mut done = outcome.published.clone();
-        done.extend(outcome.dead_lettered.iter().map(|(id, _)| *id));
-        outbox.mark_published(&done).await?;
-        let failures: Vec<(i64, String)> = outcome
-            .failed
+        let limit = pipeline::chunk_size(self.batch_size);
+        let previous = unmarked.take();
+        // The next read skips this chunk (in Kafka) and the previous one (its mark may not
+        // be committed when the read's snapshot is taken).
+        let skip: Vec<i64> = rows
             .iter()
-            .map(|(id, _, text)| (*id, text.clone()))
+            .map(|r| r.id)
+            .chain(previous.iter().flat_map(Marks::ids))
             .collect();
-        outbox.mark_failed(&failures).await?;
+        let held = read_next.then(|| holds.waiting(Instant::now()));
+        let started = Instant::now();
+        let publish = async {
+            let outcome = self
+                .publisher
+                .publish_batch(rows, holds, &behind, self.table.has_error_column)
+                .await;
+            (outcome, started.elapsed())
+        };
+        let mark_previous = async {
+            let Some(marks) = previous else {
+                return Ok(Duration::ZERO);
+            };
+            let at = Instant::now();
+            apply_marks(marker, &self.metrics, marks).await?;
+            Ok::<_, Error>(at.elapsed())
+        };
+        let read = async {
+            let Some(held) = held else {
+                return Ok((Vec::new(), Instant::now(), Duration::ZERO));
+            };
+            let at = Instant::now();
+            let rows = reader.fetch(limit, &held, &skip).await?;
+            Ok::<_, Error>((rows, at, at.elapsed()))
+        };
+        let ((outcome, publish_time), marked, next) = tokio::join!(publish, mark_previous, read);
+        let mark_time = marked?;
+        let (next, next_read_at, read_time) = next?;
+        self.count(&outcome);
+        tracing::debug!(
+            fetched,
+            published = outcome.published.len(),
+            dead_lettered = outcome.dead_lettered.len(),
+            failed = outcome.failed.len(),
+            held = outcome.held,
+            publish_ms = publish_time.as_secs_f64() * 1e3,
+            mark_previous_ms = mark_time.as_secs_f64() * 1e3,
+            read_next_ms = read_time.as_secs_f64() * 1e3,
+            step_ms = started.elapsed().as_secs_f64() * 1e3,
+            "chunk published"
+        );
+        let marks = Marks::of(&outcome, read_at);
+        if next.is_empty() {
+            self.apply(marker, marks).await?;
+            return Ok(None);
+        }
+        if overlap_marks {
+            *unmarked = Some(marks);
+        } else {
+            self.apply(marker, marks).await?;
+        }
+        Ok(Some((next, outcome.undelivered, next_read_at)))
+    }
+
+    async fn apply(&self, marker: &Outbox, marks: Marks) -> Result<()> {
+        apply_marks(marker, &self.metrics, marks).await
+    }
+
+    fn count(&self, outcome: &publish::BatchOutcome) {
         self.metrics
             .published
             .inc_by(outcome.published.len() as u64);
@@ -422,17 +492,35 @@ impl Relay {
                 })
                 .inc();
         }
-        tracing::debug!(
-            fetched,
-            published = outcome.published.len(),
-            dead_lettered = outcome.dead_lettered.len(),
-            failed = outcome.failed.len(),
-            held = outcome.held,
-            fetch_ms,
-            publish_ms,
-            mark_ms = started.elapsed().as_secs_f64() * 1e3 - fetch_ms - publish_ms,
-            "batch done"
-        );
-        Ok(next)
     }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A chunk about to be published.
+struct ChunkInFlight {
+    rows: Vec<OutboxRow>,
+    /// Keys an earlier row of which is unpublished and was skipped by this chunk's read.
+    behind: HashSet<KeyId>,
+    read_at: Instant,
+}
+
+/// Marks (or deletes) a chunk's delivered rows and records its failed ones, on the mark
+/// session; observes the chunk's read-to-mark duration.
+async fn apply_marks(marker: &Outbox, metrics: &Metrics, marks: Marks) -> Result<()> {
+    marker.mark_published(&marks.delivered).await?;
+    marker.mark_failed(&marks.failed).await?;
+    if let Some(read_at) = marks.read_at {
+        metrics
+            .batch_duration
+            .observe(read_at.elapsed().as_secs_f64());
+    }
+    Ok(())
 }

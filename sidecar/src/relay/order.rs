@@ -7,6 +7,11 @@
 //! ([`BatchGate`]), and later batches skip the key until its backoff runs out ([`Holds`]); the
 //! failed row is then first in line again. Other keys keep flowing all the while. Rows that can
 //! never be published (poison) do not hold their key: they go to the dead-letter topic.
+//!
+//! A chunk read while the previous one was in Kafka did not see that chunk's rows (their ids
+//! were excluded from the read). Every key the previous chunk left unpublished is *behind* in
+//! such a chunk: none of its rows are sent there, however short its hold, because an earlier
+//! row of the key is missing from the chunk ([`BatchGate::new`]'s `behind`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -118,19 +123,23 @@ impl Holds {
 }
 
 /// Decides, row by row in id order, whether a row of this batch may be sent: not when its
-/// key is held, nor when an earlier row of its key in this batch already failed.
+/// key is held, nor when an earlier row of its key is behind (left unpublished by the chunk
+/// this one was read past) or already failed in this batch.
 #[derive(Debug)]
 pub struct BatchGate<'a> {
     holds: &'a Holds,
+    behind: &'a HashSet<KeyId>,
     now: Instant,
     failed: HashSet<KeyId>,
 }
 
 impl<'a> BatchGate<'a> {
-    /// A gate for one batch.
-    pub fn new(holds: &'a Holds, now: Instant) -> Self {
+    /// A gate for one batch; `behind` are the keys an earlier, unread row of which is still
+    /// unpublished (empty for a batch read with nothing in flight).
+    pub fn new(holds: &'a Holds, behind: &'a HashSet<KeyId>, now: Instant) -> Self {
         Self {
             holds,
+            behind,
             now,
             failed: HashSet::new(),
         }
@@ -138,7 +147,9 @@ impl<'a> BatchGate<'a> {
 
     /// Whether the next row of `key` may be sent.
     pub fn admit(&self, key: &KeyId) -> bool {
-        !self.failed.contains(key) && !self.holds.is_held(key, self.now)
+        !self.failed.contains(key)
+            && !self.behind.contains(key)
+            && !self.holds.is_held(key, self.now)
     }
 
     /// A row of `key` failed (transiently) in this batch: its later rows stay behind.
@@ -177,7 +188,8 @@ mod tests {
     fn a_failed_key_holds_its_later_rows_and_lets_others_flow() {
         let holds = Holds::default();
         let now = Instant::now();
-        let mut gate = BatchGate::new(&holds, now);
+        let behind = HashSet::new();
+        let mut gate = BatchGate::new(&holds, &behind, now);
         assert!(gate.admit(&key("a")));
         gate.fail(&key("a"));
         assert!(
@@ -219,9 +231,30 @@ mod tests {
         let mut holds = Holds::default();
         let now = Instant::now();
         holds.fail(&key("a"), now);
-        let gate = BatchGate::new(&holds, now);
+        let behind = HashSet::new();
+        let gate = BatchGate::new(&holds, &behind, now);
         assert!(!gate.admit(&key("a")));
         assert!(gate.admit(&key("b")));
+    }
+
+    #[test]
+    fn keys_behind_an_unpublished_row_wait_even_when_their_hold_ran_out() {
+        // The previous chunk's row of "a" failed long ago (its hold has expired), but this
+        // chunk was read while that row was in flight: a's rows here come after it.
+        let mut holds = Holds::default();
+        let failed_at = Instant::now();
+        holds.fail(&key("a"), failed_at);
+        let later = failed_at + HOLD_MAX;
+        let behind = HashSet::from([key("a")]);
+        let mut gate = BatchGate::new(&holds, &behind, later);
+        assert!(!gate.admit(&key("a")), "a waits behind its unpublished row");
+        assert!(gate.admit(&key("b")), "other keys flow");
+        gate.fail(&key("b"));
+        assert_eq!(
+            gate.into_failed(),
+            HashSet::from([key("b")]),
+            "a key behind did not fail here, so its backoff does not grow"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::{
 use crate::envelope::Envelope;
 
 /// Producer settings the relay's guarantees rest on; a `--kafka-option` of the same name wins.
-const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
+pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
     // No loss and per-key order across retries (DESIGN §4): acks=all is implied.
     ("enable.idempotence", "true"),
     // A batch's delivery reports arrive within Kubernetes' default 30 s termination grace
@@ -227,6 +227,8 @@ pub struct BatchOutcome {
     pub failed: Vec<(i64, Reason, String)>,
     /// Rows left unpublished for a later batch (transient failure, or held key).
     pub held: usize,
+    /// The keys of those rows: a chunk read past them must not send these keys.
+    pub undelivered: HashSet<KeyId>,
 }
 
 /// The Kafka side of the relay.
@@ -254,13 +256,29 @@ impl Publisher {
         })
     }
 
+    /// Connects to the cluster in the background (SASL handshake, metadata) while the relay
+    /// opens its database sessions, so a new leader's first chunk does not pay for it.
+    pub fn warm_up(&self) {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            match producer.client().fetch_metadata(None, TOPIC_CHECK_TIMEOUT) {
+                Ok(metadata) => {
+                    tracing::debug!(brokers = metadata.brokers().len(), "connected to Kafka")
+                }
+                Err(error) => tracing::debug!(%error, "Kafka not reachable yet"),
+            }
+        });
+    }
+
     /// Publishes `rows` (in id order) and reports what became of each. Keys that fail
-    /// transiently are held in `holds`; `can_mark_failed` says whether poison rows without a
-    /// dead-letter topic may be marked failed (else they are held, never dropped).
+    /// transiently are held in `holds`; keys in `behind` are not sent at all (an earlier row
+    /// of theirs, not in `rows`, is unpublished); `can_mark_failed` says whether poison rows
+    /// without a dead-letter topic may be marked failed (else they are held, never dropped).
     pub async fn publish_batch(
         &mut self,
         rows: Vec<OutboxRow>,
         holds: &mut Holds,
+        behind: &HashSet<KeyId>,
         can_mark_failed: bool,
     ) -> BatchOutcome {
         let now = Instant::now();
@@ -276,11 +294,12 @@ impl Publisher {
         let refused = self.check_topics(&prepared).await;
 
         // Send in id order; a key's later rows stay behind its failed one.
-        let mut gate = BatchGate::new(holds, now);
+        let mut gate = BatchGate::new(holds, behind, now);
         let mut in_flight: Vec<(Prepared, DeliveryFuture)> = Vec::with_capacity(prepared.len());
         for p in prepared {
             if !gate.admit(&p.key_id) {
                 outcome.held += 1;
+                outcome.undelivered.insert(p.key_id);
                 continue;
             }
             if let Some(reason) = refused.get(&p.topic) {
@@ -295,6 +314,7 @@ impl Publisher {
                         tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "could not send; holding the key");
                         gate.fail(&p.key_id);
                         outcome.held += 1;
+                        outcome.undelivered.insert(p.key_id);
                     }
                 },
             }
@@ -321,9 +341,13 @@ impl Publisher {
                     tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "delivery failed; holding the key");
                     gate.fail(&p.key_id);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
         }
+        // A hold counts from when the failure is known: a delivery that took the whole
+        // `message.timeout.ms` still holds its key for the full backoff.
+        let now = Instant::now();
         let failed_keys = gate.into_failed();
         for key in &delivered_keys {
             if !failed_keys.contains(key) {
@@ -361,6 +385,7 @@ impl Publisher {
                 } else {
                     holds.fail(&p.key_id, now);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
             return;
@@ -376,6 +401,7 @@ impl Publisher {
         }
         let (rows, deliveries): (Vec<_>, Vec<_>) = sent.into_iter().unzip();
         let reports = futures::future::join_all(deliveries).await;
+        let now = Instant::now();
         for (p, report) in rows.into_iter().zip(reports) {
             match report {
                 Ok(Ok(_)) => outcome.dead_lettered.push((p.id, p.reason)),
@@ -385,6 +411,7 @@ impl Publisher {
                 Err(_) => {
                     holds.fail(&p.key_id, now);
                     outcome.held += 1;
+                    outcome.undelivered.insert(p.key_id);
                 }
             }
         }
@@ -412,6 +439,7 @@ impl Publisher {
         } else {
             holds.fail(&p.key_id, now);
             outcome.held += 1;
+            outcome.undelivered.insert(p.key_id);
         }
     }
 

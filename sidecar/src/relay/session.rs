@@ -1,4 +1,5 @@
-//! PostgreSQL sessions of the relay: one holds the leadership lock, one reads and marks rows.
+//! PostgreSQL sessions of the relay: one holds the leadership lock, one reads rows, one marks
+//! them, one does the housekeeping.
 //! Each is driven by a background task that reports when the session ends (so a leader that
 //! lost its lock session stops at once) and forwards `NOTIFY` wake-ups.
 

@@ -73,7 +73,9 @@ pub enum State {
 }
 
 impl Access {
-    /// The state for a resource now at `generation`.
+    /// The state for a resource now at `generation` that `declares_any` principal. An entry
+    /// for an older generation is pending, also when the new one declares nothing but the old
+    /// one did: Ready must wait until the removed producers' ACLs are revoked.
     pub fn state(entry: Option<&Access>, generation: Option<i64>, declares_any: bool) -> State {
         match entry {
             Some(Access {
@@ -84,8 +86,10 @@ impl Access {
             Some(Access {
                 generation: seen, ..
             }) if *seen == generation => State::Granted,
-            // Nothing to grant: not waiting on the identity controller.
-            _ if !declares_any => State::Granted,
+            // Nothing to grant or revoke: not waiting on the identity controller.
+            _ if !declares_any && entry.is_none_or(|e| e.declared.principals.is_empty()) => {
+                State::Granted
+            }
             _ => State::Pending,
         }
     }
@@ -233,6 +237,17 @@ mod tests {
         );
         // A failure seen for an older generation says nothing about this one.
         assert_eq!(Access::state(Some(&failed), Some(3), true), State::Pending);
+        // The last producer removed: pending until the identity controller has revoked it.
+        assert_eq!(Access::state(Some(&e), Some(2), false), State::Pending);
+        let revoked = entry(2, &[], None);
+        assert_eq!(
+            Access::state(Some(&revoked), Some(2), false),
+            State::Granted
+        );
+        assert_eq!(
+            Access::state(Some(&revoked), Some(3), false),
+            State::Granted
+        );
     }
 
     #[test]

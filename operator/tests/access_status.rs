@@ -167,6 +167,16 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
         .await;
     let status = topic.status.expect("status");
     assert_eq!(status.access, None, "no producer, no access shown");
+    // Ready again means the removed producer's ACLs are gone from Kafka.
+    let left = f
+        .kafka
+        .describe_acls(Some(&producer))
+        .await
+        .expect("describe ACLs");
+    assert!(
+        left.is_empty(),
+        "Ready while the removed producer still holds {left:?}"
+    );
     assert_eq!(
         condition(&status.conditions, "AccessGranted"),
         Some(ConditionStatus::True)

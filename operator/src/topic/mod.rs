@@ -590,9 +590,14 @@ impl EventTopic {
             replication_factor: actual
                 .map(|a| a.replication_factor)
                 .or(previous.replication_factor),
-            access: entry
-                .map(|e| e.declared)
-                .filter(|d| !d.principals.is_empty()),
+            // What the identity controller confirmed for this generation; until then, the last
+            // access shown.
+            access: match entry {
+                Some(e) if e.generation == generation => {
+                    Some(e.declared).filter(|d| !d.principals.is_empty())
+                }
+                _ => previous.access.clone(),
+            },
             conditions,
         };
         if status == previous {

@@ -25,7 +25,15 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use ferry_sidecar::{
+    envelope::Envelope,
+    worker::{
+        config::DEFAULT_MAX_CONNECTIONS,
+        delivery::{Delivery, Position, Verdict, traceparent},
+    },
+};
 use ferry_testkit::{ChildProcess, TestEnv, unique_name};
+use futures::StreamExt;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -196,7 +204,14 @@ impl Worker {
                 std::env::var("FERRY_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned())
             ),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // FERRY_BENCH_WORKER_ARGS: more worker flags (whitespace-separated), for A/B runs of
+        // settings, e.g. `--kafka-option=fetch.wait.max.ms=10 --max-connections=64`.
+        let extra = std::env::var("FERRY_BENCH_WORKER_ARGS").unwrap_or_default();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.split_whitespace())
+            .collect();
         let kafka_env = kafka.to_env();
         let envs: Vec<(&str, &str)> = kafka_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let child =
@@ -276,6 +291,41 @@ fn raw_consume_rate(config: &ClientConfig, topic: &str, n: u64) -> f64 {
     count as f64 / elapsed
 }
 
+/// The ceiling for "events/s into the local no-op endpoint" on this machine: the same POSTs
+/// the worker makes (its own [`Delivery`], same headers and body, same client settings), `n` of
+/// them, `concurrency` at once, from this process, with no Kafka in between.
+async fn raw_http_rate(endpoint: &Endpoint, url: &str, n: u64, concurrency: usize) -> f64 {
+    let delivery =
+        Delivery::new(url.to_owned(), Duration::from_secs(10), DEFAULT_MAX_CONNECTIONS)
+            .expect("client");
+    let started = Instant::now();
+    let delivered = futures::stream::iter(0..n)
+        .map(|i| {
+            let delivery = &delivery;
+            async move {
+                let envelope = Envelope::parse(&payload(i, "k", None)).expect("envelope");
+                let position = Position {
+                    topic: "bench",
+                    partition: 0,
+                    offset: i64::try_from(i).expect("fits"),
+                };
+                let traceparent = traceparent(&envelope, None);
+                delivery.deliver(&envelope, &position, 1, &traceparent).await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|v| std::future::ready(*v == Verdict::Delivered))
+        .count()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        endpoint.count.load(Ordering::SeqCst),
+        n,
+        "the endpoint saw every request"
+    );
+    delivered as f64 / secs
+}
+
 #[tokio::main]
 async fn main() {
     let Some(env) = TestEnv::get() else {
@@ -313,10 +363,19 @@ async fn main() {
     fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
     let raw = raw_consume_rate(&config, &topic, EVENTS);
     println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
-    let orderings: &[&str] = if section("throughput") {
-        &["key", "partition", "unordered"]
+    let in_flight: usize = throughput_in_flight.parse().expect("a number of records");
+    endpoint.reset(false);
+    let http = raw_http_rate(&endpoint, &url, EVENTS, in_flight).await;
+    println!(
+        "  baseline: raw HTTP, no Kafka           {http:>10.0} requests/s (the worker's own client, {in_flight} at once)"
+    );
+    // FERRY_BENCH_ORDERINGS=key,... picks the throughput runs' orderings (all by default).
+    let orderings = std::env::var("FERRY_BENCH_ORDERINGS")
+        .unwrap_or_else(|_| "key,partition,unordered".to_owned());
+    let orderings: Vec<&str> = if section("throughput") {
+        orderings.split(',').map(str::trim).collect()
     } else {
-        &[]
+        Vec::new()
     };
     for ordering in orderings {
         endpoint.reset(false);

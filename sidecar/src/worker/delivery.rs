@@ -8,13 +8,17 @@
 //! writes them with the pooled `reqwest` client rather than pulling in the CloudEvents SDK,
 //! whose HTTP binding wants reqwest's default (TLS) features.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use reqwest::{
     StatusCode,
     header::{CONTENT_TYPE, HeaderMap, HeaderValue},
 };
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::envelope::Envelope;
 
@@ -61,6 +65,10 @@ pub struct Delivery {
     client: reqwest::Client,
     /// Parsed once: parsing the URL per request showed in profiles.
     url: reqwest::Url,
+    /// One permit per connection the worker may hold open to the service: a request waits
+    /// for a permit before it is sent (not counted in its `--timeout`), so at most this many
+    /// are on the wire and hyper keeps at most this many connections (and their buffers).
+    connections: Arc<Semaphore>,
 }
 
 /// The CloudEvent and Ferry header names, made once instead of parsed per request.
@@ -81,8 +89,9 @@ mod names {
 }
 
 impl Delivery {
-    /// A client with keep-alive connections and a per-request `timeout`.
-    pub fn new(url: String, timeout: Duration) -> Result<Self> {
+    /// A client with at most `max_connections` keep-alive connections and a per-request
+    /// `timeout`.
+    pub fn new(url: String, timeout: Duration, max_connections: usize) -> Result<Self> {
         let url = reqwest::Url::parse(&url).map_err(|e| Error::Url {
             reason: e.to_string(),
             url,
@@ -90,9 +99,14 @@ impl Delivery {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(max_connections)
             .build()
             .map_err(Error::Client)?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            connections: Arc::new(Semaphore::new(max_connections.max(1))),
+        })
     }
 
     /// POSTs one event and classifies the outcome.
@@ -142,6 +156,8 @@ impl Delivery {
             }
         };
         let request = self.client.post(self.url.clone()).headers(headers);
+        // The semaphore is never closed, so this always yields a permit.
+        let _connection = self.connections.acquire().await;
         match request.body(body).send().await {
             Ok(response) => classify(response.status(), response.headers()),
             Err(e) if e.is_timeout() => Verdict::Retry {

@@ -158,7 +158,9 @@ impl Delivery {
         let request = self.client.post(self.url.clone()).headers(headers);
         // The semaphore is never closed, so this always yields a permit.
         let _connection = self.connections.acquire().await;
-        match request.body(body).send().await {
+        // Boxed: the request's future is the largest part of a delivery task, and most tasks
+        // wait for a connection above without it (see `Context::process`).
+        match Box::pin(request.body(body).send()).await {
             Ok(response) => classify(response.status(), response.headers()),
             Err(e) if e.is_timeout() => Verdict::Retry {
                 reason: "delivery timed out".to_owned(),

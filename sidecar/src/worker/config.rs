@@ -66,9 +66,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
-    /// Most HTTP connections (so requests on the wire) to the service at once; deliveries
-    /// beyond it wait for a free connection. Raise it towards `--max-in-flight` for a slow
-    /// service that serves many requests in parallel.
+    /// Most requests on the wire to the service at once, and so about as many keep-alive
+    /// connections; deliveries beyond it wait for one (`--max-in-flight` still counts them).
+    /// Raise it towards `--max-in-flight` for a slow service that serves many in parallel.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 

@@ -65,9 +65,11 @@ pub struct Delivery {
     client: reqwest::Client,
     /// Parsed once: parsing the URL per request showed in profiles.
     url: reqwest::Url,
-    /// One permit per connection the worker may hold open to the service: a request waits
-    /// for a permit before it is sent (not counted in its `--timeout`), so at most this many
-    /// are on the wire and hyper keeps at most this many connections (and their buffers).
+    /// One permit per request on the wire: a request waits for a permit before it is sent (not
+    /// counted in its `--timeout`), so at most this many are sent at once, and hyper keeps
+    /// about this many connections (and their buffers): it keeps at most this many idle, and
+    /// opens another only in the moment between a response and its connection's return to
+    /// the pool.
     connections: Arc<Semaphore>,
 }
 
@@ -287,6 +289,89 @@ mod tests {
             "a date in the past means now"
         );
         assert_eq!(retry_after("soon", now), None);
+    }
+
+    /// `--max-connections` holds: however many deliveries run at once, at most that many
+    /// requests are on the wire, and connections stay near that many, over real HTTP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_capped() {
+        use std::{
+            collections::HashSet,
+            net::SocketAddr,
+            sync::{
+                Mutex,
+                atomic::{AtomicUsize, Ordering},
+            },
+        };
+
+        use axum::{
+            Router,
+            extract::{ConnectInfo, State},
+            routing::post,
+        };
+
+        #[derive(Default)]
+        struct Seen {
+            now: AtomicUsize,
+            most: AtomicUsize,
+            peers: Mutex<HashSet<SocketAddr>>,
+        }
+        async fn slow(
+            State(seen): State<Arc<Seen>>,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ) -> StatusCode {
+            let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.most.fetch_max(now, Ordering::SeqCst);
+            seen.peers.lock().expect("lock").insert(peer);
+            // Long enough that requests would pile up on the wire if nothing capped them.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen.now.fetch_sub(1, Ordering::SeqCst);
+            StatusCode::NO_CONTENT
+        }
+
+        const CAP: usize = 3;
+        const DELIVERIES: usize = 40;
+        let seen = Arc::new(Seen::default());
+        let app = Router::new()
+            .route("/", post(slow))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("serve")
+        });
+        let delivery = Delivery::new(url, Duration::from_secs(10), CAP).expect("client");
+        let envelope = Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1}))
+            .expect("valid");
+        let position = Position {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        let verdicts = futures::future::join_all(
+            (0..DELIVERIES).map(|_| delivery.deliver(&envelope, &position, 1, "00-a-b-01")),
+        )
+        .await;
+        assert!(verdicts.iter().all(|v| *v == Verdict::Delivered), "{verdicts:?}");
+        let most = seen.most.load(Ordering::SeqCst);
+        let peers = seen.peers.lock().expect("lock").len();
+        assert!(most <= CAP, "{most} requests at once with a cap of {CAP}");
+        // hyper hands a connection back to its pool a moment after the response, so a request
+        // let through in that moment may open one more (the idle cap closes it again): a few
+        // more than the cap, never one per delivery.
+        assert!(
+            peers <= 2 * CAP,
+            "{peers} connections for {DELIVERIES} deliveries with a cap of {CAP}"
+        );
+        // The cap is a cap, not a queue of one: the deliveries did run side by side.
+        assert_eq!(most, CAP, "never more than one request at a time");
     }
 
     #[test]

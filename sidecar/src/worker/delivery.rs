@@ -348,8 +348,8 @@ mod tests {
             .expect("serve")
         });
         let delivery = Delivery::new(url, Duration::from_secs(10), CAP).expect("client");
-        let envelope = Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1}))
-            .expect("valid");
+        let envelope =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
         let position = Position {
             topic: "t",
             partition: 0,
@@ -359,7 +359,10 @@ mod tests {
             (0..DELIVERIES).map(|_| delivery.deliver(&envelope, &position, 1, "00-a-b-01")),
         )
         .await;
-        assert!(verdicts.iter().all(|v| *v == Verdict::Delivered), "{verdicts:?}");
+        assert!(
+            verdicts.iter().all(|v| *v == Verdict::Delivered),
+            "{verdicts:?}"
+        );
         let most = seen.most.load(Ordering::SeqCst);
         let peers = seen.peers.lock().expect("lock").len();
         assert!(most <= CAP, "{most} requests at once with a cap of {CAP}");

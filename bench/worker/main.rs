@@ -1,7 +1,11 @@
 //! `make bench-worker`: how fast `ferry-sidecar worker` (the release binary, as a separate
 //! process) delivers to a local no-op HTTP endpoint, against the environment `make env-up`
-//! started. Prints, with the raw rdkafka consume rate of the same topic as the baseline:
-//! - events/s for 100,000 events per ordering mode (first to last 2xx);
+//! started. Prints, with two baselines measured in the same run — the raw rdkafka consume rate
+//! of the same topic, and the raw HTTP rate: the same POSTs through the worker's own client at
+//! the same concurrency from this process, no Kafka (the ceiling for events/s into this
+//! endpoint on this machine; each throughput figure is also printed as a share of it):
+//! - events/s for 100,000 events per ordering mode and `--max-in-flight` setting (first to
+//!   last 2xx);
 //! - p99 produce→2xx at a steady 1,000 events/s;
 //! - the worker's peak RSS (VmHWM) over all runs;
 //! - the key-concurrency table: 10,000 events on one partition, the endpoint sleeping a
@@ -25,7 +29,15 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use ferry_sidecar::{
+    envelope::Envelope,
+    worker::{
+        config::DEFAULT_MAX_CONNECTIONS,
+        delivery::{Delivery, Position, Verdict, traceparent},
+    },
+};
 use ferry_testkit::{ChildProcess, TestEnv, unique_name};
+use futures::StreamExt;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -37,8 +49,11 @@ use rdkafka::{
 const EVENTS: u64 = 100_000;
 const THROUGHPUT_KEYS: u64 = 10_000;
 const THROUGHPUT_PARTITIONS: i32 = 4;
-/// The throughput runs' `--max-in-flight` (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides it).
-const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000";
+/// The throughput runs' `--max-in-flight` settings, each run with every ordering
+/// (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides the list): 1,000 as the earlier sessions
+/// measured, and 256, the setting we recommend for a fast local service: it keeps the
+/// worker's RSS under DESIGN §10's 30 MiB and bounds a crash's redeliveries to 256.
+const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000,256";
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_EVENTS: u64 = 5_000;
 const TABLE_EVENTS: u64 = 10_000;
@@ -196,7 +211,14 @@ impl Worker {
                 std::env::var("FERRY_BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned())
             ),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // FERRY_BENCH_WORKER_ARGS: more worker flags (whitespace-separated), for A/B runs of
+        // settings, e.g. `--kafka-option=fetch.wait.max.ms=10 --max-connections=64`.
+        let extra = std::env::var("FERRY_BENCH_WORKER_ARGS").unwrap_or_default();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.split_whitespace())
+            .collect();
         let kafka_env = kafka.to_env();
         let envs: Vec<(&str, &str)> = kafka_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let child =
@@ -276,6 +298,46 @@ fn raw_consume_rate(config: &ClientConfig, topic: &str, n: u64) -> f64 {
     count as f64 / elapsed
 }
 
+/// The ceiling for "events/s into the local no-op endpoint" on this machine: the same POSTs
+/// the worker makes (its own [`Delivery`], same headers and body, same client settings), `n` of
+/// them, `concurrency` at once, from this process, with no Kafka in between.
+async fn raw_http_rate(endpoint: &Endpoint, url: &str, n: u64, concurrency: usize) -> f64 {
+    let delivery = Delivery::new(
+        url.to_owned(),
+        Duration::from_secs(10),
+        DEFAULT_MAX_CONNECTIONS,
+    )
+    .expect("client");
+    let started = Instant::now();
+    let delivered = futures::stream::iter(0..n)
+        .map(|i| {
+            let delivery = &delivery;
+            async move {
+                let envelope = Envelope::parse(&payload(i, "k", None)).expect("envelope");
+                let position = Position {
+                    topic: "bench",
+                    partition: 0,
+                    offset: i64::try_from(i).expect("fits"),
+                };
+                let traceparent = traceparent(&envelope, None);
+                delivery
+                    .deliver(&envelope, &position, 1, &traceparent)
+                    .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|v| std::future::ready(*v == Verdict::Delivered))
+        .count()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        endpoint.count.load(Ordering::SeqCst),
+        n,
+        "the endpoint saw every request"
+    );
+    delivered as f64 / secs
+}
+
 #[tokio::main]
 async fn main() {
     let Some(env) = TestEnv::get() else {
@@ -307,20 +369,37 @@ async fn main() {
     let throughput_in_flight = std::env::var("FERRY_BENCH_THROUGHPUT_IN_FLIGHT")
         .unwrap_or_else(|_| THROUGHPUT_MAX_IN_FLIGHT.to_owned());
     println!(
-        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {throughput_in_flight})"
+        "ferry-sidecar worker benchmark ({EVENTS} events, {THROUGHPUT_PARTITIONS} partitions, {THROUGHPUT_KEYS} keys, max-in-flight {throughput_in_flight}, max-connections {DEFAULT_MAX_CONNECTIONS})"
     );
     let topic = create_topic(&config, THROUGHPUT_PARTITIONS).await;
     fill(&producer, &topic, EVENTS, THROUGHPUT_KEYS);
     let raw = raw_consume_rate(&config, &topic, EVENTS);
     println!("  baseline: raw rdkafka consume          {raw:>10.0} records/s");
-    let orderings: &[&str] = if section("throughput") {
-        &["key", "partition", "unordered"]
+    let in_flights: Vec<&str> = throughput_in_flight.split(',').map(str::trim).collect();
+    let most_in_flight = in_flights
+        .iter()
+        .map(|n| n.parse::<usize>().expect("a number of records"))
+        .max()
+        .unwrap_or(1);
+    endpoint.reset(false);
+    let http = raw_http_rate(&endpoint, &url, EVENTS, most_in_flight).await;
+    println!(
+        "  baseline: raw HTTP, no Kafka           {http:>10.0} requests/s (the worker's own client: {most_in_flight} at once over at most {DEFAULT_MAX_CONNECTIONS} connections)"
+    );
+    // FERRY_BENCH_ORDERINGS=key,... picks the throughput runs' orderings (all by default).
+    let orderings = std::env::var("FERRY_BENCH_ORDERINGS")
+        .unwrap_or_else(|_| "key,partition,unordered".to_owned());
+    let orderings: Vec<&str> = if section("throughput") {
+        orderings.split(',').map(str::trim).collect()
     } else {
-        &[]
+        Vec::new()
     };
-    for ordering in orderings {
+    for (in_flight, ordering) in in_flights
+        .iter()
+        .flat_map(|f| orderings.iter().map(move |o| (*f, *o)))
+    {
         endpoint.reset(false);
-        let worker = Worker::start(env, &topic, &url, ordering, &throughput_in_flight);
+        let worker = Worker::start(env, &topic, &url, ordering, in_flight);
         let secs = wait_for(&endpoint, EVENTS, Duration::from_secs(300)).await;
         let rss = worker.peak_rss_mib();
         let cpu_us = worker.cpu_secs() * 1e6 / EVENTS as f64;
@@ -328,10 +407,13 @@ async fn main() {
         worker.stop().await;
         match secs {
             Some(s) => println!(
-                "  ordering={ordering:<10} delivered      {:>10.0} events/s ({s:.2} s, worker CPU {cpu_us:.0} µs/event, peak RSS {rss:.1} MiB)",
-                EVENTS as f64 / s
+                "  ordering={ordering:<10} in flight {in_flight:>5}: {:>7.0} events/s = {:>3.0}% of raw HTTP ({s:.2} s, worker CPU {cpu_us:.0} µs/event, peak RSS {rss:.1} MiB)",
+                EVENTS as f64 / s,
+                100.0 * EVENTS as f64 / s / http
             ),
-            None => println!("  ordering={ordering:<10} did not finish within 300 s"),
+            None => println!(
+                "  ordering={ordering:<10} in flight {in_flight:>5}: did not finish within 300 s"
+            ),
         }
     }
     delete_topic(&config, &topic).await;

@@ -8,13 +8,17 @@
 //! writes them with the pooled `reqwest` client rather than pulling in the CloudEvents SDK,
 //! whose HTTP binding wants reqwest's default (TLS) features.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use reqwest::{
     StatusCode,
     header::{CONTENT_TYPE, HeaderMap, HeaderValue},
 };
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::envelope::Envelope;
 
@@ -61,6 +65,12 @@ pub struct Delivery {
     client: reqwest::Client,
     /// Parsed once: parsing the URL per request showed in profiles.
     url: reqwest::Url,
+    /// One permit per request on the wire: a request waits for a permit before it is sent (not
+    /// counted in its `--timeout`), so at most this many are sent at once, and hyper keeps
+    /// about this many connections (and their buffers): it keeps at most this many idle, and
+    /// opens another only in the moment between a response and its connection's return to
+    /// the pool.
+    connections: Arc<Semaphore>,
 }
 
 /// The CloudEvent and Ferry header names, made once instead of parsed per request.
@@ -81,8 +91,9 @@ mod names {
 }
 
 impl Delivery {
-    /// A client with keep-alive connections and a per-request `timeout`.
-    pub fn new(url: String, timeout: Duration) -> Result<Self> {
+    /// A client with at most `max_connections` keep-alive connections and a per-request
+    /// `timeout`.
+    pub fn new(url: String, timeout: Duration, max_connections: usize) -> Result<Self> {
         let url = reqwest::Url::parse(&url).map_err(|e| Error::Url {
             reason: e.to_string(),
             url,
@@ -90,9 +101,14 @@ impl Delivery {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(max_connections)
             .build()
             .map_err(Error::Client)?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            connections: Arc::new(Semaphore::new(max_connections.max(1))),
+        })
     }
 
     /// POSTs one event and classifies the outcome.
@@ -142,7 +158,11 @@ impl Delivery {
             }
         };
         let request = self.client.post(self.url.clone()).headers(headers);
-        match request.body(body).send().await {
+        // The semaphore is never closed, so this always yields a permit.
+        let _connection = self.connections.acquire().await;
+        // Boxed: the request's future is the largest part of a delivery task, and most tasks
+        // wait for a connection above without it (see `Context::process`).
+        match Box::pin(request.body(body).send()).await {
             Ok(response) => classify(response.status(), response.headers()),
             Err(e) if e.is_timeout() => Verdict::Retry {
                 reason: "delivery timed out".to_owned(),
@@ -269,6 +289,92 @@ mod tests {
             "a date in the past means now"
         );
         assert_eq!(retry_after("soon", now), None);
+    }
+
+    /// `--max-connections` holds: however many deliveries run at once, at most that many
+    /// requests are on the wire, and connections stay near that many, over real HTTP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_capped() {
+        use std::{
+            collections::HashSet,
+            net::SocketAddr,
+            sync::{
+                Mutex,
+                atomic::{AtomicUsize, Ordering},
+            },
+        };
+
+        use axum::{
+            Router,
+            extract::{ConnectInfo, State},
+            routing::post,
+        };
+
+        #[derive(Default)]
+        struct Seen {
+            now: AtomicUsize,
+            most: AtomicUsize,
+            peers: Mutex<HashSet<SocketAddr>>,
+        }
+        async fn slow(
+            State(seen): State<Arc<Seen>>,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ) -> StatusCode {
+            let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.most.fetch_max(now, Ordering::SeqCst);
+            seen.peers.lock().expect("lock").insert(peer);
+            // Long enough that requests would pile up on the wire if nothing capped them.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen.now.fetch_sub(1, Ordering::SeqCst);
+            StatusCode::NO_CONTENT
+        }
+
+        const CAP: usize = 3;
+        const DELIVERIES: usize = 40;
+        let seen = Arc::new(Seen::default());
+        let app = Router::new()
+            .route("/", post(slow))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("serve")
+        });
+        let delivery = Delivery::new(url, Duration::from_secs(10), CAP).expect("client");
+        let envelope =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let position = Position {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        let verdicts = futures::future::join_all(
+            (0..DELIVERIES).map(|_| delivery.deliver(&envelope, &position, 1, "00-a-b-01")),
+        )
+        .await;
+        assert!(
+            verdicts.iter().all(|v| *v == Verdict::Delivered),
+            "{verdicts:?}"
+        );
+        let most = seen.most.load(Ordering::SeqCst);
+        let peers = seen.peers.lock().expect("lock").len();
+        assert!(most <= CAP, "{most} requests at once with a cap of {CAP}");
+        // hyper hands a connection back to its pool a moment after the response, so a request
+        // let through in that moment may open one more (the idle cap closes it again): a few
+        // more than the cap, never one per delivery.
+        assert!(
+            peers <= 2 * CAP,
+            "{peers} connections for {DELIVERIES} deliveries with a cap of {CAP}"
+        );
+        // The cap is a cap, not a queue of one: the deliveries did run side by side.
+        assert_eq!(most, CAP, "never more than one request at a time");
     }
 
     #[test]

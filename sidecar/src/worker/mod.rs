@@ -57,6 +57,13 @@ use crate::telemetry::{Health, TelemetryServer};
 /// background when the window is not filling up; bounds how much a crash redelivers at low
 /// rates (a fraction of librdkafka's 5 s default). A filling window asks for a commit at once.
 const AUTO_COMMIT_INTERVAL_MS: &str = "100";
+/// The worker asks for a commit at once when its uncommitted window reaches 1/this of
+/// `--max-in-flight` (and no request is outstanding). A quarter rather than a half: the window
+/// only shrinks once Kafka answered, so the sooner the request, the less the window sits full
+/// waiting for it; `make bench-worker` A/B at --max-in-flight 256, ordering=key, three pairs
+/// in one sitting: 19,700 / 22,000 / 20,700 events/s against 14,800 / 15,900 / 16,700 at a half.
+/// At most one request is outstanding, so this adds at most one commit per round trip.
+const COMMIT_AT_WINDOW_DIVISOR: usize = 4;
 /// How long the worker waits for the answer to its own commit request before it may ask
 /// again (a lost answer must not stop the requests; the background commit runs meanwhile).
 const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(1);
@@ -84,6 +91,14 @@ const PREFETCH_KBYTES_MAX: usize = 16 * 1024;
 /// `max.partition.fetch.bytes`: a quarter of librdkafka's 1 MiB default, so a fetch over a few
 /// partitions stays within the prefetch bound (a bigger record is still returned whole).
 const PARTITION_FETCH_BYTES: &str = "262144";
+/// `fetch.queue.backoff.ms`: how long librdkafka waits before fetching a partition again once
+/// its queue reached the prefetch bound above. Its 1,000 ms default is for a queue the
+/// application drains slowly; the run loop drains it at once into the intake, so with the
+/// bound at ~one fetch the default stalled every partition for up to 1 s per fetch (librdkafka's
+/// CONFIGURATION.md says to lower it in exactly that case): `make bench-worker` went from
+/// ~6,300 to ~16,000 events/s with ordering=key. 10 ms is a few fetch round trips on a local
+/// broker, so a busy partition is fetched again about as soon as its records are taken.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// The producer's (retry and dead-letter copies) queue bound in KiB: copies are written one per
 /// failing record and awaited, so a few MiB is plenty (librdkafka's default is 1 GiB).
 const COPY_QUEUE_KBYTES: &str = "4096";
@@ -202,7 +217,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         group: args.group.clone(),
         dead_letter_topic: args.dead_letter_topic.clone(),
         tiers: tiers.clone(),
-        delivery: Delivery::new(args.target_url.clone(), args.timeout)?,
+        delivery: Delivery::new(args.target_url.clone(), args.timeout, args.max_connections)?,
         producer,
         dedup,
         attempts: args.retry_attempts,
@@ -312,6 +327,7 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
                 .max(INTAKE_MIN)
                 .to_string(),
         )
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
         // librdkafka raises it to at least `message.max.bytes` (1 MB by default) by itself.
         .set("fetch.max.bytes", (prefetch_kbytes * 1024).to_string())
@@ -816,8 +832,8 @@ impl RunLoop {
     }
 
     /// Hands the moved watermarks to librdkafka's offset store (librdkafka commits them in
-    /// the background every `auto.commit.interval.ms`), and when the window is half full asks
-    /// for a commit of the stored offsets at once, so the window, which shrinks only once
+    /// the background every `auto.commit.interval.ms`), and when the window is a quarter full
+    /// asks for a commit of the stored offsets at once, so the window, which shrinks only once
     /// Kafka acknowledged a commit, keeps room to admit. Nothing here waits for Kafka: both
     /// kinds of commit answer through the consumer's commit callback, served by the poll.
     fn commit(&mut self) {
@@ -835,7 +851,9 @@ impl RunLoop {
             return;
         }
         self.commit_asked = None;
-        if self.assignment.window() * 2 < self.max_in_flight || !self.assignment.awaiting_commit() {
+        if self.assignment.window() * COMMIT_AT_WINDOW_DIVISOR < self.max_in_flight
+            || !self.assignment.awaiting_commit()
+        {
             return;
         }
         match commit_stored(&self.consumer) {

@@ -103,12 +103,12 @@ impl Context {
     pub async fn process(&self, job: &Job, route: Route) -> Finish {
         let finish = match route {
             Route::Follow { tier } => {
-                self.park(
+                Box::pin(self.park(
                     job,
                     tier,
                     job.attempts_so_far(),
                     "following an earlier record of its key",
-                )
+                ))
                 .await
             }
             Route::Deliver => self.deliver(job).await,
@@ -132,16 +132,14 @@ impl Context {
         let envelope = match Envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => {
-                return self
-                    .dead_letter(job, attempts, &format!("poison: {e}"))
-                    .await;
+                return Box::pin(self.dead_letter(job, attempts, &format!("poison: {e}"))).await;
             }
         };
         let id = envelope.id.as_str();
         let claim = match &self.dedup {
             Some(dedup) => {
                 let still_wanted = || self.assignment.is_current(&job.tp, job.generation);
-                match self.until_ok(job, || dedup.claim(id, still_wanted)).await {
+                match Box::pin(self.until_ok(job, || dedup.claim(id, still_wanted))).await {
                     Some(Claimed::Fresh(claim)) => Some(claim),
                     Some(Claimed::Duplicate) => {
                         tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, "duplicate skipped");
@@ -156,7 +154,7 @@ impl Context {
             .deliver_claimed(job, &envelope, id, claim.as_ref())
             .await;
         if let Some(claim) = claim {
-            claim.release().await;
+            Box::pin(claim.release()).await;
         }
         finish
     }
@@ -201,7 +199,7 @@ impl Context {
             match verdict {
                 Verdict::Delivered => {
                     if let Some(claim) = claim
-                        && let Err(e) = claim.delivered().await
+                        && let Err(e) = Box::pin(claim.delivered()).await
                     {
                         tracing::warn!(id, error = %e, "delivered, but the id was not stored; a redelivery would not be skipped");
                     }
@@ -209,7 +207,7 @@ impl Context {
                     return Finish::Done(Outcome::delivered);
                 }
                 Verdict::Permanent { reason } => {
-                    return self.dead_letter(job, attempts, &reason).await;
+                    return Box::pin(self.dead_letter(job, attempts, &reason)).await;
                 }
                 Verdict::Retry {
                     reason,
@@ -233,9 +231,9 @@ impl Context {
         };
         let next = job.tier.map_or(0, |t| t + 1);
         if next < self.tiers.len() {
-            self.park(job, next, attempts, &reason).await
+            Box::pin(self.park(job, next, attempts, &reason)).await
         } else {
-            self.dead_letter(job, attempts, &reason).await
+            Box::pin(self.dead_letter(job, attempts, &reason)).await
         }
     }
 
@@ -267,7 +265,7 @@ impl Context {
     /// Copies the record to tier `tier`, on its original partition number.
     async fn park(&self, job: &Job, tier: usize, attempts: u32, reason: &str) -> Finish {
         let Some(topic) = self.tiers.topic(&job.main_topic, tier) else {
-            return self.dead_letter(job, attempts, reason).await;
+            return Box::pin(self.dead_letter(job, attempts, reason)).await;
         };
         let not_before = retry::unix_millis(self.tiers.not_before(tier, SystemTime::now()));
         let headers = self.copy_headers(job, attempts, reason).insert(Header {

@@ -42,18 +42,14 @@ async fn a_missing_dead_letter_topic_holds_the_commit_until_it_exists() {
         1,
         "the poison record reached the dead-letter topic once it existed"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = worker::committed(env, &topics.group, &topics.main.name, 1);
-        if committed == [Some(3)] {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never committed after recovery: {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    worker::wait_committed(
+        env,
+        &topics.group,
+        &topics.main.name,
+        &[Some(3)],
+        "never committed after recovery",
+    )
+    .await;
     worker
         .terminate(Duration::from_secs(30))
         .await
@@ -137,18 +133,14 @@ async fn a_dead_letter_topic_denied_by_acl_holds_the_commit_until_granted() {
         1,
         "the poison record reached the dead-letter topic once granted"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let committed = worker::committed(env, &topics.group, &topics.main.name, 1);
-        if committed == [Some(3)] {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never committed after the grant: {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    worker::wait_committed(
+        env,
+        &topics.group,
+        &topics.main.name,
+        &[Some(3)],
+        "never committed after the grant",
+    )
+    .await;
     worker
         .terminate(Duration::from_secs(30))
         .await

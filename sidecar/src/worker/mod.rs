@@ -36,7 +36,7 @@ use rdkafka::{
     ClientConfig, Message, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     error::KafkaResult,
-    message::{BorrowedMessage, Headers},
+    message::BorrowedMessage,
     producer::FutureProducer,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -542,13 +542,7 @@ impl RunLoop {
         let (main_topic, tier, due, origin) = match source {
             Source::Main => (tp.0.clone(), None, now, (tp.1, message.offset())),
             Source::Tier { topic, tier } => {
-                let value = |name: &str| {
-                    message
-                        .headers()
-                        .and_then(|h| h.iter().find(|x| x.key == name))
-                        .and_then(|h| std::str::from_utf8(h.value?).ok())
-                        .and_then(|v| v.parse::<i64>().ok())
-                };
+                let value = |name: &str| retry::header_i64(&message, name);
                 let not_before = value(retry::NOT_BEFORE_HEADER).unwrap_or(0);
                 let due = retry::due_instant(
                     u64::try_from(not_before).unwrap_or(0),

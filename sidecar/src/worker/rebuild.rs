@@ -17,7 +17,6 @@ use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
-    message::Headers,
 };
 
 use super::retry::{self, Origin};
@@ -106,13 +105,7 @@ pub fn waiting_records(
         let message = message?;
         let topic = message.topic();
         if let Some(key) = message.key() {
-            let value = |name: &str| {
-                message
-                    .headers()
-                    .and_then(|h| h.iter().find(|x| x.key == name))
-                    .and_then(|h| std::str::from_utf8(h.value?).ok())
-                    .and_then(|v| v.parse::<i64>().ok())
-            };
+            let value = |name: &str| retry::header_i64(&message, name);
             let origin = (
                 value(retry::ORIGINAL_PARTITION_HEADER)
                     .and_then(|p| i32::try_from(p).ok())

@@ -134,6 +134,17 @@ impl Tiers {
     }
 }
 
+/// A numeric Ferry header of a tier record (`ferry-not-before`, `ferry-original-*`), if present
+/// and readable.
+pub fn header_i64(message: &impl rdkafka::Message, name: &str) -> Option<i64> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .and_then(|h| h.iter().find(|x| x.key == name))
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .and_then(|v| v.parse::<i64>().ok())
+}
+
 /// Unix milliseconds of `t`, as written into `ferry-not-before`.
 pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -407,6 +407,27 @@ fn spawn_worker_with(
         .expect("spawn worker")
 }
 
+/// Waits up to 30 s until `group` has committed `expected` on `topic`'s partitions; `what`
+/// says in the failure what did not happen.
+pub async fn wait_committed(
+    env: &TestEnv,
+    group: &str,
+    topic: &str,
+    expected: &[Option<i64>],
+    what: &str,
+) {
+    let partitions = i32::try_from(expected.len()).expect("few partitions");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = committed(env, group, topic, partitions);
+        if committed == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {committed:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// The group's committed offset of each partition of `topic` (`None`: nothing committed).
 pub fn committed(env: &TestEnv, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
     let consumer: BaseConsumer = env

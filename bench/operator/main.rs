@@ -34,18 +34,6 @@ const APPLY_CONCURRENCY: usize = 32;
 /// Give up after this long (5x the target), so the benchmark always ends.
 const DEADLINE: Duration = Duration::from_secs(300);
 
-/// Peak resident set size of a process (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in crdgen::crds() {
@@ -202,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     let all_ready = start.elapsed();
     // Stay a little longer so the resync and status traffic after convergence is in the peak.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = peak_rss_kib(pid).unwrap_or(0);
+    let rss = ferry_testkit::peak_rss_kib(pid).unwrap_or(0);
     let _ = operator.terminate(Duration::from_secs(10)).await;
 
     println!(

@@ -72,17 +72,6 @@ async fn fill(outbox: &TestOutbox, topic: &str, pad: usize) {
     }
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// p50, p99 and max of latencies in milliseconds (nearest rank).
 struct Percentiles {
     count: usize,
@@ -300,7 +289,7 @@ async fn main() {
     let drain_rate = ROWS as f64 / drain.as_secs_f64();
     let drain_after_start =
         first_marked.map(|t| ROWS as f64 / t.elapsed().max(Duration::from_millis(1)).as_secs_f64());
-    let rss_after_drain = peak_rss_kib(pid);
+    let rss_after_drain = ferry_testkit::peak_rss_kib(pid);
     let cpu_after_drain = cpu_seconds(pid);
 
     // Steady 1,000 rows/s: 10 rows per 10 ms, each tick one transaction. The first second
@@ -360,7 +349,7 @@ async fn main() {
     }
     let from_commit = Percentiles::of(from_commit);
     let from_start = Percentiles::of(from_start);
-    let rss = peak_rss_kib(pid);
+    let rss = ferry_testkit::peak_rss_kib(pid);
     relay
         .terminate(Duration::from_secs(30))
         .await

@@ -251,12 +251,7 @@ impl Worker {
         let Some(pid) = self.child.id() else {
             return 0.0;
         };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        ferry_testkit::peak_rss_kib(pid).map_or(0.0, |kib| kib as f64 / 1024.0)
     }
 
     async fn stop(mut self) {

@@ -183,9 +183,20 @@ async fn batched_calls_answer_each_caller_with_its_own_topic() {
     for result in futures::future::join_all(creates).await {
         assert_eq!(result.expect("request"), Ok(()));
     }
+    // A created topic shows in the broker's metadata a moment later (seen on a just-started
+    // broker): describe until it is there, for at most 10 s.
     let describes = names.iter().map(|name| {
         let batched = batched.clone();
-        async move { batched.describe(name).await }
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let state = batched.describe(name).await;
+                if !matches!(state, Ok(Ok(None))) || tokio::time::Instant::now() > deadline {
+                    return state;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     });
     let states = futures::future::join_all(describes).await;
     for (i, state) in states.into_iter().enumerate() {

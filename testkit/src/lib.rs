@@ -20,7 +20,7 @@ pub use env::{TestEnv, in_ci, unique_name};
 pub use kafka::TempTopic;
 pub use kube::TempNamespace;
 pub use postgres::TempSchema;
-pub use process::ChildProcess;
+pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
 
 /// The environment, or return from the calling test after printing why it was skipped.

@@ -84,3 +84,16 @@ impl ChildProcess {
         Ok(self.child.wait().await?)
     }
 }
+
+/// Peak resident set size (VmHWM) of process `pid`, in KiB: the memory figure the benchmarks
+/// report against DESIGN §10's targets.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -287,19 +287,7 @@ impl KafkaAdmin {
             .create_topics(new.iter(), &self.options())
             .await
             .map_err(Error::Kafka)?;
-        Ok(results
-            .into_iter()
-            .map(|r| match r {
-                Ok(name) => (name, Ok(())),
-                Err((name, code)) => (
-                    name,
-                    Err(Refusal {
-                        code,
-                        message: String::new(),
-                    }),
-                ),
-            })
-            .collect())
+        Ok(refusals(results))
     }
 
     /// Grows topics to the given partition counts.

@@ -13,9 +13,12 @@
 //!   the floor the sleeps alone impose (the longest key's sum of sleeps, or the sum over 100
 //!   lanes, whichever is larger).
 //!
-//! The endpoint's sleep is drawn per event from its index (uniform 0–5,000 µs, the same in
-//! every run) and slept on a blocking thread (`nanosleep`, ~0.1 ms slack), not with a tokio
-//! timer, which rounds every sleep up to its next 1 ms tick (≈ +0.5 ms per request).
+//! The table's endpoint draws each event's sleep from its index (uniform 0–5,000 µs, the same
+//! in every run) and sleeps it with `nanosleep` on the thread serving the connection (a
+//! thread per connection, as a synchronous service runs), not with a tokio timer, which
+//! rounds every sleep up to its next 1 ms tick (≈ +0.5 ms per request). The one-key rows
+//! print how much of the wall time was spent inside the endpoint's handler and what the rest
+//! (the worker and HTTP on both sides) cost per event.
 //!
 //! Not a test: it asserts nothing and prints figures for a person to read.
 
@@ -80,6 +83,9 @@ struct Endpoint {
     last: Mutex<Option<Instant>>,
     sleep: std::sync::atomic::AtomicBool,
     latencies_us: Mutex<Vec<u64>>,
+    /// Time spent inside the handler (body parse, sleep, bookkeeping), summed over requests:
+    /// the table's wall time minus this is what the worker and the HTTP round trips cost.
+    held_us: AtomicU64,
 }
 
 impl Endpoint {
@@ -89,6 +95,7 @@ impl Endpoint {
         *self.last.lock().expect("lock") = None;
         self.sleep.store(sleep, Ordering::SeqCst);
         self.latencies_us.lock().expect("lock").clear();
+        self.held_us.store(0, Ordering::SeqCst);
     }
 }
 
@@ -104,15 +111,15 @@ fn sleep_us(i: u64) -> u64 {
     (z ^ (z >> 31)) % (SLEEP_MAX_US + 1)
 }
 
-async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
-    let data = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+/// What the endpoint does with a request, on whichever server received it: note its latency
+/// and count it, after sleeping the event's draw on the calling thread when the table asks.
+fn handle(e: &Endpoint, body: &[u8]) {
+    let entered = Instant::now();
+    let data = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
     if e.sleep.load(Ordering::Relaxed)
         && let Some(i) = data["i"].as_u64()
     {
-        let d = Duration::from_micros(sleep_us(i));
-        tokio::task::spawn_blocking(move || std::thread::sleep(d))
-            .await
-            .expect("sleep");
+        std::thread::sleep(Duration::from_micros(sleep_us(i)));
     }
     let now = Instant::now();
     if let Some(sent) = data["sent_us"].as_u64() {
@@ -124,8 +131,69 @@ async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
     }
     e.first.lock().expect("lock").get_or_insert(now);
     *e.last.lock().expect("lock") = Some(now);
+    e.held_us.fetch_add(
+        u64::try_from(entered.elapsed().as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     e.count.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The async no-op endpoint of the throughput and latency runs (never asked to sleep).
+async fn receive(State(e): State<Arc<Endpoint>>, body: Bytes) -> StatusCode {
+    handle(&e, &body);
     StatusCode::NO_CONTENT
+}
+
+/// The sleeping endpoint of the key table: every connection is served on a thread of its own
+/// that sleeps in place, as a synchronous service (the shop's Django under a sync WSGI server)
+/// does. An async server would have to hand each sleep to a blocking thread and back — two
+/// thread wake-ups per request that are the endpoint's cost, not the worker's (≈ 190 µs per
+/// event on this machine, measured with `in the endpoint's handler` below). Returns its URL.
+fn serve_thread_per_connection(endpoint: Arc<Endpoint>) -> String {
+    let listener =
+        std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let endpoint = endpoint.clone();
+            std::thread::spawn(move || serve_connection(&endpoint, stream));
+        }
+    });
+    url
+}
+
+/// One connection's requests, one at a time, on the calling thread.
+fn serve_connection(endpoint: &Arc<Endpoint>, stream: std::net::TcpStream) {
+    use http_body_util::{BodyExt, Empty};
+    // SAFETY: prctl(PR_SET_TIMERSLACK) changes only this thread's timer slack (how late the
+    // kernel may end its sleeps; 50 µs by default), so the sleeps last what was drawn.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_u64);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nonblocking(true);
+        let stream = tokio::net::TcpStream::from_std(stream).expect("tokio stream");
+        let service =
+            hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| {
+                let endpoint = endpoint.clone();
+                async move {
+                    let body = request.into_body().collect().await?.to_bytes();
+                    handle(&endpoint, &body);
+                    let mut response = hyper::Response::new(Empty::<Bytes>::new());
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    Ok::<_, hyper::Error>(response)
+                }
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
 }
 
 fn unix_us() -> u64 {
@@ -220,7 +288,18 @@ impl Worker {
             .chain(extra.split_whitespace())
             .collect();
         let kafka_env = kafka.to_env();
-        let envs: Vec<(&str, &str)> = kafka_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // FERRY_BENCH_WORKER_ENV: variables for the worker only (whitespace-separated K=V),
+        // e.g. `TOKIO_WORKER_THREADS=1`.
+        let worker_env = std::env::var("FERRY_BENCH_WORKER_ENV").unwrap_or_default();
+        let envs: Vec<(&str, &str)> = kafka_env
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(
+                worker_env
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('=')),
+            )
+            .collect();
         let child =
             ChildProcess::spawn("bench-worker", binary, &args, &envs).expect("spawn worker");
         Worker { child }
@@ -417,7 +496,16 @@ async fn main() {
         latency_run(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
     }
     if section("table") {
-        table_runs(env, &config, &producer, &endpoint, &url, &mut peak_rss).await;
+        let table_url = serve_thread_per_connection(endpoint.clone());
+        table_runs(
+            env,
+            &config,
+            &producer,
+            &endpoint,
+            &table_url,
+            &mut peak_rss,
+        )
+        .await;
     }
     println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
 }
@@ -482,6 +570,16 @@ async fn latency_run(
     delete_topic(config, &topic).await;
 }
 
+/// For a run through one lane (one request at a time): how the wall time `secs` splits into
+/// time inside the endpoint's handler and the rest (the worker, HTTP on both sides, wake-ups).
+fn one_lane_split(endpoint: &Endpoint, secs: f64) -> String {
+    let held = endpoint.held_us.load(Ordering::SeqCst) as f64 / 1e6;
+    format!(
+        "; in the endpoint's handler {held:.2} s, outside it {:.0} µs per event",
+        (secs - held) * 1e6 / TABLE_EVENTS as f64
+    )
+}
+
 /// The key-concurrency table, with its no-sleep baseline.
 async fn table_runs(
     env: &TestEnv,
@@ -505,12 +603,24 @@ async fn table_runs(
         worker.stop().await;
         match secs {
             Some(s) => println!(
-                "    baseline: 1 key, no sleep: {s:.2} s ({:.0} µs per event in one lane)",
-                s * 1e6 / TABLE_EVENTS as f64
+                "    baseline: 1 key, no sleep: {s:.2} s ({:.0} µs per event in one lane{})",
+                s * 1e6 / TABLE_EVENTS as f64,
+                one_lane_split(endpoint, s)
             ),
             None => println!("    baseline: 1 key, no sleep: did not finish within 120 s"),
         }
         delete_topic(config, &topic).await;
+    }
+    // The same sleeps through one lane without the worker or Kafka: this process's client
+    // (the worker's own `Delivery`) posting the 10,000 events one at a time. The 1-key row
+    // cannot be faster than this on this machine.
+    {
+        endpoint.reset(true);
+        let secs = TABLE_EVENTS as f64 / raw_http_rate(endpoint, url, TABLE_EVENTS, 1).await;
+        println!(
+            "    baseline: 1 lane, the sleeps, raw HTTP one at a time, no Kafka: {secs:.2} s{}",
+            one_lane_split(endpoint, secs)
+        );
     }
     for keys in [1_u64, 10, 100, 10_000] {
         let topic = create_topic(config, 1).await;
@@ -524,7 +634,12 @@ async fn table_runs(
         let floor = sleep_floor_secs(keys);
         match secs {
             Some(s) => println!(
-                "    {keys:>6} keys: {s:>6.2} s (floor from the sleeps alone {floor:.2} s; peak RSS {rss:.1} MiB)"
+                "    {keys:>6} keys: {s:>6.2} s (floor from the sleeps alone {floor:.2} s; peak RSS {rss:.1} MiB{})",
+                if keys == 1 {
+                    one_lane_split(endpoint, s)
+                } else {
+                    String::new()
+                }
             ),
             None => println!("    {keys:>6} keys: did not finish within 120 s"),
         }

@@ -8,7 +8,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_sidecar::cli::Cli::parse().run().await
+fn main() -> anyhow::Result<()> {
+    let cli = ferry_sidecar::cli::Cli::parse();
+    cli.runtime()?.block_on(cli.run())
 }

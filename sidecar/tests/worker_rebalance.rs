@@ -45,7 +45,8 @@ const X_PARTITION: i32 = 0;
 /// The event after X on X's partition (key `k2`): not held back by X's key, so every
 /// assignment of the partition, which starts again at X, delivers it once more.
 const NEXT_INDEX: u64 = X_INDEX + 2;
-/// Pause between produced events (~40 events/s: enough to fill the window while X is held).
+/// Pause between produced events (with the acknowledgement, ~25 events/s: enough to fill
+/// the window of 32 within the second X is held before B joins).
 const PRODUCE_EVERY: Duration = Duration::from_millis(25);
 /// How long the service takes to answer every later request of X. Long enough that a commit
 /// resting on the late answer alone would be seen by the sampler in between.
@@ -307,20 +308,24 @@ async fn a_late_result_of_an_old_assignment_never_commits() {
         })
         .expect("X produced");
     let x_requests: Vec<&Received> = log.iter().filter(|r| r.id == x_id).collect();
-    eprintln!(
-        "{} events, {} requests, {} samples ({failures} failed readings); X at offset {x_offset}: {:?}",
-        produced.len(),
-        log.len(),
-        samples.len(),
-        x_requests
-            .iter()
-            .map(|r| (
+    // X's requests: (how many came before, worker, status, arrival after the release).
+    let x_timeline: Vec<_> = x_requests
+        .iter()
+        .map(|r| {
+            (
                 r.nth,
                 &r.path,
                 r.status,
-                r.at.duration_since(released.min(r.at))
-            ))
-            .collect::<Vec<_>>()
+                r.at.checked_duration_since(released),
+            )
+        })
+        .collect();
+    eprintln!(
+        "{} events, {} requests, {} samples ({failures} failed readings); X at offset \
+         {x_offset}: {x_timeline:?}",
+        produced.len(),
+        log.len(),
+        samples.len(),
     );
     assert!(
         samples.len() >= 50,

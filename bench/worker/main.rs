@@ -53,9 +53,8 @@ const EVENTS: u64 = 100_000;
 const THROUGHPUT_KEYS: u64 = 10_000;
 const THROUGHPUT_PARTITIONS: i32 = 4;
 /// The throughput runs' `--max-in-flight` settings, each run with every ordering
-/// (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides the list): 1,000 as the earlier sessions
-/// measured, and 256, the setting we recommend for a fast local service: it keeps the
-/// worker's RSS under DESIGN §10's 30 MiB and bounds a crash's redeliveries to 256.
+/// (FERRY_BENCH_THROUGHPUT_IN_FLIGHT overrides the list): 1,000, where DESIGN §10's targets
+/// are read, and 256, which bounds a crash's redeliveries to 256 at some cost in events/s.
 const THROUGHPUT_MAX_IN_FLIGHT: &str = "1000,256";
 const LATENCY_RATE: u64 = 1_000;
 const LATENCY_EVENTS: u64 = 5_000;

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 /// The worker's runtime threads unless `--runtime-threads` says otherwise: the worker shares
 /// its pod's CPU with the service it delivers to, and one thread spares the cross-thread
 /// wake-ups and per-thread allocator caches of two. `make bench-worker`, ordering=key at
-/// --max-in-flight 1000 on 2 cores, one thread against two in one sitting: 23,100-28,400 against
-/// 25,500-27,700 events/s, 27-35 against 39-44 µs of CPU per event, peak RSS 32.4-32.8 against
-/// 38.6-41.8 MiB.
+/// --max-in-flight 1000 over 128 connections on 2 cores, one thread against two in one
+/// sitting: 23,100-28,400 against 25,500-27,700 events/s, 27-35 against 39-44 µs of CPU per
+/// event, peak RSS 32.4-32.8 against 38.6-41.8 MiB.
 const WORKER_RUNTIME_THREADS: NonZeroUsize = NonZeroUsize::MIN;
 
 /// Ferry's sidecar: outbox relay and consumer worker.

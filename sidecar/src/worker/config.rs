@@ -9,10 +9,12 @@ use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
 /// `--max-in-flight` default: DESIGN §2's example `maxInFlight: 64`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
-/// `--max-connections` default: enough parallel requests to keep a local service busy (the
-/// bench's raw HTTP baseline on 2 cores peaks well below this), while each open HTTP/1.1
-/// connection costs tens of KiB of buffers (the bench measured ~45 KiB per request in flight).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+/// `--max-connections` default: a service seldom serves more requests at once than this (a
+/// Django pod runs a few workers), and each open HTTP/1.1 connection costs tens of KiB.
+/// `make bench-worker`, ordering=key at --max-in-flight 1000, one runtime thread, two runs each:
+/// 64 connections 20,900-26,200 events/s at peak RSS 27.6-28.1 MiB; 96: 18,700-27,200 at
+/// 28.7-30.2 MiB; 128: 19,200-29,900 at 31.0-31.4 MiB (DESIGN §10: ≤ 30 MiB).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// How records may be delivered concurrently (DESIGN §5 "Ordering").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

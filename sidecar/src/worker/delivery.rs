@@ -5,17 +5,26 @@
 //! headers: `ce-specversion: 1.0`, `ce-id` (envelope `id`), `ce-type` (`event`), `ce-source`
 //! (`/ferry/topics/<topic>`), `ce-time` (`ts`), plus `ferry-topic`, `ferry-partition`,
 //! `ferry-offset`, `ferry-attempt` and `traceparent`. Binary mode is five headers, so this
-//! writes them with the pooled `reqwest` client rather than pulling in the CloudEvents SDK,
-//! whose HTTP binding wants reqwest's default (TLS) features.
+//! writes them itself rather than pulling in the CloudEvents SDK, whose HTTP binding wants
+//! reqwest's default (TLS) features. The client is hyper-util's pooled HTTP/1.1 client: reqwest
+//! on top of it re-parsed the URL of every response for its redirect support (visible in
+//! profiles of `make bench-worker`), and a worker must not follow redirects anyway — a POST
+//! redirected with 301/302/303 becomes a GET without the event. A 3xx is a permanent failure.
 
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use reqwest::{
-    StatusCode,
-    header::{CONTENT_TYPE, HeaderMap, HeaderValue},
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    HeaderMap, Method, Request, StatusCode, Uri,
+    header::{CONTENT_TYPE, HeaderValue, InvalidHeaderValue, RETRY_AFTER},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
 };
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -25,8 +34,6 @@ use crate::envelope::Envelope;
 /// Errors building the HTTP client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot build the HTTP client")]
-    Client(#[source] reqwest::Error),
     #[error("--target-url {url:?} is not a URL: {reason}")]
     Url { url: String, reason: String },
 }
@@ -62,9 +69,11 @@ pub struct Position<'a> {
 /// The pooled client and where it posts.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     /// Parsed once: parsing the URL per request showed in profiles.
-    url: reqwest::Url,
+    url: Uri,
+    /// How long a request may take until the answer's headers (`--timeout`).
+    timeout: Duration,
     /// One permit per request on the wire: a request waits for a permit before it is sent (not
     /// counted in its `--timeout`), so at most this many are sent at once, and hyper keeps
     /// about this many connections (and their buffers): it keeps at most this many idle, and
@@ -75,7 +84,7 @@ pub struct Delivery {
 
 /// The CloudEvent and Ferry header names, made once instead of parsed per request.
 mod names {
-    use reqwest::header::HeaderName;
+    use hyper::header::HeaderName;
 
     pub const SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
     pub const ID: HeaderName = HeaderName::from_static("ce-id");
@@ -94,19 +103,33 @@ impl Delivery {
     /// A client with at most `max_connections` keep-alive connections and a per-request
     /// `timeout`.
     pub fn new(url: String, timeout: Duration, max_connections: usize) -> Result<Self> {
-        let url = reqwest::Url::parse(&url).map_err(|e| Error::Url {
-            reason: e.to_string(),
-            url,
-        })?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
+        let refuse = |reason: String| Error::Url {
+            url: url.clone(),
+            reason,
+        };
+        let parsed: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| refuse(e.to_string()))?;
+        match parsed.scheme_str() {
+            Some("http") => {}
+            Some(other) => return Err(refuse(format!("scheme {other} is not served (http only)"))),
+            None => return Err(refuse("no scheme (http://...)".to_owned())),
+        }
+        if parsed.host().is_none() {
+            return Err(refuse("no host".to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        // Small requests and answers: Nagle's algorithm would hold each for an ACK.
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(max_connections)
-            .build()
-            .map_err(Error::Client)?;
+            .build(connector);
         Ok(Self {
             client,
-            url,
+            url: parsed,
+            timeout,
             connections: Arc::new(Semaphore::new(max_connections.max(1))),
         })
     }
@@ -132,8 +155,11 @@ impl Delivery {
             }
         };
         let text = |v: &str| HeaderValue::from_str(v);
-        let headers = (|| -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
-            let mut h = HeaderMap::with_capacity(12);
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.url.clone();
+        let headers = (|h: &mut HeaderMap| -> Result<(), InvalidHeaderValue> {
+            h.reserve(12);
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             h.insert(names::SPECVERSION, HeaderValue::from_static("1.0"));
             h.insert(names::ID, text(&envelope.id)?);
@@ -151,31 +177,47 @@ impl Delivery {
             if let Some(time) = ce_time(&envelope.ts) {
                 h.insert(names::TIME, text(&time)?);
             }
-            Ok(h)
-        })();
-        let headers = match headers {
-            Ok(h) => h,
-            Err(e) => {
-                return Verdict::Permanent {
-                    reason: format!("an envelope attribute is not a valid HTTP header: {e}"),
-                };
-            }
-        };
-        let request = self.client.post(self.url.clone()).headers(headers);
+            Ok(())
+        })(request.headers_mut());
+        if let Err(e) = headers {
+            return Verdict::Permanent {
+                reason: format!("an envelope attribute is not a valid HTTP header: {e}"),
+            };
+        }
         // Boxed: the request's future is the largest part of a delivery task, and most tasks
         // wait for a connection above without it (see `Context::process`).
-        match Box::pin(request.body(body).send()).await {
-            Ok(response) => classify(response.status(), response.headers()),
-            Err(e) if e.is_timeout() => Verdict::Retry {
-                reason: "delivery timed out".to_owned(),
+        let answer = Box::pin(tokio::time::timeout(
+            self.timeout,
+            self.client.request(request),
+        ))
+        .await;
+        match answer {
+            // The answer's body is dropped unread: the verdict is in the status line and
+            // headers (hyper closes the connection rather than reuse it with a body pending).
+            Ok(Ok(response)) => classify(response.status(), response.headers()),
+            Ok(Err(e)) => Verdict::Retry {
+                reason: format!("delivery failed: {}", error_chain(&e)),
                 retry_after: None,
             },
-            Err(e) => Verdict::Retry {
-                reason: format!("delivery failed: {e}"),
+            Err(_) => Verdict::Retry {
+                reason: "delivery timed out".to_owned(),
                 retry_after: None,
             },
         }
     }
+}
+
+/// An error with its sources, e.g. "client error (Connect): tcp connect error: Connection
+/// refused (os error 111)": hyper-util's own message names only the stage that failed.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Maps a status (and `Retry-After`) to a verdict.
@@ -186,7 +228,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Verdict {
     let reason = format!("target answered {status}");
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         let retry_after = headers
-            .get(reqwest::header::RETRY_AFTER)
+            .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry_after(v, SystemTime::now()));
         Verdict::Retry {
@@ -258,6 +300,13 @@ mod tests {
             classify(StatusCode::NOT_FOUND, &none),
             Verdict::Permanent { .. }
         ));
+        // Never followed: a redirected POST would arrive as a GET without the event.
+        assert_eq!(
+            classify(StatusCode::FOUND, &none),
+            Verdict::Permanent {
+                reason: "target answered 302 Found".to_owned()
+            }
+        );
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, &none),
             Verdict::Retry {
@@ -266,7 +315,7 @@ mod tests {
             }
         ));
         let mut h = HeaderMap::new();
-        h.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("valid"));
+        h.insert(RETRY_AFTER, "7".parse().expect("valid"));
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &h),
             Verdict::Retry {
@@ -377,6 +426,93 @@ mod tests {
         );
         // The cap is a cap, not a queue of one: the deliveries did run side by side.
         assert_eq!(most, CAP, "never more than one request at a time");
+    }
+
+    /// A service that is not listening is a retry, and the reason says why (hyper-util's own
+    /// message names only the stage that failed).
+    #[tokio::test]
+    async fn a_refused_connection_is_a_retry_with_the_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        drop(listener);
+        let delivery = Delivery::new(url, Duration::from_secs(10), 1).expect("client");
+        let envelope =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let position = Position {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        match delivery.deliver(&envelope, &position, 1, "00-a-b-01").await {
+            Verdict::Retry {
+                reason,
+                retry_after: None,
+            } => assert!(reason.contains("refused"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A service that accepts the connection but never answers is a retry once `--timeout`
+    /// passed, however long the service would take.
+    #[tokio::test]
+    async fn a_silent_service_times_out_into_a_retry() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        // Accepts and holds connections without reading or answering.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let delivery = Delivery::new(url, Duration::from_millis(300), 1).expect("client");
+        let envelope =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let position = Position {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        let started = std::time::Instant::now();
+        let verdict = delivery.deliver(&envelope, &position, 1, "00-a-b-01").await;
+        let took = started.elapsed();
+        silent.abort();
+        assert_eq!(
+            verdict,
+            Verdict::Retry {
+                reason: "delivery timed out".to_owned(),
+                retry_after: None
+            }
+        );
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "gave up after {took:?}"
+        );
+    }
+
+    #[test]
+    fn target_urls_are_checked_at_start() {
+        for bad in [
+            "localhost:8080/events",
+            "https://svc/events",
+            "http:///events",
+            "not a url",
+        ] {
+            let refused = Delivery::new(bad.to_owned(), Duration::from_secs(1), 1)
+                .expect_err(bad)
+                .to_string();
+            assert!(refused.contains(bad), "{refused}");
+        }
+        assert!(
+            Delivery::new(
+                "http://svc:8080/events".to_owned(),
+                Duration::from_secs(1),
+                1
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -2,9 +2,9 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the worker allocates each record on the run loop's thread
-/// and frees it on a delivery task's, which glibc serves with arena locks (~18% of the
-/// worker's CPU in a profile of `make bench-worker`).
+/// mimalloc instead of glibc malloc: with more than one runtime thread (the relay's default) a
+/// record allocated on one thread is freed on another, which glibc serves with arena locks
+/// (~18% of the worker's CPU in a profile of `make bench-worker` on two threads).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     HeaderMap, Method, Request, StatusCode, Uri,
     header::{CONTENT_TYPE, HeaderValue, InvalidHeaderValue, RETRY_AFTER},
@@ -40,6 +40,10 @@ pub enum Error {
 
 /// `Result` of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The most of an answer's body the worker reads to keep its connection: services acknowledge
+/// with a few bytes; a bigger body costs the connection rather than memory.
+const ANSWER_BODY_LIMIT: usize = 64 * 1024;
 
 /// What the service's answer (or its absence) means for the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,15 +190,22 @@ impl Delivery {
         }
         // Boxed: the request's future is the largest part of a delivery task, and most tasks
         // wait for a connection above without it (see `Context::process`).
-        let answer = Box::pin(tokio::time::timeout(
-            self.timeout,
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let answer = Box::pin(tokio::time::timeout_at(
+            deadline,
             self.client.request(request),
         ))
         .await;
         match answer {
-            // The answer's body is dropped unread: the verdict is in the status line and
-            // headers (hyper closes the connection rather than reuse it with a body pending).
-            Ok(Ok(response)) => classify(response.status(), response.headers()),
+            Ok(Ok(response)) => {
+                let verdict = classify(response.status(), response.headers());
+                // The verdict is in the status line and headers; the body is read (and
+                // dropped) only so that hyper may reuse the connection, which it closes
+                // when a body is left unread.
+                let body = Limited::new(response.into_body(), ANSWER_BODY_LIMIT).collect();
+                let _ = Box::pin(tokio::time::timeout_at(deadline, body)).await;
+                verdict
+            }
             Ok(Err(e)) => Verdict::Retry {
                 reason: format!("delivery failed: {}", error_chain(&e)),
                 retry_after: None,
@@ -489,6 +500,67 @@ mod tests {
         assert!(
             took >= Duration::from_millis(300) && took < Duration::from_secs(5),
             "gave up after {took:?}"
+        );
+    }
+
+    /// A service that answers with a body hyper has not read along with the status line keeps
+    /// its connection: deliveries one after another reuse one connection instead of opening
+    /// one each (they did open one each before the worker read the body).
+    #[tokio::test]
+    async fn answers_with_a_body_keep_their_connection() {
+        use std::{collections::HashSet, net::SocketAddr, sync::Mutex};
+
+        use axum::{
+            Router,
+            extract::{ConnectInfo, State},
+            routing::post,
+        };
+
+        async fn accept(
+            State(peers): State<Arc<Mutex<HashSet<SocketAddr>>>>,
+            ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        ) -> (StatusCode, String) {
+            peers.lock().expect("lock").insert(peer);
+            // Larger than what hyper reads with the status line, so it is left unread
+            // unless the worker reads it.
+            (
+                StatusCode::OK,
+                format!("{{\"echo\": \"{}\"}}", "x".repeat(32 * 1024)),
+            )
+        }
+
+        let peers = Arc::new(Mutex::new(HashSet::new()));
+        let app = Router::new()
+            .route("/", post(accept))
+            .with_state(peers.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("serve")
+        });
+        let delivery = Delivery::new(url, Duration::from_secs(10), 4).expect("client");
+        let envelope =
+            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let position = Position {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        for _ in 0..10 {
+            let verdict = delivery.deliver(&envelope, &position, 1, "00-a-b-01").await;
+            assert_eq!(verdict, Verdict::Delivered);
+        }
+        let peers = peers.lock().expect("lock").len();
+        assert_eq!(
+            peers, 1,
+            "10 deliveries one after another opened {peers} connections"
         );
     }
 

@@ -487,7 +487,12 @@ mod tests {
             offset: 0,
         };
         let started = std::time::Instant::now();
-        let verdict = delivery.deliver(&envelope, &position, 1, "00-a-b-01").await;
+        let verdict = tokio::time::timeout(
+            Duration::from_secs(10),
+            delivery.deliver(&envelope, &position, 1, "00-a-b-01"),
+        )
+        .await
+        .expect("the delivery gave up by itself");
         let took = started.elapsed();
         silent.abort();
         assert_eq!(

@@ -250,7 +250,7 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
     let result = converge(ctx, &grants, &secrets).await;
     if let Err(error) = &result {
         // Tell the owners of the affected resources, not only the operator's log.
-        let note = error_chain(error);
+        let note = ferry_common::errors::chain(error);
         for resource in grants.referenced_by.values().flatten() {
             publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
         }
@@ -345,7 +345,7 @@ fn failure(error: &Error) -> Failure {
     };
     Failure {
         reason: reason.to_owned(),
-        message: error_chain(error),
+        message: ferry_common::errors::chain(error),
         transient,
     }
 }
@@ -534,18 +534,6 @@ async fn publish(ctx: &Context, resource: &str, type_: EventType, reason: &str, 
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         warn!(error = %e, %resource, "could not record an Event");
     }
-}
-
-/// An error with its causes, `outer: inner: root`, for a person reading an Event.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn object_reference(resource: &str) -> Option<k8s_openapi::api::core::v1::ObjectReference> {

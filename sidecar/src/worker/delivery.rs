@@ -207,7 +207,7 @@ impl Delivery {
                 verdict
             }
             Ok(Err(e)) => Verdict::Retry {
-                reason: format!("delivery failed: {}", error_chain(&e)),
+                reason: format!("delivery failed: {}", ferry_common::errors::chain(&e)),
                 retry_after: None,
             },
             Err(_) => Verdict::Retry {
@@ -216,19 +216,6 @@ impl Delivery {
             },
         }
     }
-}
-
-/// An error with its sources, e.g. "client error (Connect): tcp connect error: Connection
-/// refused (os error 111)": hyper-util's own message names only the stage that failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Maps a status (and `Retry-After`) to a verdict.
@@ -297,6 +284,34 @@ pub fn traceparent(envelope: &Envelope, kafka_header: Option<&str>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A minimal event to deliver.
+    fn an_event() -> Envelope {
+        Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid")
+    }
+
+    const POSITION: Position<'static> = Position {
+        topic: "t",
+        partition: 0,
+        offset: 0,
+    };
+
+    /// Serves `app` on a free local port, with each request's peer address; returns its URL.
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .expect("serve")
+        });
+        url
+    }
 
     #[test]
     fn statuses_map_to_verdicts() {
@@ -397,28 +412,11 @@ mod tests {
         let app = Router::new()
             .route("/", post(slow))
             .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .expect("serve")
-        });
+        let url = serve(app).await;
         let delivery = Delivery::new(url, Duration::from_secs(10), CAP).expect("client");
-        let envelope =
-            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
-        let position = Position {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-        };
+        let envelope = an_event();
         let verdicts = futures::future::join_all(
-            (0..DELIVERIES).map(|_| delivery.deliver(&envelope, &position, 1, "00-a-b-01")),
+            (0..DELIVERIES).map(|_| delivery.deliver(&envelope, &POSITION, 1, "00-a-b-01")),
         )
         .await;
         assert!(
@@ -447,14 +445,8 @@ mod tests {
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         drop(listener);
         let delivery = Delivery::new(url, Duration::from_secs(10), 1).expect("client");
-        let envelope =
-            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
-        let position = Position {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-        };
-        match delivery.deliver(&envelope, &position, 1, "00-a-b-01").await {
+        let envelope = an_event();
+        match delivery.deliver(&envelope, &POSITION, 1, "00-a-b-01").await {
             Verdict::Retry {
                 reason,
                 retry_after: None,
@@ -479,17 +471,11 @@ mod tests {
             }
         });
         let delivery = Delivery::new(url, Duration::from_millis(300), 1).expect("client");
-        let envelope =
-            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
-        let position = Position {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-        };
+        let envelope = an_event();
         let started = std::time::Instant::now();
         let verdict = tokio::time::timeout(
             Duration::from_secs(10),
-            delivery.deliver(&envelope, &position, 1, "00-a-b-01"),
+            delivery.deliver(&envelope, &POSITION, 1, "00-a-b-01"),
         )
         .await
         .expect("the delivery gave up by itself");
@@ -538,28 +524,11 @@ mod tests {
         let app = Router::new()
             .route("/", post(accept))
             .with_state(peers.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .expect("serve")
-        });
+        let url = serve(app).await;
         let delivery = Delivery::new(url, Duration::from_secs(10), 4).expect("client");
-        let envelope =
-            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
-        let position = Position {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-        };
+        let envelope = an_event();
         for _ in 0..10 {
-            let verdict = delivery.deliver(&envelope, &position, 1, "00-a-b-01").await;
+            let verdict = delivery.deliver(&envelope, &POSITION, 1, "00-a-b-01").await;
             assert_eq!(verdict, Verdict::Delivered);
         }
         let peers = peers.lock().expect("lock").len();
@@ -608,8 +577,7 @@ mod tests {
 
     #[test]
     fn traceparent_is_carried_or_made() {
-        let mut e =
-            Envelope::from_value(json!({"schema":"s","event":"x","id":"1","ts":1})).expect("valid");
+        let mut e = an_event();
         let made = traceparent(&e, None);
         assert_eq!(made.len(), 55, "{made}");
         assert!(made.starts_with("00-") && made.ends_with("-01"));

@@ -543,8 +543,14 @@ pub async fn wait_committed(
     }
 }
 
-/// The group's committed offset of each partition of `topic` (`None`: nothing committed).
-pub fn committed(env: &TestEnv, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+/// A consumer of `group` (it never joins: it only asks the coordinator) and the list of
+/// `topic`'s partitions, to read the group's committed offsets with.
+fn offsets_reader(
+    env: &TestEnv,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> (BaseConsumer, TopicPartitionList) {
     let consumer: BaseConsumer = env
         .kafka_config()
         .set("group.id", group)
@@ -554,6 +560,12 @@ pub fn committed(env: &TestEnv, group: &str, topic: &str, partitions: i32) -> Ve
     for p in 0..partitions {
         list.add_partition(topic, p);
     }
+    (consumer, list)
+}
+
+/// The group's committed offset of each partition of `topic` (`None`: nothing committed).
+pub fn committed(env: &TestEnv, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let (consumer, list) = offsets_reader(env, group, topic, partitions);
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(30))
         .expect("committed offsets");
@@ -592,15 +604,7 @@ impl CommitSampler {
         partitions: i32,
         every: Duration,
     ) -> CommitSampler {
-        let consumer: BaseConsumer = env
-            .kafka_config()
-            .set("group.id", group)
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..partitions {
-            list.add_partition(topic, p);
-        }
+        let (consumer, list) = offsets_reader(env, group, topic, partitions);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let topic = topic.to_owned();

@@ -160,3 +160,110 @@ async fn a_permanent_failure_and_poison_go_to_the_dead_letter_topic_with_headers
         [Some(4)]
     );
 }
+
+/// One GET over plain HTTP/1.1: the status code and the body, or `None` if nothing answers.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// The value of the metric line starting with `prefix` (name and labels), if there is one.
+fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// /healthz, /readyz and /metrics of a running worker: outcomes counted as they happened
+/// (delivered and dead-lettered), one latency observation per attempt, nothing in flight once
+/// idle, and a lag of 0 per partition once everything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_tell_what_the_worker_did() {
+    const EVENTS: u64 = 30;
+    let env = require_env!();
+    let topics = Topics::create(env, 2, &[], true).await;
+    // Every fifth event is refused for good: dead-lettered after one attempt.
+    let target = Target::start(Arc::new(
+        |r: &worker::Received, _| {
+            if r.seq.is_multiple_of(5) { 422 } else { 200 }
+        },
+    ))
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let metrics_addr = format!("--metrics-addr=127.0.0.1:{port}");
+    let ids = produce_events(env, &topics.main.name, "m", EVENTS, 10).await;
+    let mut worker = spawn_worker(env, "metrics", &topics, &target.url, &[&metrics_addr]);
+    target
+        .wait_for(Duration::from_secs(60), "every event answered", |_| {
+            target.requests().len() >= ids.len()
+        })
+        .await;
+    let refused =
+        u64::try_from(target.requests().iter().filter(|r| r.status == 422).count()).expect("fits");
+    assert!(refused > 0, "the test refuses some events");
+
+    assert_eq!(http_get(port, "/healthz").await.map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(port, "/readyz").await.map(|(s, _)| s), Some(200));
+    // Lag comes from librdkafka's statistics, every 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let (status, body) = http_get(port, "/metrics").await.expect("metrics answer");
+        assert_eq!(status, 200);
+        let lags: Vec<f64> = (0..2)
+            .filter_map(|p| {
+                metric(
+                    &body,
+                    &format!(
+                        "ferry_worker_lag{{topic=\"{}\",partition=\"{p}\"}}",
+                        topics.main.name
+                    ),
+                )
+            })
+            .collect();
+        let delivered = metric(&body, "ferry_worker_processed_total{outcome=\"delivered\"}");
+        let dead = metric(
+            &body,
+            "ferry_worker_processed_total{outcome=\"dead_lettered\"}",
+        );
+        if lags == [0.0, 0.0]
+            && delivered == Some((EVENTS - refused) as f64)
+            && dead == Some(refused as f64)
+        {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed the run: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        metric(&metrics, "ferry_worker_delivery_duration_seconds_count"),
+        Some(EVENTS as f64),
+        "one observation per attempt: {metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_worker_in_flight"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let status = worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

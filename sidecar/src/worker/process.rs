@@ -91,6 +91,13 @@ fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
 }
 
 impl Job {
+    /// The record's event id for a log line of a rare path (a copy to a retry tier or the
+    /// dead-letter topic), parsed again there rather than carried by every delivery; `None`
+    /// for a payload that is not an envelope.
+    fn event_id(&self) -> Option<String> {
+        Envelope::parse(self.message.payload()?).ok().map(|e| e.id)
+    }
+
     fn attempts_so_far(&self) -> u32 {
         header(&self.message, retry::ATTEMPTS_HEADER)
             .and_then(|v| v.parse().ok())
@@ -276,7 +283,7 @@ impl Context {
             .write_copy(job, topic, Some(job.origin.0), headers)
             .await
         {
-            tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), retry_topic = topic, attempts, reason, "moved to retry tier");
+            tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, attempts, reason, "moved to retry tier");
             Finish::Parked { tier }
         } else {
             Finish::Abandoned
@@ -300,7 +307,7 @@ impl Context {
             .write_copy(job, &self.dead_letter_topic, None, headers)
             .await
         {
-            tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), dead_letter_topic = %self.dead_letter_topic, attempts, reason, "dead-lettered");
+            tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %self.dead_letter_topic, attempts, reason, "dead-lettered");
             Finish::Done(Outcome::dead_lettered)
         } else {
             Finish::Abandoned

@@ -497,11 +497,14 @@ fn spawn_worker_with(
         format!("--group={}", topics.group),
         format!("--target-url={target}"),
         format!("--dead-letter-topic={}", topics.dead_letter_name),
-        "--metrics-addr=127.0.0.1:0".to_owned(),
         worker_log_level().to_owned(),
     ];
     if !delays.is_empty() {
         args.push(format!("--retry-delays={delays}"));
+    }
+    // A free port unless the test asks for one (it reads the worker's /metrics then).
+    if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+        args.push("--metrics-addr=127.0.0.1:0".to_owned());
     }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

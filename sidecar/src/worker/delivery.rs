@@ -76,7 +76,7 @@ pub struct Delivery {
     client: Client<HttpConnector, Full<Bytes>>,
     /// Parsed once: parsing the URL per request showed in profiles.
     url: Uri,
-    /// How long a request may take until the answer's headers (`--timeout`).
+    /// How long a request may take, the answer read in full included (`--timeout`).
     timeout: Duration,
     /// One permit per request on the wire: a request waits for a permit before it is sent (not
     /// counted in its `--timeout`), so at most this many are sent at once, and hyper keeps

@@ -125,7 +125,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_at_most_a_batch_p
 
 /// Reads `ferry_relay_leader` from a relay's `/metrics`.
 async fn is_leader(port: u16) -> Option<bool> {
-    let body = http_get(port, "/metrics").await?;
+    let body = metrics_body(port, "/metrics").await?;
     Some(body.lines().any(|l| l.trim() == "ferry_relay_leader 1"))
 }
 

@@ -153,7 +153,7 @@ async fn a_database_restart_mid_stream_loses_nothing_and_the_relay_recovers_by_i
 
 /// Reads `ferry_relay_held_keys` from a relay's `/metrics`.
 async fn held_keys(port: u16) -> Option<i64> {
-    let body = http_get(port, "/metrics").await?;
+    let body = metrics_body(port, "/metrics").await?;
     body.lines()
         .find_map(|l| l.strip_prefix("ferry_relay_held_keys "))
         .and_then(|v| v.trim().parse().ok())

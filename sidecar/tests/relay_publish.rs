@@ -389,7 +389,7 @@ async fn published_rows_are_deleted_after_the_retention_or_at_once_and_telemetry
         retained.rows().await > 0,
         "marked rows stay until the retention passes"
     );
-    let metrics = http_get(port, "/metrics").await.expect("metrics");
+    let metrics = metrics_body(port, "/metrics").await.expect("metrics");
     assert!(
         metrics.contains("ferry_outbox_published_total 100"),
         "{metrics}"
@@ -400,17 +400,19 @@ async fn published_rows_are_deleted_after_the_retention_or_at_once_and_telemetry
         metrics.contains("ferry_relay_batch_duration_seconds_count"),
         "{metrics}"
     );
-    assert!(
-        http_get(port, "/healthz")
+    assert_eq!(
+        ferry_testkit::http_get(port, "/healthz")
             .await
-            .expect("healthz")
-            .starts_with("HTTP/1.1 200")
+            .map(|(status, _)| status),
+        Some(200),
+        "healthz"
     );
-    assert!(
-        http_get(port, "/readyz")
+    assert_eq!(
+        ferry_testkit::http_get(port, "/readyz")
             .await
-            .expect("readyz")
-            .starts_with("HTTP/1.1 200")
+            .map(|(status, _)| status),
+        Some(200),
+        "readyz"
     );
     // ... then deleted once older than the retention.
     wait_for(

@@ -5,7 +5,7 @@ mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use ferry_testkit::require_env;
+use ferry_testkit::{http_get, require_env};
 use worker::{
     Target, Topics, header_of, produce, produce_events, producer, read_all, spawn_worker,
 };
@@ -159,21 +159,6 @@ async fn a_permanent_failure_and_poison_go_to_the_dead_letter_topic_with_headers
         worker::committed(env, &topics.group, &topics.main.name, 1),
         [Some(4)]
     );
-}
-
-/// One GET over plain HTTP/1.1: the status code and the body, or `None` if nothing answers.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }
 
 /// The value of the metric line starting with `prefix` (name and labels), if there is one.

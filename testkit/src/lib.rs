@@ -9,6 +9,7 @@
 
 mod cleanup;
 mod env;
+mod http;
 mod kafka;
 mod kube;
 mod postgres;
@@ -17,6 +18,7 @@ mod services;
 
 pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
+pub use http::http_get;
 pub use kafka::TempTopic;
 pub use kube::TempNamespace;
 pub use postgres::TempSchema;

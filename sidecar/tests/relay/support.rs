@@ -274,21 +274,11 @@ where
     }
 }
 
-/// GETs `path` from a relay's telemetry server; `None` when it does not answer.
-pub async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// GETs `path` from a relay's telemetry server: its body, `None` when it does not answer.
+pub async fn metrics_body(port: u16, path: &str) -> Option<String> {
+    ferry_testkit::http_get(port, path)
         .await
-        .ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response)
+        .map(|(_, body)| body)
 }
 
 /// Checks that every key's records, by first occurrence, carry seq 0, 1, 2, ... in order and

@@ -111,8 +111,7 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
     // ... and reads its topic's configs (the relay checks max.message.bytes and
     // cleanup.policy before it sends).
     let as_producer = ferry_operator::kafka::KafkaAdmin::new(
-        &env
-            .kafka_args_as(&format!("{ns}.order-service"), &producer_password)
+        &env.kafka_args_as(&format!("{ns}.order-service"), &producer_password)
             .client_config()
             .expect("settings"),
         Duration::from_secs(30),

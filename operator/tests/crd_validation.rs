@@ -104,7 +104,7 @@ async fn bad_event_topics_are_refused_at_create() {
         ),
         (
             json!({"unmanagedConfigs": "Forget"}),
-            "supported values: \"Keep\", \"Remove\"",
+            "supported values: \"Remove\", \"Keep\"",
             "unmanaged configs",
         ),
         (

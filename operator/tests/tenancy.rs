@@ -123,9 +123,7 @@ async fn a_conflicting_event_topic_grants_nothing_to_its_producers_or_consumers(
     let _serial = disruption_lock().await;
     let owner = TempNamespace::create(env).await.expect("namespace");
     let other = TempNamespace::create(env).await.expect("namespace");
-    support::install_crds(&owner.client())
-        .await
-        .expect("CRDs");
+    support::install_crds(&owner.client()).await.expect("CRDs");
     let kafka_topic = unique_name("shared");
     let _operator = Operator::start_cluster_wide(env, owner.name(), "tenancy-conflict");
 
@@ -154,7 +152,10 @@ async fn a_conflicting_event_topic_grants_nothing_to_its_producers_or_consumers(
     apply(
         &other_consumers,
         "spy",
-        event_consumer("spy", json!({"topics": ["stolen"], "serviceAccount": "spy"})),
+        event_consumer(
+            "spy",
+            json!({"topics": ["stolen"], "serviceAccount": "spy"}),
+        ),
     )
     .await
     .expect("the other team's EventConsumer");
@@ -261,14 +262,22 @@ async fn consumer_groups_and_dead_letter_topics_stay_in_their_namespace() {
     // A dead-letter topic that is another EventTopic's (in Conflict here), and one that names
     // no EventTopic at all.
     let dlq_topic = unique_name("dlq");
-    apply(&topics, "dlq-owner", event_topic("dlq-owner", &dlq_topic, &[]))
-        .await
-        .expect("EventTopic");
+    apply(
+        &topics,
+        "dlq-owner",
+        event_topic("dlq-owner", &dlq_topic, &[]),
+    )
+    .await
+    .expect("EventTopic");
     // creationTimestamp has a resolution of one second: the copy is surely newer.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    apply(&topics, "dlq-copy", event_topic("dlq-copy", &dlq_topic, &[]))
-        .await
-        .expect("EventTopic");
+    apply(
+        &topics,
+        "dlq-copy",
+        event_topic("dlq-copy", &dlq_topic, &[]),
+    )
+    .await
+    .expect("EventTopic");
     apply(
         &consumers,
         "conflicting-dlq",
@@ -305,7 +314,11 @@ async fn consumer_groups_and_dead_letter_topics_stay_in_their_namespace() {
         "{}",
         refused.message
     );
-    assert!(refused.message.contains(&victim_group), "{}", refused.message);
+    assert!(
+        refused.message.contains(&victim_group),
+        "{}",
+        refused.message
+    );
 
     for (consumer, sa, reason) in [
         ("conflicting-dlq", "dlq-a", "DeadLetterTopicInConflict"),
@@ -337,9 +350,7 @@ async fn an_identity_error_is_reported_on_its_own_resource_only() {
     let _serial = disruption_lock().await;
     let broken = TempNamespace::create(env).await.expect("namespace");
     let healthy = TempNamespace::create(env).await.expect("namespace");
-    support::install_crds(&broken.client())
-        .await
-        .expect("CRDs");
+    support::install_crds(&broken.client()).await.expect("CRDs");
 
     // One team's namespace refuses new Secrets (a quota), so its credential cannot be stored.
     let quotas: Api<ResourceQuota> = Api::namespaced(broken.client(), broken.name());

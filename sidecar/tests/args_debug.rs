@@ -16,7 +16,10 @@ fn debug_of(args: &[&str]) -> String {
 
 fn assert_no_secret(text: &str) {
     assert!(!text.contains(MARK), "a secret shows in Debug: {text}");
-    assert!(text.contains("redacted"), "the check reads real output: {text}");
+    assert!(
+        text.contains("redacted"),
+        "the check reads real output: {text}"
+    );
 }
 
 const KAFKA: [&str; 5] = [

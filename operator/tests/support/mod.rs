@@ -67,9 +67,13 @@ pub async fn install_admission_policies(client: &Client) -> anyhow::Result<()> {
     let params = PatchParams::apply("ferry-tests").force();
     let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
     for (path, text) in manifests("ValidatingAdmissionPolicy")? {
-        let policy: ValidatingAdmissionPolicy = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
-        let name = policy.metadata.name.clone().context("policy without a name")?;
+        let policy: ValidatingAdmissionPolicy =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = policy
+            .metadata
+            .name
+            .clone()
+            .context("policy without a name")?;
         policies
             .patch(&name, &params, &Patch::Apply(&policy))
             .await
@@ -77,9 +81,13 @@ pub async fn install_admission_policies(client: &Client) -> anyhow::Result<()> {
     }
     let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
     for (path, text) in manifests("ValidatingAdmissionPolicyBinding")? {
-        let binding: ValidatingAdmissionPolicyBinding = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
-        let name = binding.metadata.name.clone().context("binding without a name")?;
+        let binding: ValidatingAdmissionPolicyBinding =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = binding
+            .metadata
+            .name
+            .clone()
+            .context("binding without a name")?;
         bindings
             .patch(&name, &params, &Patch::Apply(&binding))
             .await
@@ -98,8 +106,8 @@ fn manifests(kind: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
             continue;
         }
         let text = std::fs::read_to_string(&path)?;
-        let doc: serde_json::Value = serde_saphyr::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if doc["kind"] == kind {
             found.push((path, text));
         }
@@ -169,7 +177,12 @@ impl Operator {
         Self::start_with(env, lease_namespace, identity, &[])
     }
 
-    fn start_with(env: &TestEnv, lease_namespace: &str, identity: &str, extra: &[&str]) -> Operator {
+    fn start_with(
+        env: &TestEnv,
+        lease_namespace: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
         let metrics_port = free_port();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![

@@ -127,6 +127,7 @@ pub async fn run(
         kafka,
         log: _,
     } = args;
+    let database_url = database_url.into_exposed();
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

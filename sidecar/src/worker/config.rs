@@ -102,7 +102,7 @@ pub struct WorkerArgs {
 
     /// PostgreSQL DSN of the de-duplication store; unset: no de-duplication.
     #[arg(long, env = "FERRY_IDEMPOTENCY_DATABASE_URL", hide_env_values = true)]
-    pub idempotency_database_url: Option<String>,
+    pub idempotency_database_url: Option<ferry_common::redact::Redacted>,
 
     /// How long delivered event ids are remembered (DESIGN §2's example `window: 7d`).
     #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = humantime::parse_duration)]

@@ -209,7 +209,12 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         .create()?;
     let dedup = match &args.idempotency_database_url {
         Some(url) => Some(
-            DedupStore::connect(url.clone(), args.group.clone(), args.idempotency_window).await?,
+            DedupStore::connect(
+                url.expose().to_owned(),
+                args.group.clone(),
+                args.idempotency_window,
+            )
+            .await?,
         ),
         None => None,
     };

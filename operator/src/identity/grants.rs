@@ -3,8 +3,9 @@
 //! because it would reach beyond the resource's own namespace.
 //!
 //! Grants follow ownership ([`crate::ownership`]):
-//! - an EventTopic in Conflict (an older one owns its Kafka topic) or naming a Kafka-internal
-//!   topic grants its producers nothing;
+//! - an EventTopic in Conflict (an older one owns its Kafka topic), naming a Kafka-internal
+//!   topic, or naming a retry or managed dead-letter topic of another namespace's consumer
+//!   group grants its producers and consumers nothing;
 //! - an EventConsumer's group must be its namespace's (`<namespace>.` prefix; its retry topics
 //!   `<topic>.<group>.retry.<delay>` and its managed `<group>.dlq` follow from the group); its
 //!   topics and its `deadLetter.topic` must name EventTopics of its namespace that own their
@@ -134,6 +135,7 @@ pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Gra
     // Ownership counts every EventTopic in scope, as the topic controller's does: one being
     // deleted still owns its topic until it is gone.
     let owners = ownership::owners(topics);
+    let reserved = reserved_names(topics, consumers);
     let mut resolved: BTreeMap<(String, String), Resolved> = BTreeMap::new();
     for topic in topics.iter().filter(|t| live(&t.metadata)) {
         let ns = topic.namespace().unwrap_or_default();
@@ -143,6 +145,13 @@ pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Gra
             Some((
                 "InternalTopic",
                 format!("Kafka topic {name} is Kafka-internal; Ferry grants no access to it"),
+            ))
+        } else if let Some(owner_ns) = reserved.get(&name).filter(|owner_ns| **owner_ns != ns) {
+            Some((
+                "ReservedTopicName",
+                format!(
+                    "Kafka topic {name} is a retry or dead-letter topic of a consumer group of namespace {owner_ns}; no access is granted through this EventTopic"
+                ),
             ))
         } else {
             match owners.get(&name) {
@@ -211,6 +220,47 @@ pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Gra
     grants
 }
 
+/// The Kafka topics Ferry names after each namespace's consumer groups (retry tiers and managed
+/// dead-letter topics), with the namespace they belong to: an EventTopic of another namespace
+/// that names one would reach into that namespace's retries or dead letters, so it grants
+/// nothing. Only groups inside their namespace reserve names (no other is granted anything).
+fn reserved_names(topics: &[EventTopic], consumers: &[EventConsumer]) -> BTreeMap<String, String> {
+    let kafka_names: BTreeMap<(String, String), String> = topics
+        .iter()
+        .map(|t| {
+            (
+                (t.namespace().unwrap_or_default(), t.name_any()),
+                t.kafka_topic_name(),
+            )
+        })
+        .collect();
+    let mut reserved = BTreeMap::new();
+    for consumer in consumers {
+        let ns = consumer.namespace().unwrap_or_default();
+        let group = group_id(consumer);
+        if !group_in_namespace(&group, &ns) {
+            continue;
+        }
+        for t in &consumer.spec.topics {
+            let Some(kafka) = kafka_names.get(&(ns.clone(), t.clone())) else {
+                continue;
+            };
+            for delay in &consumer.spec.retry.delays {
+                reserved.insert(naming::retry_topic(kafka, &group, delay), ns.clone());
+            }
+        }
+        let managed_dead_letter = consumer
+            .spec
+            .dead_letter
+            .as_ref()
+            .is_none_or(|d| d.topic.is_none());
+        if managed_dead_letter {
+            reserved.insert(naming::default_dead_letter_topic(&group), ns.clone());
+        }
+    }
+    reserved
+}
+
 /// One EventConsumer's grant, or why it gets none.
 fn consumer_grant(
     consumer: &EventConsumer,
@@ -233,10 +283,10 @@ fn consumer_grant(
             Some(Resolved::Owned(name)) => topics.push(name.clone()),
             Some(Resolved::NotOwned(why_reason, why)) => {
                 return Err(Refusal {
-                    reason: if *why_reason == "Conflict" {
-                        "TopicInConflict"
-                    } else {
+                    reason: if *why_reason == "InternalTopic" {
                         "InternalTopic"
+                    } else {
+                        "TopicInConflict"
                     },
                     message: format!("{why}; this consumer is granted nothing"),
                 });
@@ -630,5 +680,69 @@ mod tests {
             consumer_only.identities().into_iter().collect::<Vec<_>>(),
             [("a".to_owned(), "p".to_owned())]
         );
+    }
+
+    #[test]
+    fn another_namespaces_retry_and_dead_letter_topics_are_not_granted() {
+        let topics = [
+            topic("b", "orders", json!({"topicName": "orders.v1"})),
+            // Namespace a names b's managed dead-letter topic and one of its retry tiers.
+            at(
+                topic(
+                    "a",
+                    "steal-dlq",
+                    json!({"topicName": "b.notify.dlq", "producers": [{"serviceAccount": "p"}]}),
+                ),
+                "2026-01-02T00:00:00Z",
+            ),
+            topic(
+                "a",
+                "steal-retry",
+                json!({"topicName": "orders.v1.b.notify.retry.5s"}),
+            ),
+            // b may declare its own (to set its retention, say); declared first, it owns it.
+            at(
+                topic(
+                    "b",
+                    "own-dlq",
+                    json!({"topicName": "b.notify.dlq", "producers": [{"serviceAccount": "q"}]}),
+                ),
+                "2026-01-01T00:00:00Z",
+            ),
+        ];
+        let consumers = [
+            consumer(
+                "b",
+                "notify",
+                json!({"topics": ["orders"], "serviceAccount": "n",
+                                           "delivery": {"http": {"url": "http://x"}},
+                                           "retry": {"delays": ["5s"]}}),
+            ),
+            consumer(
+                "a",
+                "reader",
+                json!({"topics": ["steal-retry"], "serviceAccount": "r",
+                                           "delivery": {"http": {"url": "http://x"}}}),
+            ),
+        ];
+        let grants = from_resources(&topics, &consumers);
+        assert_eq!(
+            reason(&grants, "EventTopic/a/steal-dlq"),
+            Some("ReservedTopicName")
+        );
+        assert_eq!(
+            reason(&grants, "EventTopic/a/steal-retry"),
+            Some("ReservedTopicName")
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/a/reader"),
+            Some("TopicInConflict")
+        );
+        let producers: Vec<&str> = grants
+            .producers
+            .iter()
+            .map(|p| p.namespace.as_str())
+            .collect();
+        assert_eq!(producers, ["b"], "only b's own EventTopic grants");
     }
 }

@@ -543,7 +543,8 @@ enum AclChange {
 
 /// Creates or deletes `bindings` in one request; if Kafka refuses it, again one principal at
 /// a time, so a refusal is pinned on the principal it concerns and the others still converge.
-/// Returns the bindings changed; fails only when Kafka cannot be reached (which concerns all).
+/// Returns the bindings changed; fails only for what concerns all (Kafka unreachable, the
+/// operator's admin not authorized).
 async fn change_acls(
     ctx: &Context,
     change: AclChange,
@@ -561,7 +562,8 @@ async fn change_acls(
     }
     let refused = match apply(ctx, change, &bindings).await {
         Ok(()) => return Ok(bindings),
-        Err(e) if e.is_unavailable() => return Err(e.into()),
+        // Kafka unreachable, or the operator's own admin lacks the right: everyone's problem.
+        Err(e) if e.is_unavailable() || e.is_authorization() => return Err(e.into()),
         Err(e) => e,
     };
     let mut by_principal: BTreeMap<String, Vec<AclBinding>> = BTreeMap::new();

@@ -132,7 +132,10 @@ impl KafkaArgs {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("security.protocol", self.security_protocol.as_str());
+            .set("security.protocol", self.security_protocol.as_str())
+            // A producer's default is `true` (librdkafka): a typo in a topic name would create
+            // the topic on a broker that allows it. Topics are created by the operator only.
+            .set("allow.auto.create.topics", "false");
         if self.security_protocol.uses_sasl() {
             let (Some(mechanism), Some(username), Some(password)) =
                 (&self.sasl_mechanism, &self.username, &self.password)
@@ -209,6 +212,7 @@ mod tests {
         assert_eq!(config.get("sasl.username"), Some("admin"));
         assert_eq!(config.get("sasl.password"), Some("s3cret"));
         assert_eq!(config.get("client.id"), Some("ferry-test"));
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
         // --kafka-option is applied last, so it overrides a first-class flag.
         assert_eq!(config.get("sasl.mechanism"), Some("PLAIN"));
     }

@@ -500,7 +500,7 @@ impl Relay {
         for (reason, rows) in &outcome.unavailable {
             self.metrics
                 .topic_waits
-                .get_or_create(&ReasonLabel { reason: *reason })
+                .get_or_create(&ReasonLabel { reason })
                 .inc_by(*rows);
         }
         for (_, reason, _) in &outcome.failed {

@@ -371,7 +371,7 @@ impl Publisher {
                 continue;
             }
             if let Some(TopicCheck::Unavailable { label, text }) = unavailable.get(&p.topic) {
-                batch.unavailable(p, *label, text.clone());
+                batch.unavailable(p, label, text.clone());
                 continue;
             }
             let facts = self.topics.facts(&p.topic);
@@ -416,7 +416,7 @@ impl Publisher {
         // `message.timeout.ms` still holds its key for the full backoff.
         let now = Instant::now();
         let failed_keys = gate.into_failed();
-        for key in &delivered_keys {
+        for key in delivered_keys.keys() {
             if !failed_keys.contains(key) {
                 holds.succeed(key);
             }
@@ -450,6 +450,16 @@ impl Publisher {
             if batch.gate.has_failed(&p.key_id) {
                 batch.hold(p.key_id);
                 continue;
+            }
+            // Kafka took a later batch of the partition after refusing this row's: the re-send
+            // lands after a later row of its key. Only possible while the topic's limit is
+            // unknown (waves keep batches within a known one).
+            if batch
+                .delivered_keys
+                .get(&p.key_id)
+                .is_some_and(|id| *id > p.id)
+            {
+                tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "re-sent after a later row of its key that Kafka already took: this key's order is broken once; grant DESCRIBE_CONFIGS on the topic to prevent it");
             }
             let report = match self.send(&p) {
                 Ok(delivery) => delivery.await,
@@ -677,7 +687,8 @@ struct Batch<'a> {
     poisoned: Vec<Poisoned>,
     /// Rows whose batch Kafka refused, with the reason it gave, to re-send alone.
     suspects: Vec<(Prepared, Reason)>,
-    delivered_keys: HashSet<KeyId>,
+    /// Keys with a row Kafka confirmed in this batch, and the highest such row id.
+    delivered_keys: HashMap<KeyId, i64>,
     /// Per unavailable topic: the reason label, what Kafka said, and how many rows wait.
     unavailable_topics: HashMap<String, (&'static str, String, u64)>,
 }
@@ -696,7 +707,7 @@ impl<'a> Batch<'a> {
             outcome: BatchOutcome::default(),
             poisoned,
             suspects: Vec::new(),
-            delivered_keys: HashSet::new(),
+            delivered_keys: HashMap::new(),
             unavailable_topics: HashMap::new(),
         }
     }
@@ -733,7 +744,8 @@ impl<'a> Batch<'a> {
 
     fn delivered(&mut self, p: Prepared) {
         tracing::trace!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
-        self.delivered_keys.insert(p.key_id);
+        let highest = self.delivered_keys.entry(p.key_id).or_insert(p.id);
+        *highest = (*highest).max(p.id);
         self.outcome.published.push(p.id);
     }
 

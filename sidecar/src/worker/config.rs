@@ -117,6 +117,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How long one attempt at reading a main partition's retry tiers back after an
+    /// assignment (ordered retries) may take before it yields and is resumed where it
+    /// stopped. Hidden: a test knob, the default suits every tier size.
+    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    pub tier_scan_timeout: Duration,
+
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,

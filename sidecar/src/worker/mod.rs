@@ -254,6 +254,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         intake_low: intake_high / 4,
         commit_asked: None,
         base: base.clone(),
+        scan_timeout: args.tier_scan_timeout,
         gates: HashMap::new(),
         scans: mpsc::unbounded_channel(),
         context,
@@ -424,6 +425,8 @@ struct RunLoop {
     commit_asked: Option<(u64, Instant)>,
     /// The shared Kafka settings, for the tier scans' consumers.
     base: ClientConfig,
+    /// How long one attempt at reading a partition's tiers may take (`--tier-scan-timeout`).
+    scan_timeout: Duration,
     /// Per assigned main partition (ordered retries only): whether its tiers were read.
     gates: HashMap<Tp, Gate>,
     /// Finished tier scans.
@@ -776,12 +779,13 @@ impl RunLoop {
             .collect();
         let base = self.base.clone();
         let group = self.context.group.clone();
+        let timeout = self.scan_timeout;
         let done = self.scans.0.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let partition = main.1;
             let result = tokio::task::spawn_blocking(move || {
-                rebuild::waiting_records(&base, &group, partition, &tiers)
+                rebuild::waiting_records(&base, &group, partition, &tiers, timeout)
             })
             .await;
             let result = match result {

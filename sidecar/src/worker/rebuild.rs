@@ -21,9 +21,6 @@ use rdkafka::{
 
 use super::retry::{self, Origin};
 
-/// How long one scan may take before it is given up and tried again (a guess: reading a few
-/// thousand waiting records takes well under a second on a healthy cluster).
-const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of each metadata or offset request of a scan.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +48,7 @@ pub fn waiting_records(
     group: &str,
     partition: i32,
     tiers: &[(usize, String)],
+    timeout: Duration,
 ) -> Result<Vec<Waiting>> {
     let consumer: BaseConsumer = base
         .clone()
@@ -85,10 +83,10 @@ pub fn waiting_records(
     }
     consumer.assign(&assign)?;
     let tier_of: HashMap<&str, usize> = tiers.iter().map(|(i, t)| (t.as_str(), *i)).collect();
-    let deadline = Instant::now() + SCAN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while !ends.is_empty() {
         if Instant::now() > deadline {
-            return Err(Error::Timeout(SCAN_TIMEOUT));
+            return Err(Error::Timeout(timeout));
         }
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             // Nothing more came: a gap at the end (e.g. a transaction marker) ends a partition

@@ -13,7 +13,9 @@ use std::{sync::Arc, time::Duration};
 
 use ferry_testkit::{require_env, unique_name};
 use rdkafka::producer::FutureRecord;
-use worker::{Received, Target, Topics, Wait, envelope, producer, read_all, spawn_worker, wait_group};
+use worker::{
+    Received, Target, Topics, Wait, envelope, producer, read_all, spawn_worker, wait_group,
+};
 
 const GROUP_OPTIONS: [&str; 2] = [
     // The broker's minimum: a member that stops heartbeating leaves within seconds.
@@ -110,7 +112,11 @@ async fn a_revoked_worker_writes_no_copy_of_the_records_it_lost() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(target.held_now(), 2, "A's requests for X and Y are still open");
+    assert_eq!(
+        target.held_now(),
+        2,
+        "A's requests for X and Y are still open"
+    );
 
     // A's old requests are answered now: 503 (X) and 400 (Y).
     target.release_held();

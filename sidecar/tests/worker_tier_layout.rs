@@ -36,7 +36,13 @@ async fn a_tier_whose_partition_count_differs_from_its_topic_is_refused() {
     topics.tiers.push(NamedTopic::create(env, &tier, 4).await);
     topics.delays.push("1s".to_owned());
     let target = Target::ok().await;
-    let mut worker = spawn_worker(env, "layout-count", &topics, &target.url, &["--ordering=key"]);
+    let mut worker = spawn_worker(
+        env,
+        "layout-count",
+        &topics,
+        &target.url,
+        &["--ordering=key"],
+    );
     assert_refused(&mut worker, "a tier of 4 partitions for a topic of 2").await;
 }
 

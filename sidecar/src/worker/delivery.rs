@@ -150,16 +150,10 @@ impl Delivery {
         // headers and request built below (at --max-in-flight 1000 over 64 connections most
         // deliveries wait here). The semaphore is never closed, so this always yields a permit.
         let _connection = self.connections.acquire().await;
-        let body = match serde_json::to_vec(&envelope.data) {
-            Ok(b) => b,
-            Err(e) => {
-                return Verdict::Permanent {
-                    reason: format!("cannot encode data: {e}"),
-                };
-            }
-        };
+        // `data` as the producer wrote it (see `crate::envelope`).
+        let body = Bytes::copy_from_slice(envelope.data.get().as_bytes());
         let text = |v: &str| HeaderValue::from_str(v);
-        let mut request = Request::new(Full::new(Bytes::from(body)));
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.url.clone();
         let headers = (|h: &mut HeaderMap| -> Result<(), InvalidHeaderValue> {

@@ -109,3 +109,153 @@ async fn ordering_partition_holds_through_the_tiers() {
         "the partition was delivered out of order around its record in the tier"
     );
 }
+
+/// A rollout that adds a delay (`--retry-delays=1s` → `1s,2s`): while the old worker A and the
+/// new worker B are both members, the range assignor gives the new tier (only B subscribes to
+/// it) to B and the main partition to A, which knows nothing of what waits in that tier. Key
+/// k's seq 0 waits there (B put it there), and seq 1 followed it; seq 2 arrives meanwhile.
+/// Key order must hold: the partition waits while the members disagree, and once A is gone, B
+/// delivers seq 0, 1, 2 in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_changes_the_delays_keeps_key_order() {
+    use rdkafka::{
+        Offset, TopicPartitionList,
+        consumer::{BaseConsumer, CommitMode, Consumer},
+        message::{Header, OwnedHeaders},
+        producer::FutureRecord,
+    };
+    use worker::{Received, wait_group};
+    const WAIT: Duration = Duration::from_secs(60);
+    const GROUP_OPTIONS: [&str; 2] = [
+        "--kafka-option=session.timeout.ms=6000",
+        "--kafka-option=heartbeat.interval.ms=1000",
+    ];
+    let env = require_env!();
+    let mut topics = Topics::create(env, 1, &["1s", "2s"], true).await;
+    let main = topics.main.name.clone();
+    let p = producer(env);
+    // seq 0 (offset 0) was moved to the 2s tier by a new worker: its copy waits there for 20 s,
+    // and the group's main-topic offset is past it.
+    produce(&p, &main, "k", &envelope("k-0", "k", 0)).await;
+    produce(&p, &main, "k", &envelope("k-1", "k", 1)).await;
+    let not_before = (std::time::SystemTime::now() + Duration::from_secs(20))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "ferry-not-before",
+            value: Some(&not_before),
+        })
+        .insert(Header {
+            key: "ferry-original-partition",
+            value: Some("0"),
+        })
+        .insert(Header {
+            key: "ferry-original-offset",
+            value: Some("0"),
+        })
+        .insert(Header {
+            key: "ferry-attempts",
+            value: Some("2"),
+        });
+    p.send(
+        FutureRecord::to(&topics.tiers[1].name)
+            .key("k")
+            .partition(0)
+            .payload(&envelope("k-0", "k", 0))
+            .headers(headers),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("tier record produced");
+    let committer: BaseConsumer = env
+        .kafka_config()
+        .set("group.id", &topics.group)
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&main, 0, Offset::Offset(1))
+        .expect("offset");
+    committer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("main topic committed past seq 0");
+    drop(committer);
+
+    let target = Target::ok().await;
+    let a_client = ferry_testkit::unique_name("a-rollout");
+    let b_client = ferry_testkit::unique_name("b-rollout");
+    let options = |client: &str| {
+        let mut extra = vec![
+            "--ordering=key".to_owned(),
+            format!("--kafka-option=client.id={client}"),
+        ];
+        extra.extend(GROUP_OPTIONS.iter().map(|s| (*s).to_owned()));
+        extra
+    };
+    let (a_options, b_options) = (options(&a_client), options(&b_client));
+    let a_extra: Vec<&str> = a_options.iter().map(String::as_str).collect();
+    let b_extra: Vec<&str> = b_options.iter().map(String::as_str).collect();
+    // B (new: 1s,2s) first; then A (old: 1s only), which the range assignor, ordering members
+    // by id, gives the main partition.
+    let mut b = spawn_worker(
+        env,
+        "rollout-b",
+        &topics,
+        &format!("{}/b", target.url),
+        &b_extra,
+    );
+    wait_group(
+        env,
+        &topics.group,
+        &main,
+        &[(&b_client, &[0])],
+        WAIT,
+        "B alone",
+    )
+    .await;
+    topics.delays = vec!["1s".to_owned()];
+    let mut a = spawn_worker(
+        env,
+        "rollout-a",
+        &topics,
+        &format!("{}/a", target.url),
+        &a_extra,
+    );
+    wait_group(
+        env,
+        &topics.group,
+        &main,
+        &[(&a_client, &[0]), (&b_client, &[])],
+        WAIT,
+        "A (old delays) owns the main partition, B (new delays) the new tier",
+    )
+    .await;
+    produce(&p, &main, "k", &envelope("k-2", "k", 2)).await;
+    // While both are members, long enough for A to deliver seq 2 if it were going to.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = a.terminate(WAIT).await.expect("stop A");
+    assert!(status.is_some_and(|s| s.success()), "A: {status:?}");
+    target
+        .wait_for(WAIT, "k-0, k-1 and k-2", |d| {
+            ["k-0", "k-1", "k-2"].iter().all(|id| d.contains_key(*id))
+        })
+        .await;
+    let status = b.terminate(WAIT).await.expect("stop B");
+    assert!(status.is_some_and(|s| s.success()), "B: {status:?}");
+    let order: Vec<(String, String)> = target
+        .requests()
+        .into_iter()
+        .filter(|r: &Received| r.status == 200)
+        .map(|r| (r.id, r.path))
+        .collect();
+    let ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["k-0", "k-1", "k-2"],
+        "key k out of order through the rollout: {order:?}"
+    );
+}

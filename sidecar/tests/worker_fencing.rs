@@ -1,11 +1,12 @@
 //! Fencing covers side effects (DESIGN §5 "Rebalances and deploys"): a worker whose partition
 //! was revoked writes no retry-tier or dead-letter copy of that partition's records afterwards.
 //!
-//! Worker A alone owns both partitions; the service holds A's requests for X and Y (partition
-//! 1) open. Worker B joins: A's partitions are revoked, A's 1 s drain deadline passes with X and
-//! Y still running, and B gets partition 1 and delivers X and Y. Only then does the service
-//! answer A's old requests: 503 for X (A would copy it to the retry tier) and 400 for Y (A would
-//! dead-letter it). Neither copy may appear: the records are B's now, and B delivered them.
+//! Worker A alone owns both partitions; the service holds A's requests for X and Y, both on
+//! partition 1, open. Worker B joins: A's partitions are revoked, A's 1 s drain deadline
+//! passes with X and Y still running, and B gets partition 1 and delivers X and Y. Only then
+//! does the service answer A's old requests: 503 for X (A would copy it to the retry tier) and
+//! 400 for Y (A would dead-letter it). Neither copy may appear: the records are B's now, and
+//! B delivered them.
 
 mod worker;
 

@@ -637,10 +637,11 @@ impl RunLoop {
             let (tp, intake) = &mut self.intakes[self.cursor];
             let gate_open = match self.gates.get(&intake.main) {
                 Some(gate) => gate.open,
-                // No gate: nothing to read back (no ordered retries), or a tier partition whose
-                // topic partition is not this worker's — held, its records belong with that
-                // partition's owner (see `layout`).
-                None => !(ordered_retries && intake.main != *tp),
+                // No gate: nothing to read back (no ordered retries); or a partition assigned
+                // a moment ago whose gate the run loop has yet to close; or a tier partition
+                // whose topic partition is not this worker's, held: its records belong with
+                // that partition's owner (see `layout`).
+                None => !ordered_retries,
             };
             let Some(job) = gate_open.then(|| intake.held.pop_due(now)).flatten() else {
                 idle_rounds += 1;
@@ -910,6 +911,15 @@ impl RunLoop {
             .get(&main)
             .is_none_or(|g| g.generation != generation)
         {
+            // Stale: its consumer is closed on a blocking thread, not on the run loop.
+            let scan = match outcome {
+                ScanOutcome::Partial(scan) => Some(scan),
+                ScanOutcome::Failed { scan, .. } => scan,
+                ScanOutcome::Done(_) => None,
+            };
+            if let Some(scan) = scan {
+                tokio::task::spawn_blocking(move || drop(scan));
+            }
             return;
         }
         match outcome {

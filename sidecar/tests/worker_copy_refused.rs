@@ -142,3 +142,86 @@ async fn a_copy_kafka_refuses_for_good_becomes_a_reference_and_the_worker_goes_o
         .await
         .expect("stop");
 }
+
+/// The copy producer takes what the dead-letter topic takes (here Kafka's default topic limit,
+/// 1,048,588 bytes, above librdkafka's default `message.max.bytes` of 1,000,000): a record of
+/// 1,010,000 bytes is dead-lettered whole, with its payload. A record that fits its own topic
+/// but not once the `ferry-*` headers are added becomes a reference, and the worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_are_sized_to_the_topic_and_headers_past_its_limit_make_a_reference() {
+    const FITS: usize = 1_010_000;
+    // Fits the main topic (1,048,588 with the batch's overhead), not with the headers added.
+    const FITS_ONLY_WITHOUT_HEADERS: usize = 1_048_300;
+    let env = require_env!();
+    let topics = Topics::create(env, 1, &[], true).await;
+    let target = Target::ok().await;
+    let p: rdkafka::producer::FutureProducer = env
+        .kafka_config()
+        .set("acks", "all")
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    produce(&p, &topics.main.name, "a", &vec![b'x'; FITS]).await;
+    produce(
+        &p,
+        &topics.main.name,
+        "b",
+        &vec![b'y'; FITS_ONLY_WITHOUT_HEADERS],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..SMALL {
+        let id = format!("s-{i}");
+        let key = format!("k{}", i % 4);
+        produce(&p, &topics.main.name, &key, &envelope(&id, &key, i / 4)).await;
+        ids.push(id);
+    }
+    let mut worker = worker::spawn_worker(
+        env,
+        "copy-sized",
+        &topics,
+        &target.url,
+        &["--ordering=key", "--max-in-flight=4"],
+    );
+    target
+        .wait_for(Duration::from_secs(60), "every small record", |d| {
+            ids.iter().all(|id| d.contains_key(id))
+        })
+        .await;
+    worker::wait_committed(
+        env,
+        &topics.group,
+        &topics.main.name,
+        &[Some(2 + i64::try_from(SMALL).expect("fits"))],
+        "the partition is committed to its end",
+    )
+    .await;
+    let dead = read_all(env, &topics.dead_letter_name, 2, Duration::from_secs(30));
+    worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+    assert_eq!(dead.len(), 2, "both poison records dead-lettered");
+    let copy_of = |offset: &str| {
+        dead.iter()
+            .find(|m| header_of(m, "ferry-original-offset").as_deref() == Some(offset))
+            .unwrap_or_else(|| panic!("no copy of offset {offset}"))
+    };
+    let whole = copy_of("0");
+    assert_eq!(
+        rdkafka::Message::payload(whole).map(<[u8]>::len),
+        Some(FITS),
+        "the record that fits the dead-letter topic is copied whole"
+    );
+    assert_eq!(header_of(whole, "ferry-copy-refused"), None);
+    let reference = copy_of("1");
+    assert!(
+        rdkafka::Message::payload(reference).is_none_or(<[u8]>::is_empty),
+        "the record too large with its headers is a reference"
+    );
+    assert!(
+        header_of(reference, "ferry-copy-refused").is_some_and(|r| r.contains("too large")),
+        "{:?}",
+        header_of(reference, "ferry-copy-refused")
+    );
+}

@@ -422,9 +422,10 @@ mod tests {
         assert!(most <= CAP, "{most} requests at once with a cap of {CAP}");
         // hyper hands a connection back to its pool a moment after the response, so a request
         // let through in that moment may open one more (the idle cap closes it again): a few
-        // more than the cap, never one per delivery.
+        // more than the cap, never one per delivery. On a loaded machine that moment is longer
+        // (7 of 40 were seen with all unit tests running on 2 busy cores), hence 4x.
         assert!(
-            peers <= 2 * CAP,
+            peers <= 4 * CAP,
             "{peers} connections for {DELIVERIES} deliveries with a cap of {CAP}"
         );
         // The cap is a cap, not a queue of one: the deliveries did run side by side.

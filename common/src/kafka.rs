@@ -54,30 +54,29 @@ impl fmt::Display for SecurityProtocol {
 }
 
 /// A password that never shows in `Debug` output, logs or error messages.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
+pub type Password = crate::redact::Redacted;
 
-impl Password {
-    /// The secret itself, for handing to a client library and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Fragments of librdkafka setting names whose values are secrets (`sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`, `ssl_key`,
+/// `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.config`): a `--kafka-option` with
+/// such a key shows its value redacted in `Debug` (from librdkafka's CONFIGURATION.md).
+const SECRET_OPTION_FRAGMENTS: [&str; 5] = [
+    "password",
+    "secret",
+    "key.pem",
+    "ssl_key",
+    "oauthbearer.config",
+];
+
+/// Whether a librdkafka setting holds a secret.
+fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_OPTION_FRAGMENTS.iter().any(|f| key.contains(f))
 }
 
-impl From<String> for Password {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-/// Kafka connection settings, the same for every Ferry binary.
-#[derive(Debug, Clone, Args)]
+/// Kafka connection settings, the same for every Ferry binary. `Debug` shows no secret: the
+/// password and secret `--kafka-option` values print as `<redacted>`.
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Comma-separated host:port list of brokers to bootstrap from.
     #[arg(long = "kafka-bootstrap", env = "FERRY_KAFKA_BOOTSTRAP")]
@@ -115,7 +114,39 @@ pub struct KafkaArgs {
 }
 
 fn parse_password(s: &str) -> Result<Password, std::convert::Infallible> {
-    Ok(Password(s.to_owned()))
+    Ok(Password::from(s))
+}
+
+impl fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            bootstrap,
+            security_protocol,
+            sasl_mechanism,
+            username,
+            password,
+            options,
+        } = self;
+        let options: Vec<(&str, &str)> = options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_option(k) {
+                    crate::redact::REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaArgs")
+            .field("bootstrap", bootstrap)
+            .field("security_protocol", security_protocol)
+            .field("sasl_mechanism", sasl_mechanism)
+            .field("username", username)
+            .field("password", password)
+            .field("options", &options)
+            .finish()
+    }
 }
 
 fn parse_option(s: &str) -> Result<(String, String), Error> {
@@ -132,7 +163,10 @@ impl KafkaArgs {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("security.protocol", self.security_protocol.as_str());
+            .set("security.protocol", self.security_protocol.as_str())
+            // A producer's default is `true` (librdkafka): a typo in a topic name would create
+            // the topic on a broker that allows it. Topics are created by the operator only.
+            .set("allow.auto.create.topics", "false");
         if self.security_protocol.uses_sasl() {
             let (Some(mechanism), Some(username), Some(password)) =
                 (&self.sasl_mechanism, &self.username, &self.password)
@@ -209,6 +243,7 @@ mod tests {
         assert_eq!(config.get("sasl.username"), Some("admin"));
         assert_eq!(config.get("sasl.password"), Some("s3cret"));
         assert_eq!(config.get("client.id"), Some("ferry-test"));
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
         // --kafka-option is applied last, so it overrides a first-class flag.
         assert_eq!(config.get("sasl.mechanism"), Some("PLAIN"));
     }
@@ -266,10 +301,22 @@ mod tests {
     }
 
     #[test]
-    fn password_is_redacted_in_debug() {
-        let args =
-            parse(&["--kafka-bootstrap=b:9092", "--kafka-password=hunter2"]).expect("valid flags");
+    fn password_and_secret_options_are_redacted_in_debug() {
+        let args = parse(&[
+            "--kafka-bootstrap=b:9092",
+            "--kafka-password=hunter2",
+            "--kafka-option=sasl.password=hunter2",
+            "--kafka-option=ssl.key.pem=hunter2",
+            "--kafka-option=sasl.oauthbearer.client.secret=hunter2",
+            "--kafka-option=linger.ms=5",
+        ])
+        .expect("valid flags");
         let shown = format!("{args:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#"("linger.ms", "5")"#), "{shown}");
+        assert!(
+            shown.contains(r#"("sasl.password", "<redacted>")"#),
+            "{shown}"
+        );
     }
 }

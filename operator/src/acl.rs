@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Every service account gets one principal, `User:<namespace>.<serviceAccount>`:
-//! - a producer: WRITE + DESCRIBE on each topic it produces to;
+//! - a producer: WRITE + DESCRIBE + DESCRIBE_CONFIGS on each topic it produces to (the relay
+//!   reads the topic's `max.message.bytes` and `cleanup.policy` to refuse a record the broker
+//!   would reject before sending it);
 //! - a consumer: READ + DESCRIBE on its topics, READ on its group, READ + WRITE + DESCRIBE on
 //!   its retry topics (it both parks records there and consumes them back), and WRITE +
 //!   DESCRIBE on its dead-letter topic.
@@ -25,6 +27,8 @@ use crate::kafka::acls::{AclBinding, Operation, ResourceType};
 /// A service account allowed to publish to one Kafka topic (from an EventTopic).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerGrant {
+    /// The resource that declares it (`EventTopic/<ns>/<name>`), whose status shows it.
+    pub resource: String,
     pub namespace: String,
     pub service_account: String,
     pub topic: String,
@@ -33,6 +37,8 @@ pub struct ProducerGrant {
 /// A service account consuming as one group (from an EventConsumer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerGrant {
+    /// The resource that declares it (`EventConsumer/<ns>/<name>`), whose status shows it.
+    pub resource: String,
     pub namespace: String,
     pub service_account: String,
     pub group: String,
@@ -82,10 +88,15 @@ pub fn desired_acls(
             set.insert(AclBinding::allow(principal, resource, name, *op));
         }
     };
-    use Operation::{Describe, Read, Write};
+    use Operation::{Describe, DescribeConfigs, Read, Write};
     for p in producers {
         let who = principal(&p.namespace, &p.service_account);
-        grant(&who, ResourceType::Topic, &p.topic, &[Write, Describe]);
+        grant(
+            &who,
+            ResourceType::Topic,
+            &p.topic,
+            &[Write, Describe, DescribeConfigs],
+        );
     }
     for c in consumers {
         let who = principal(&c.namespace, &c.service_account);
@@ -148,6 +159,7 @@ mod tests {
 
     fn producer(ns: &str, sa: &str, topic: &str) -> ProducerGrant {
         ProducerGrant {
+            resource: format!("EventTopic/{ns}/{topic}"),
             namespace: ns.into(),
             service_account: sa.into(),
             topic: topic.into(),
@@ -156,6 +168,7 @@ mod tests {
 
     fn consumer(ns: &str, sa: &str) -> ConsumerGrant {
         ConsumerGrant {
+            resource: format!("EventConsumer/{ns}/{sa}"),
             namespace: ns.into(),
             service_account: sa.into(),
             group: "notification-svc".into(),
@@ -173,13 +186,18 @@ mod tests {
     }
 
     #[test]
-    fn producers_get_write_and_describe_on_their_topic_only() {
+    fn producers_get_write_describe_and_describe_configs_on_their_topic_only() {
         let desired = desired_acls(&[producer("shop", "user-service", "users.v1")], &[]);
         let set = &desired["User:shop.user-service"];
-        assert_eq!(set.len(), 2);
+        assert_eq!(set.len(), 3);
         assert_eq!(
             ops(set, ResourceType::Topic, "users.v1"),
-            [Operation::Write, Operation::Describe].into()
+            [
+                Operation::Write,
+                Operation::Describe,
+                Operation::DescribeConfigs
+            ]
+            .into()
         );
         assert!(set.iter().all(|b| b.pattern == PatternType::Literal
             && b.permission == Permission::Allow
@@ -228,7 +246,7 @@ mod tests {
             desired.keys().cloned().collect::<Vec<_>>(),
             ["User:a.svc", "User:b.svc"]
         );
-        assert_eq!(desired["User:a.svc"].len(), 4);
+        assert_eq!(desired["User:a.svc"].len(), 6);
     }
 
     #[test]
@@ -239,7 +257,13 @@ mod tests {
         let set = &desired["User:shop.order-service"];
         assert_eq!(
             ops(set, ResourceType::Topic, "orders.v1"),
-            [Operation::Read, Operation::Write, Operation::Describe].into()
+            [
+                Operation::Read,
+                Operation::Write,
+                Operation::Describe,
+                Operation::DescribeConfigs
+            ]
+            .into()
         );
     }
 
@@ -260,8 +284,11 @@ mod tests {
         );
         let d = diff(&desired, &[stale.clone(), kept], &BTreeSet::new());
         assert_eq!(d.delete, vec![stale]);
-        assert_eq!(d.create.len(), 1);
-        assert_eq!(d.create[0].operation, Operation::Describe);
+        let created: BTreeSet<Operation> = d.create.iter().map(|b| b.operation).collect();
+        assert_eq!(
+            created,
+            [Operation::Describe, Operation::DescribeConfigs].into()
+        );
     }
 
     #[test]
@@ -312,7 +339,7 @@ mod tests {
         let managed: BTreeSet<String> = ["User:admin".to_owned(), "User:*".to_owned()].into();
         let d = diff(&desired, &foreign, &managed);
         assert!(d.delete.is_empty(), "{:?}", d.delete);
-        assert_eq!(d.create.len(), 2);
+        assert_eq!(d.create.len(), 3);
     }
 
     #[test]

@@ -44,3 +44,31 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn debug_of_the_arguments_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "ferry-operator",
+            "run",
+            "--kafka-bootstrap=b:9092",
+            "--kafka-username=admin",
+            "--kafka-password=pw-hunter2",
+            "--kafka-option=sasl.password=opt-hunter2",
+            "--kafka-option=ssl.keystore.password=store-hunter2",
+            "--kafka-option=sasl.oauthbearer.client.secret=oauth-hunter2",
+            "--kafka-option=client.id=ferry",
+        ])
+        .expect("valid arguments");
+        let text = format!("{cli:?}");
+        assert!(!text.contains("hunter2"), "a secret shows in Debug: {text}");
+        assert!(
+            text.contains("b:9092") && text.contains("client.id") && text.contains("ferry"),
+            "other settings still show: {text}"
+        );
+    }
+}

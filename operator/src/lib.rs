@@ -12,12 +12,14 @@
 
 pub mod access;
 pub mod acl;
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod crdgen;
 pub mod identity;
 pub mod kafka;
 pub mod metrics;
+pub mod ownership;
 pub mod run;
 pub mod status;
 pub mod topic;

@@ -74,6 +74,7 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
         acls,
         vec![
             format!("{producer} DESCRIBE Topic:{kafka_topic}"),
+            format!("{producer} DESCRIBE_CONFIGS Topic:{kafka_topic}"),
             format!("{producer} WRITE Topic:{kafka_topic}"),
         ]
     );
@@ -107,6 +108,24 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
     })
     .await
     .expect("the producer writes once its EventTopic is Ready");
+    // ... and reads its topic's configs (the relay checks max.message.bytes and
+    // cleanup.policy before it sends).
+    let as_producer = ferry_operator::kafka::KafkaAdmin::new(
+        &env.kafka_args_as(&format!("{ns}.order-service"), &producer_password)
+            .client_config()
+            .expect("settings"),
+        Duration::from_secs(30),
+    )
+    .expect("admin client as the producer");
+    let described = as_producer
+        .describe_topics(std::slice::from_ref(&kafka_topic))
+        .await
+        .expect("describe request");
+    assert!(
+        matches!(&described[0].1, Ok(Some(_))),
+        "the producer may describe its topic's configs: {:?}",
+        described[0].1
+    );
 
     // The consumer's status names its principal, group and dead-letter topic.
     let consumer = eventually(WITHIN, || async {

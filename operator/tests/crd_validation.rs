@@ -88,6 +88,26 @@ async fn bad_event_topics_are_refused_at_create() {
             "dot-dot",
         ),
         (
+            json!({"topicName": "__consumer_offsets"}),
+            "topicName cannot start with '__'",
+            "consumer offsets",
+        ),
+        (
+            json!({"topicName": "__transaction_state"}),
+            "Kafka-internal",
+            "transaction state",
+        ),
+        (
+            json!({"topicName": "__anything"}),
+            "Kafka-internal",
+            "internal prefix",
+        ),
+        (
+            json!({"unmanagedConfigs": "Forget"}),
+            "supported values: \"Remove\", \"Keep\"",
+            "unmanaged configs",
+        ),
+        (
             json!({"deletionPolicy": "Destroy"}),
             "supported values: \"Retain\", \"Delete\"",
             "policy",

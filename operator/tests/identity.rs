@@ -187,7 +187,8 @@ async fn declared_access_works_and_nothing_else_does() {
     support::install_crds(&ns.client()).await.expect("CRDs");
     let orders = TempTopic::create(env, 1).await.expect("topic");
     let other = TempTopic::create(env, 1).await.expect("topic");
-    let group = unique_name("group");
+    // A group of the namespace's own: Ferry grants no other (see tests/tenancy.rs).
+    let group = format!("{}.{}", ns.name(), unique_name("group"));
     let _operator = Operator::start(env, &ns).await;
 
     let topics: Api<EventTopic> = Api::namespaced(ns.client(), ns.name());
@@ -250,7 +251,13 @@ async fn declared_access_works_and_nothing_else_does() {
         .await
         .expect("the consumer reads its topic");
     // ... but not with another group, not another topic, and it cannot produce to the topic.
-    let other_group = consume_one(env, &consumer, &unique_name("group"), orders.name()).await;
+    let other_group = consume_one(
+        env,
+        &consumer,
+        &format!("{}.{}", ns.name(), unique_name("group")),
+        orders.name(),
+    )
+    .await;
     assert!(
         matches!(
             other_group,

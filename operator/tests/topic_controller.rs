@@ -138,6 +138,62 @@ async fn adopts_an_existing_topic_and_removes_foreign_overrides() {
     assert_eq!(after.config, config(&[("cleanup.policy", "compact")]));
     assert_eq!(et.status.expect("status").topic_id, Some(before.topic_id));
     f.wait_event("users", "Adopted", CONVERGE).await;
+    // What was removed was reported first, with its value, so a person can put it back.
+    f.wait_event("users", "UnmanagedConfigs", CONVERGE).await;
+    let notes = f.event_notes("users", "UnmanagedConfigs").await;
+    assert!(
+        notes.iter().any(|n| n.contains("segment.ms=3600000")),
+        "the Event names the config and its value: {notes:?}"
+    );
+    cleanup(&f, &[topic]).await;
+}
+
+#[tokio::test]
+async fn adoption_keeps_configs_outside_the_spec_when_asked() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let topic = unique_name("legacy");
+    f.kafka
+        .create_topics(&[NewTopicSpec {
+            name: topic.clone(),
+            partitions: 1,
+            replication_factor: Some(1),
+            config: config(&[("retention.ms", "-1"), ("cleanup.policy", "delete")]),
+        }])
+        .await
+        .expect("request")[0]
+        .1
+        .clone()
+        .expect("created by hand");
+    f.kafka_topic(&topic, |t| t.is_some()).await;
+
+    let _operator = f.operator("a");
+    f.apply(
+        "legacy",
+        json!({"topicName": topic, "unmanagedConfigs": "Keep",
+               "config": {"cleanup.policy": "compact"}}),
+    )
+    .await;
+    f.wait_ready("legacy", True, "Ready", CONVERGE).await;
+    f.wait_event("legacy", "UnmanagedConfigs", CONVERGE).await;
+    let notes = f.event_notes("legacy", "UnmanagedConfigs").await;
+    assert!(
+        notes.iter().any(|n| n.contains("retention.ms=-1")),
+        "the Event names the kept config: {notes:?}"
+    );
+    // Several resyncs later, the config outside the spec is still there; the spec's own key
+    // was set.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kafka = f
+        .kafka_topic(&topic, |t| {
+            t.is_some_and(|t| t.config.get("cleanup.policy").map(String::as_str) == Some("compact"))
+        })
+        .await
+        .expect("exists");
+    assert_eq!(
+        kafka.config,
+        config(&[("retention.ms", "-1"), ("cleanup.policy", "compact")])
+    );
     cleanup(&f, &[topic]).await;
 }
 

@@ -243,3 +243,152 @@ async fn three_relays_on_one_table_keep_every_keys_commit_order_through_a_leader
         "at most one batch re-published after the leader crash: {duplicates}"
     );
 }
+
+/// Drops every packet to and from one loopback TCP port (both ways, with `iptables`), as if
+/// the host at that end had vanished without closing anything; the rules go when dropped.
+struct Blackhole {
+    port: String,
+}
+
+impl Blackhole {
+    fn rule(&self, action: &str, direction: &str) -> Vec<String> {
+        [
+            action,
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            direction,
+            &self.port,
+            "-m",
+            "comment",
+            "--comment",
+            "ferry-relay-test",
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+
+    fn iptables(args: &[String]) -> std::io::Result<std::process::ExitStatus> {
+        std::process::Command::new("iptables").args(args).status()
+    }
+
+    fn cut(port: u16) -> Blackhole {
+        let hole = Blackhole {
+            port: port.to_string(),
+        };
+        for direction in ["--sport", "--dport"] {
+            let status = Self::iptables(&hole.rule("-I", direction))
+                .expect("run iptables (Debian package `iptables`; needs CAP_NET_ADMIN)");
+            assert!(status.success(), "iptables refused the rule: {status}");
+        }
+        hole
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        for direction in ["--sport", "--dport"] {
+            if let Err(e) = Self::iptables(&self.rule("-D", direction)) {
+                eprintln!(
+                    "cannot remove the iptables rule for port {}: {e}",
+                    self.port
+                );
+            }
+        }
+    }
+}
+
+/// The leader's host disappears without closing its connections: every packet of its lock
+/// session is dropped (not kill -9, which closes sockets). PostgreSQL must notice the silent
+/// session within seconds and release the advisory lock, the old leader must stop publishing,
+/// and a relay must take over and publish what was written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_host_goes_silent_is_replaced_within_seconds() {
+    let env = require_env!();
+    let topic = TempTopic::create(env, 1).await.expect("topic");
+    let outbox = TestOutbox::create(env).await;
+    let url = outbox.url();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let args = ["--idle-poll-interval=100ms"];
+    let mut relays: Vec<ChildProcess> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| spawn_relay_on(&format!("relay-silent-{i}"), env, &url, *port, &args))
+        .collect();
+    let first = find_leader(&ports, None, Duration::from_secs(30)).await;
+    let before: Vec<(String, i64)> = (0..10).map(|k| (format!("s{k}"), 0)).collect();
+    outbox.insert(topic.name(), &before).await;
+    wait_for(
+        "the first rows published",
+        Duration::from_secs(30),
+        || async { outbox.unpublished().await == 0 },
+    )
+    .await;
+
+    // The session holding the table's leadership lock (classid is Ferry's lock namespace).
+    let lock = outbox
+        .client
+        .query_one(
+            "SELECT a.pid, a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 \
+               AND l.objid = 'outbox'::regclass::oid",
+            &[&0x4645_5259_u32],
+        )
+        .await
+        .expect("the leader's lock session");
+    let (pid, client_port): (i32, i32) = (lock.get(0), lock.get(1));
+    let hole = Blackhole::cut(u16::try_from(client_port).expect("a TCP port"));
+    let cut_at = Instant::now();
+    let after: Vec<(String, i64)> = (0..10).map(|k| (format!("s{k}"), 1)).collect();
+    outbox.insert(topic.name(), &after).await;
+
+    wait_for(
+        "the old leader to stop leading",
+        Duration::from_secs(20),
+        || async { is_leader(ports[first]).await == Some(false) },
+    )
+    .await;
+    wait_for(
+        "PostgreSQL to drop the leader's silent lock session",
+        Duration::from_secs(45),
+        || async {
+            outbox
+                .client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await;
+    let released = cut_at.elapsed();
+    wait_for(
+        "the rows written after the cut to be published",
+        Duration::from_secs(30),
+        || async { outbox.unpublished().await == 0 },
+    )
+    .await;
+    eprintln!(
+        "lock released {released:?} after the cut; rows published {:?} after it",
+        cut_at.elapsed()
+    );
+    drop(hole);
+    for relay in &mut relays {
+        relay
+            .terminate(Duration::from_secs(30))
+            .await
+            .expect("terminate");
+    }
+    let expected: HashMap<String, i64> = (0..10).map(|k| (format!("s{k}"), 2)).collect();
+    let records = read_distinct(env, topic.name(), 20, Duration::from_secs(30)).await;
+    check_per_key_order(&records, &expected);
+}

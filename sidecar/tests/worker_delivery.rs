@@ -252,3 +252,48 @@ async fn health_and_metrics_tell_what_the_worker_did() {
         .expect("stop");
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// `data` is delivered byte for byte as the producer wrote it: integers beyond 2^53 and
+/// beyond u64, decimals a double cannot hold, a number beyond a double's range, and object
+/// keys in their written (unsorted) order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_and_key_order_in_data_are_delivered_exactly_as_written() {
+    let env = require_env!();
+    let topics = Topics::create(env, 1, &[], true).await;
+    let target = Target::ok().await;
+    let exact = [
+        (
+            "n-1",
+            r#"{"z":1,"big":12345678901234567890,"p53":9007199254740993,"dec":0.1000000000000000055511151231257827,"a":[1.0,2.50,-0.0,1E+2],"neg":-12345678901234567890123}"#,
+        ),
+        ("n-2", r#"{"huge":1e400,"tiny":1e-400,"m":{"y":2,"x":1}}"#),
+    ];
+    let p = producer(env);
+    for (id, data) in exact {
+        let payload = format!(
+            r#"{{"schema":"test.v1","event":"test.happened","id":"{id}","ts":1700000000,"key":"k","data":{data},"headers":{{}}}}"#
+        );
+        produce(&p, &topics.main.name, "k", payload.as_bytes()).await;
+    }
+    let mut worker = spawn_worker(env, "numbers", &topics, &target.url, &["--ordering=key"]);
+    for (id, data) in exact {
+        target
+            .wait_for(Duration::from_secs(60), id, |d| d.contains_key(id))
+            .await;
+        let body = target
+            .requests()
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("delivered")
+            .body;
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            data,
+            "{id}'s data was not delivered as written"
+        );
+    }
+    worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+}

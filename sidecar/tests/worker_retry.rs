@@ -188,3 +188,96 @@ async fn a_parked_key_stays_ordered_across_kill_dash_nine() {
         "another key waited behind k's parked records"
     );
 }
+
+/// Records waiting in the one tier of the rebuild test: more than one short attempt reads.
+const WAITING: u64 = 30_000;
+
+/// After an assignment (ordering=key) the worker reads the partition's tiers back before it
+/// lets the partition's records start. However large the tiers, that read must finish: with
+/// each attempt bounded to 10 ms (the hidden `--tier-scan-timeout`), an attempt that starts
+/// over each time never reads 30,000 waiting records; one that resumes where the last one
+/// stopped does, and the main topic's records flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_read_back_finishes_however_large_the_tier() {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::FutureRecord,
+    };
+    let env = require_env!();
+    let topics = Topics::create(env, 1, &["1h"], true).await;
+    let p = producer(env);
+    // Waiting for an hour: held in the tier for the whole test, never delivered.
+    let not_before = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..WAITING {
+        let key = format!("t{}", i % 100);
+        let offset = i.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ferry-not-before",
+                value: Some(&not_before),
+            })
+            .insert(Header {
+                key: "ferry-original-partition",
+                value: Some("0"),
+            })
+            .insert(Header {
+                key: "ferry-original-offset",
+                value: Some(&offset),
+            });
+        let payload = envelope(&format!("t-{i}"), &key, i / 100);
+        let record = FutureRecord::to(&topics.tiers[0].name)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        match p.send_result(record) {
+            Ok(delivery) => pending.push_back(delivery),
+            Err((e, _)) => panic!("produce failed: {e}"),
+        }
+        // Keep librdkafka's queue bounded: wait for the oldest sends.
+        while pending.len() > 5_000 {
+            let oldest = pending.pop_front().expect("pending");
+            oldest
+                .await
+                .expect("not cancelled")
+                .map_err(|(e, _)| e)
+                .expect("produced");
+        }
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .expect("not cancelled")
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+    produce(&p, &topics.main.name, "fresh", &envelope("m-1", "fresh", 0)).await;
+    let target = Target::ok().await;
+    let mut worker = spawn_worker(
+        env,
+        "tier-read-back",
+        &topics,
+        &target.url,
+        &["--ordering=key", "--tier-scan-timeout=10ms"],
+    );
+    target
+        .wait_for(
+            Duration::from_secs(120),
+            "the main topic's record, once the tier was read back",
+            |d| d.contains_key("m-1"),
+        )
+        .await;
+    assert_eq!(
+        target.requests().len(),
+        1,
+        "only the main topic's record is due"
+    );
+    worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("stop");
+}

@@ -20,7 +20,7 @@ pub use consumer::{
 };
 pub use topic::{
     Compatibility, ConfigMapKeyRef, DeletionPolicy, EventTopic, EventTopicSpec, EventTopicStatus,
-    Producer, TopicSchema,
+    Producer, TopicSchema, UnmanagedConfigs,
 };
 
 /// The API group of every Ferry resource.

@@ -42,7 +42,10 @@ pub struct EventTopicSpec {
     /// The Kafka topic's name; defaults to metadata.name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
-    #[x_kube(validation = Rule::new("self != '.' && self != '..'").message("topicName cannot be '.' or '..' (Kafka refuses them)"))]
+    #[x_kube(
+        validation = Rule::new("self != '.' && self != '..'").message("topicName cannot be '.' or '..' (Kafka refuses them)"),
+        validation = Rule::new("!self.startsWith('__')").message("topicName cannot start with '__': such names are Kafka-internal topics (__consumer_offsets, __transaction_state), which Ferry never adopts")
+    )]
     pub topic_name: Option<String>,
 
     /// How many partitions the topic has. It may grow, never shrink (Kafka cannot remove
@@ -60,7 +63,8 @@ pub struct EventTopicSpec {
     pub replication_factor: Option<i32>,
 
     /// Kafka topic configs (e.g. cleanup.policy, retention.ms), values as strings. Configs not
-    /// listed here fall back to the broker's defaults: overrides made elsewhere are removed.
+    /// listed here fall back to the broker's defaults: overrides made elsewhere are removed,
+    /// unless unmanagedConfigs is Keep.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9.]*$') && size(k) <= 128)").message("config keys are Kafka topic config names such as retention.ms or cleanup.policy"))]
@@ -79,6 +83,29 @@ pub struct EventTopicSpec {
     /// it, Delete deletes it and its data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// What happens to config overrides the Kafka topic has and `config` does not list (found
+    /// when an existing topic is adopted, or set later outside Ferry): Remove (default) makes
+    /// `config` the whole truth; Keep leaves them alone. Either way an adoption reports them
+    /// in an Event, with their values, before anything changes.
+    #[serde(default)]
+    pub unmanaged_configs: UnmanagedConfigs,
+}
+
+/// What the operator does with a Kafka topic's config overrides that the spec does not list.
+///
+/// Remove is the default because the spec is the whole truth elsewhere too: drift made
+/// directly in Kafka is reverted, and what Git holds is what Kafka has. Adopting a topic whose
+/// overrides matter (a `retention.ms` of -1 keeps data for ever; removing it lets the broker
+/// default delete old data) means listing them in `config`, or choosing Keep; the
+/// `UnmanagedConfigs` Event names each one with its value before it is removed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnmanagedConfigs {
+    /// Remove overrides the spec does not list (the broker's default applies again).
+    #[default]
+    Remove,
+    /// Keep overrides the spec does not list; only the listed keys are managed.
+    Keep,
 }
 
 /// One partition unless the spec says otherwise (Kafka's own `num.partitions` default is 1).

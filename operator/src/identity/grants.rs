@@ -1,5 +1,18 @@
 //! From resources to grants: what each declared EventTopic and EventConsumer asks of Kafka's
-//! authorizer, as the small domain types [`crate::acl`] derives ACLs from.
+//! authorizer, as the small domain types [`crate::acl`] derives ACLs from, and what is refused
+//! because it would reach beyond the resource's own namespace.
+//!
+//! Grants follow ownership ([`crate::ownership`]):
+//! - an EventTopic in Conflict (an older one owns its Kafka topic), naming a Kafka-internal
+//!   topic, or naming a retry or managed dead-letter topic of another namespace's consumer
+//!   group grants its producers and consumers nothing;
+//! - an EventConsumer's group must be its namespace's (`<namespace>.` prefix; its retry topics
+//!   `<topic>.<group>.retry.<delay>` and its managed `<group>.dlq` follow from the group); its
+//!   topics and its `deadLetter.topic` must name EventTopics of its namespace that own their
+//!   Kafka topic. Otherwise it is refused whole: no ACL at all, and a reason on its status.
+//!
+//! The API server refuses a group outside the namespace at admission (the
+//! ValidatingAdmissionPolicy `crdgen` writes); this check holds without it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,10 +22,20 @@ use kube::ResourceExt;
 use crate::{
     acl::{ConsumerGrant, ProducerGrant},
     api::{EventConsumer, EventTopic},
+    ownership,
 };
 
 /// A service account in a namespace: one Kafka principal.
 pub type Identity = (String, String);
+
+/// Why a resource is granted nothing: a reason word for its condition and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A CamelCase word (`GroupOutsideNamespace`, `TopicInConflict`, ...).
+    pub reason: &'static str,
+    /// What a person should change, in a sentence.
+    pub message: String,
+}
 
 /// Everything the declared resources grant, and who declared it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,6 +45,8 @@ pub struct Grants {
     /// Which resources (`EventTopic/<ns>/<name>` or `EventConsumer/<ns>/<name>`) reference each
     /// identity, for Events and status.
     pub referenced_by: BTreeMap<Identity, BTreeSet<String>>,
+    /// Resources granted nothing, and why.
+    pub refused: BTreeMap<String, Refusal>,
 }
 
 impl Grants {
@@ -29,6 +54,47 @@ impl Grants {
     pub fn identities(&self) -> BTreeSet<Identity> {
         self.referenced_by.keys().cloned().collect()
     }
+
+    /// The grants each resource declares (what its status shows), keyed by resource; a
+    /// resource that declares nothing has no entry.
+    pub fn by_resource(&self) -> BTreeMap<String, Grants> {
+        let mut split: BTreeMap<String, Grants> = BTreeMap::new();
+        for p in &self.producers {
+            let own = split.entry(p.resource.clone()).or_default();
+            own.producers.push(p.clone());
+        }
+        for c in &self.consumers {
+            let own = split.entry(c.resource.clone()).or_default();
+            own.consumers.push(c.clone());
+        }
+        for (resource, own) in &mut split {
+            for p in &own.producers {
+                let id = (p.namespace.clone(), p.service_account.clone());
+                own.referenced_by
+                    .entry(id)
+                    .or_default()
+                    .insert(resource.clone());
+            }
+            for c in &own.consumers {
+                let id = (c.namespace.clone(), c.service_account.clone());
+                own.referenced_by
+                    .entry(id)
+                    .or_default()
+                    .insert(resource.clone());
+            }
+        }
+        split
+    }
+}
+
+/// `EventTopic/<ns>/<name>`: how grants name the resource that declares them.
+pub fn topic_resource(namespace: &str, name: &str) -> String {
+    format!("EventTopic/{namespace}/{name}")
+}
+
+/// `EventConsumer/<ns>/<name>`.
+pub fn consumer_resource(namespace: &str, name: &str) -> String {
+    format!("EventConsumer/{namespace}/{name}")
 }
 
 /// The consumer group of an EventConsumer: `spec.groupId`, else `<namespace>.<name>`.
@@ -42,19 +108,87 @@ pub fn group_id(consumer: &EventConsumer) -> String {
     })
 }
 
+/// Whether a consumer group belongs to `namespace`: `<namespace>.` and at least one more
+/// character. Namespaces cannot contain dots, so no namespace's prefix is another's.
+pub fn group_in_namespace(group: &str, namespace: &str) -> bool {
+    group
+        .strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// What an EventTopic name resolves to within its namespace, for a consumer.
+enum Resolved {
+    /// The Kafka topic it owns.
+    Owned(String),
+    /// It does not own its Kafka topic: the reason word (`Conflict` or `InternalTopic`) and
+    /// a sentence saying why.
+    NotOwned(&'static str, String),
+}
+
 /// Derives the grants of all resources. Resources being deleted grant nothing, so their access
 /// is revoked while their finalizers still run. A consumer's topic that names no EventTopic in
-/// its namespace is skipped (it has no Kafka topic to grant).
+/// its namespace is skipped (it has no Kafka topic to grant yet).
 pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Grants {
     let mut grants = Grants::default();
     let live = |meta: &kube::api::ObjectMeta| meta.deletion_timestamp.is_none();
-    let mut kafka_name: BTreeMap<(String, String), String> = BTreeMap::new();
+    // Ownership counts every EventTopic in scope, as the topic controller's does: one being
+    // deleted still owns its topic until it is gone.
+    let owners = ownership::owners(topics);
+    let reserved = reserved_names(topics, consumers);
+    let mut resolved: BTreeMap<(String, String), Resolved> = BTreeMap::new();
     for topic in topics.iter().filter(|t| live(&t.metadata)) {
         let ns = topic.namespace().unwrap_or_default();
+        let resource = topic_resource(&ns, &topic.name_any());
         let name = topic.kafka_topic_name();
-        kafka_name.insert((ns.clone(), topic.name_any()), name.clone());
+        let not_owned = if ownership::is_internal_topic(&name) {
+            Some((
+                "InternalTopic",
+                format!("Kafka topic {name} is Kafka-internal; Ferry grants no access to it"),
+            ))
+        } else if let Some(owner_ns) = reserved.get(&name).filter(|owner_ns| **owner_ns != ns) {
+            Some((
+                "ReservedTopicName",
+                format!(
+                    "Kafka topic {name} is a retry or dead-letter topic of a consumer group of namespace {owner_ns}; no access is granted through this EventTopic"
+                ),
+            ))
+        } else {
+            match owners.get(&name) {
+                Some(owner)
+                    if owner.namespace() != topic.namespace()
+                        || owner.name_any() != topic.name_any() =>
+                {
+                    Some((
+                        "Conflict",
+                        format!(
+                            "Kafka topic {name} belongs to the older EventTopic {}/{}; no access is granted through this one",
+                            owner.namespace().unwrap_or_default(),
+                            owner.name_any()
+                        ),
+                    ))
+                }
+                _ => None,
+            }
+        };
+        if let Some((reason, message)) = not_owned {
+            resolved.insert(
+                (ns.clone(), topic.name_any()),
+                Resolved::NotOwned(
+                    reason,
+                    format!("EventTopic {}: {message}", topic.name_any()),
+                ),
+            );
+            grants.refused.insert(resource, Refusal { reason, message });
+            continue;
+        }
+        resolved.insert(
+            (ns.clone(), topic.name_any()),
+            Resolved::Owned(name.clone()),
+        );
         for producer in &topic.spec.producers {
             grants.producers.push(ProducerGrant {
+                resource: resource.clone(),
                 namespace: ns.clone(),
                 service_account: producer.service_account.clone(),
                 topic: name.clone(),
@@ -63,54 +197,152 @@ pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Gra
                 .referenced_by
                 .entry((ns.clone(), producer.service_account.clone()))
                 .or_default()
-                .insert(format!("EventTopic/{ns}/{}", topic.name_any()));
+                .insert(resource.clone());
         }
     }
     for consumer in consumers.iter().filter(|c| live(&c.metadata)) {
         let ns = consumer.namespace().unwrap_or_default();
+        let resource = consumer_resource(&ns, &consumer.name_any());
+        match consumer_grant(consumer, &ns, &resource, &resolved) {
+            Ok(grant) => {
+                grants
+                    .referenced_by
+                    .entry((ns.clone(), grant.service_account.clone()))
+                    .or_default()
+                    .insert(resource);
+                grants.consumers.push(grant);
+            }
+            Err(refusal) => {
+                grants.refused.insert(resource, refusal);
+            }
+        }
+    }
+    grants
+}
+
+/// The Kafka topics Ferry names after each namespace's consumer groups (retry tiers and managed
+/// dead-letter topics), with the namespace they belong to: an EventTopic of another namespace
+/// that names one would reach into that namespace's retries or dead letters, so it grants
+/// nothing. Only groups inside their namespace reserve names (no other is granted anything).
+fn reserved_names(topics: &[EventTopic], consumers: &[EventConsumer]) -> BTreeMap<String, String> {
+    let kafka_names: BTreeMap<(String, String), String> = topics
+        .iter()
+        .map(|t| {
+            (
+                (t.namespace().unwrap_or_default(), t.name_any()),
+                t.kafka_topic_name(),
+            )
+        })
+        .collect();
+    let mut reserved = BTreeMap::new();
+    for consumer in consumers {
+        let ns = consumer.namespace().unwrap_or_default();
         let group = group_id(consumer);
-        let topics: Vec<String> = consumer
-            .spec
-            .topics
-            .iter()
-            .filter_map(|t| kafka_name.get(&(ns.clone(), t.clone())).cloned())
-            .collect();
-        let retry_topics = topics
-            .iter()
-            .flat_map(|t| {
-                consumer
-                    .spec
-                    .retry
-                    .delays
-                    .iter()
-                    .map(|d| naming::retry_topic(t, &group, d))
-            })
-            .collect();
-        let dead_letter_topic = match consumer
+        if !group_in_namespace(&group, &ns) {
+            continue;
+        }
+        for t in &consumer.spec.topics {
+            let Some(kafka) = kafka_names.get(&(ns.clone(), t.clone())) else {
+                continue;
+            };
+            for delay in &consumer.spec.retry.delays {
+                reserved.insert(naming::retry_topic(kafka, &group, delay), ns.clone());
+            }
+        }
+        let managed_dead_letter = consumer
             .spec
             .dead_letter
             .as_ref()
-            .and_then(|d| d.topic.as_ref())
-        {
-            Some(et) => kafka_name.get(&(ns.clone(), et.clone())).cloned(),
-            None => Some(naming::default_dead_letter_topic(&group)),
-        };
-        let sa = consumer.spec.service_account.clone();
-        grants.consumers.push(ConsumerGrant {
-            namespace: ns.clone(),
-            service_account: sa.clone(),
-            group,
-            topics,
-            retry_topics,
-            dead_letter_topic,
-        });
-        grants
-            .referenced_by
-            .entry((ns.clone(), sa))
-            .or_default()
-            .insert(format!("EventConsumer/{ns}/{}", consumer.name_any()));
+            .is_none_or(|d| d.topic.is_none());
+        if managed_dead_letter {
+            reserved.insert(naming::default_dead_letter_topic(&group), ns.clone());
+        }
     }
-    grants
+    reserved
+}
+
+/// One EventConsumer's grant, or why it gets none.
+fn consumer_grant(
+    consumer: &EventConsumer,
+    ns: &str,
+    resource: &str,
+    resolved: &BTreeMap<(String, String), Resolved>,
+) -> Result<ConsumerGrant, Refusal> {
+    let group = group_id(consumer);
+    if !group_in_namespace(&group, ns) {
+        return Err(Refusal {
+            reason: "GroupOutsideNamespace",
+            message: format!(
+                "spec.groupId {group} is outside namespace {ns}: consumer groups of this namespace (and the retry and dead-letter topics named after them) must start with \"{ns}.\"; no access is granted"
+            ),
+        });
+    }
+    let mut topics = Vec::new();
+    for t in &consumer.spec.topics {
+        match resolved.get(&(ns.to_owned(), t.clone())) {
+            Some(Resolved::Owned(name)) => topics.push(name.clone()),
+            Some(Resolved::NotOwned(why_reason, why)) => {
+                return Err(Refusal {
+                    reason: if *why_reason == "InternalTopic" {
+                        "InternalTopic"
+                    } else {
+                        "TopicInConflict"
+                    },
+                    message: format!("{why}; this consumer is granted nothing"),
+                });
+            }
+            // No such EventTopic (yet): nothing to grant for it.
+            None => {}
+        }
+    }
+    let retry_topics = topics
+        .iter()
+        .flat_map(|t| {
+            consumer
+                .spec
+                .retry
+                .delays
+                .iter()
+                .map(|d| naming::retry_topic(t, &group, d))
+        })
+        .collect();
+    let named = consumer
+        .spec
+        .dead_letter
+        .as_ref()
+        .and_then(|d| d.topic.as_ref());
+    let dead_letter_topic = match named {
+        None => naming::default_dead_letter_topic(&group),
+        Some(et) => match resolved.get(&(ns.to_owned(), et.clone())) {
+            Some(Resolved::Owned(name)) => name.clone(),
+            Some(Resolved::NotOwned(_, why)) => {
+                return Err(Refusal {
+                    reason: "DeadLetterTopicInConflict",
+                    message: format!(
+                        "deadLetter.topic {et}: {why}; this consumer is granted nothing"
+                    ),
+                });
+            }
+            None => {
+                return Err(Refusal {
+                    reason: "DeadLetterTopicNotFound",
+                    message: format!(
+                        "deadLetter.topic {et} names no EventTopic in namespace {ns}; create it or leave deadLetter.topic unset for the managed {}",
+                        naming::default_dead_letter_topic(&group)
+                    ),
+                });
+            }
+        },
+    };
+    Ok(ConsumerGrant {
+        resource: resource.to_owned(),
+        namespace: ns.to_owned(),
+        service_account: consumer.spec.service_account.clone(),
+        group,
+        topics,
+        retry_topics,
+        dead_letter_topic: Some(dead_letter_topic),
+    })
 }
 
 #[cfg(test)]
@@ -155,7 +387,7 @@ mod tests {
                 "notify",
                 json!({
                     "topics": ["orders-v1"], "serviceAccount": "notification-service",
-                    "groupId": "notification-svc",
+                    "groupId": "shop.notification-svc",
                     "delivery": {"http": {"url": "http://n:8000/events"}},
                     "retry": {"delays": ["5s", "1m"]},
                     "deadLetter": {"topic": "dlq-v1"}
@@ -173,15 +405,16 @@ mod tests {
         let grants = from_resources(&topics, &consumers);
         assert_eq!(grants.producers.len(), 2);
         let notify = &grants.consumers[0];
-        assert_eq!(notify.group, "notification-svc");
+        assert_eq!(notify.group, "shop.notification-svc");
         assert_eq!(notify.topics, ["orders.v1"]);
         assert_eq!(
             notify.retry_topics,
             [
-                "orders.v1.notification-svc.retry.5s",
-                "orders.v1.notification-svc.retry.1m"
+                "orders.v1.shop.notification-svc.retry.5s",
+                "orders.v1.shop.notification-svc.retry.1m"
             ]
         );
+        assert!(grants.refused.is_empty(), "{:?}", grants.refused);
         assert_eq!(notify.dead_letter_topic.as_deref(), Some("dlq.v1"));
         let projection = &grants.consumers[1];
         assert_eq!(projection.group, "shop.projection");
@@ -237,5 +470,279 @@ mod tests {
             }),
         );
         assert!(from_resources(&[t], &[c]).consumers[0].topics.is_empty());
+    }
+
+    fn at(mut t: EventTopic, created: &str) -> EventTopic {
+        t.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            created.parse().expect("time"),
+        ));
+        t
+    }
+
+    fn reason(grants: &Grants, resource: &str) -> Option<&'static str> {
+        grants.refused.get(resource).map(|r| r.reason)
+    }
+
+    #[test]
+    fn a_topic_in_conflict_grants_nothing_to_its_producers_or_consumers() {
+        let owner = at(
+            topic(
+                "a",
+                "orders",
+                json!({"topicName": "orders.v1", "producers": [{"serviceAccount": "p"}]}),
+            ),
+            "2026-01-01T00:00:00Z",
+        );
+        let thief = at(
+            topic(
+                "b",
+                "stolen",
+                json!({"topicName": "orders.v1", "producers": [{"serviceAccount": "thief"}]}),
+            ),
+            "2026-01-02T00:00:00Z",
+        );
+        let spy = consumer(
+            "b",
+            "spy",
+            json!({"topics": ["stolen"], "serviceAccount": "spy", "delivery": {"http": {"url": "http://x"}}}),
+        );
+        let grants = from_resources(&[thief, owner], &[spy]);
+        assert_eq!(grants.producers.len(), 1);
+        assert_eq!(grants.producers[0].service_account, "p");
+        assert!(grants.consumers.is_empty());
+        assert_eq!(reason(&grants, "EventTopic/b/stolen"), Some("Conflict"));
+        assert_eq!(
+            reason(&grants, "EventConsumer/b/spy"),
+            Some("TopicInConflict")
+        );
+        assert!(
+            grants.refused["EventConsumer/b/spy"]
+                .message
+                .contains("a/orders"),
+            "{:?}",
+            grants.refused
+        );
+        assert_eq!(
+            grants.identities().into_iter().collect::<Vec<_>>(),
+            [("a".to_owned(), "p".to_owned())],
+            "no credential for a principal that is granted nothing"
+        );
+    }
+
+    #[test]
+    fn groups_are_confined_to_their_namespace() {
+        assert!(group_in_namespace("shop.notify", "shop"));
+        assert!(group_in_namespace("shop.a.b", "shop"));
+        for (group, ns) in [
+            ("shop", "shop"),
+            ("shop.", "shop"),
+            ("shopping.x", "shop"),
+            ("other.x", "shop"),
+            ("x.shop.y", "shop"),
+        ] {
+            assert!(!group_in_namespace(group, ns), "{group} in {ns}");
+        }
+        let t = topic("shop", "orders", json!({"topicName": "orders.v1"}));
+        let c = |name: &str, group: Option<&str>| {
+            let mut spec = json!({"topics": ["orders"], "serviceAccount": name,
+                                  "delivery": {"http": {"url": "http://x"}},
+                                  "retry": {"delays": ["5s"]}});
+            if let Some(g) = group {
+                spec["groupId"] = json!(g);
+            }
+            consumer("shop", name, spec)
+        };
+        let grants = from_resources(
+            &[t],
+            &[
+                c("default", None),
+                c("own", Some("shop.own")),
+                c("thief", Some("victim.notify")),
+            ],
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/shop/thief"),
+            Some("GroupOutsideNamespace")
+        );
+        assert!(
+            grants.refused["EventConsumer/shop/thief"]
+                .message
+                .contains("victim.notify")
+        );
+        let groups: Vec<&str> = grants.consumers.iter().map(|c| c.group.as_str()).collect();
+        assert_eq!(groups, ["shop.default", "shop.own"]);
+        // Retry and dead-letter topics follow from the group.
+        assert_eq!(
+            grants.consumers[1].retry_topics,
+            ["orders.v1.shop.own.retry.5s"]
+        );
+        assert_eq!(
+            grants.consumers[1].dead_letter_topic.as_deref(),
+            Some("shop.own.dlq")
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_topic_must_be_an_owned_event_topic_of_the_namespace() {
+        let topics = [
+            topic("shop", "orders", json!({"topicName": "orders.v1"})),
+            at(
+                topic("shop", "dlq", json!({"topicName": "dlq.v1"})),
+                "2026-01-01T00:00:00Z",
+            ),
+            at(
+                topic("shop", "dlq-copy", json!({"topicName": "dlq.v1"})),
+                "2026-01-02T00:00:00Z",
+            ),
+            topic("other", "theirs", json!({"topicName": "theirs.v1"})),
+        ];
+        let c = |name: &str, dlq: &str| {
+            consumer(
+                "shop",
+                name,
+                json!({"topics": ["orders"], "serviceAccount": name,
+                                          "delivery": {"http": {"url": "http://x"}},
+                                          "deadLetter": {"topic": dlq}}),
+            )
+        };
+        let grants = from_resources(
+            &topics,
+            &[
+                c("ok", "dlq"),
+                c("copy", "dlq-copy"),
+                c("missing", "nowhere"),
+                c("foreign", "theirs"),
+            ],
+        );
+        assert_eq!(grants.consumers.len(), 1);
+        assert_eq!(
+            grants.consumers[0].dead_letter_topic.as_deref(),
+            Some("dlq.v1")
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/shop/copy"),
+            Some("DeadLetterTopicInConflict")
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/shop/missing"),
+            Some("DeadLetterTopicNotFound")
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/shop/foreign"),
+            Some("DeadLetterTopicNotFound")
+        );
+    }
+
+    #[test]
+    fn kafka_internal_topics_are_never_granted() {
+        let t = topic(
+            "a",
+            "offsets",
+            json!({"topicName": "__consumer_offsets", "producers": [{"serviceAccount": "p"}]}),
+        );
+        let c = consumer(
+            "a",
+            "c",
+            json!({"topics": ["offsets"], "serviceAccount": "c",
+                                          "delivery": {"http": {"url": "http://x"}}}),
+        );
+        let grants = from_resources(&[t], &[c]);
+        assert!(grants.producers.is_empty() && grants.consumers.is_empty());
+        assert_eq!(
+            reason(&grants, "EventTopic/a/offsets"),
+            Some("InternalTopic")
+        );
+        assert_eq!(reason(&grants, "EventConsumer/a/c"), Some("InternalTopic"));
+    }
+
+    #[test]
+    fn each_resource_sees_only_its_own_grants() {
+        let t = topic(
+            "a",
+            "t",
+            json!({"producers": [{"serviceAccount": "p"}, {"serviceAccount": "q"}]}),
+        );
+        let c = consumer(
+            "a",
+            "c",
+            json!({"topics": ["t"], "serviceAccount": "p",
+                                          "delivery": {"http": {"url": "http://x"}}}),
+        );
+        let grants = from_resources(&[t], &[c]).by_resource();
+        let topic_only = &grants["EventTopic/a/t"];
+        assert_eq!(topic_only.producers.len(), 2);
+        assert!(topic_only.consumers.is_empty());
+        assert_eq!(topic_only.identities().len(), 2);
+        let consumer_only = &grants["EventConsumer/a/c"];
+        assert!(consumer_only.producers.is_empty());
+        assert_eq!(consumer_only.consumers.len(), 1);
+        assert_eq!(
+            consumer_only.identities().into_iter().collect::<Vec<_>>(),
+            [("a".to_owned(), "p".to_owned())]
+        );
+    }
+
+    #[test]
+    fn another_namespaces_retry_and_dead_letter_topics_are_not_granted() {
+        let topics = [
+            topic("b", "orders", json!({"topicName": "orders.v1"})),
+            // Namespace a names b's managed dead-letter topic and one of its retry tiers.
+            at(
+                topic(
+                    "a",
+                    "steal-dlq",
+                    json!({"topicName": "b.notify.dlq", "producers": [{"serviceAccount": "p"}]}),
+                ),
+                "2026-01-02T00:00:00Z",
+            ),
+            topic(
+                "a",
+                "steal-retry",
+                json!({"topicName": "orders.v1.b.notify.retry.5s"}),
+            ),
+            // b may declare its own (to set its retention, say); declared first, it owns it.
+            at(
+                topic(
+                    "b",
+                    "own-dlq",
+                    json!({"topicName": "b.notify.dlq", "producers": [{"serviceAccount": "q"}]}),
+                ),
+                "2026-01-01T00:00:00Z",
+            ),
+        ];
+        let consumers = [
+            consumer(
+                "b",
+                "notify",
+                json!({"topics": ["orders"], "serviceAccount": "n",
+                                           "delivery": {"http": {"url": "http://x"}},
+                                           "retry": {"delays": ["5s"]}}),
+            ),
+            consumer(
+                "a",
+                "reader",
+                json!({"topics": ["steal-retry"], "serviceAccount": "r",
+                                           "delivery": {"http": {"url": "http://x"}}}),
+            ),
+        ];
+        let grants = from_resources(&topics, &consumers);
+        assert_eq!(
+            reason(&grants, "EventTopic/a/steal-dlq"),
+            Some("ReservedTopicName")
+        );
+        assert_eq!(
+            reason(&grants, "EventTopic/a/steal-retry"),
+            Some("ReservedTopicName")
+        );
+        assert_eq!(
+            reason(&grants, "EventConsumer/a/reader"),
+            Some("TopicInConflict")
+        );
+        let producers: Vec<&str> = grants
+            .producers
+            .iter()
+            .map(|p| p.namespace.as_str())
+            .collect();
+        assert_eq!(producers, ["b"], "only b's own EventTopic grants");
     }
 }

@@ -16,6 +16,14 @@
 //! holds them ([`crate::access::AccessBook`]): the EventTopic controller folds that into the
 //! EventTopic's status; EventConsumer status (no other writer yet) is written here.
 //!
+//! Grants follow ownership ([`grants`]): a conflicting EventTopic, a consumer group outside its
+//! namespace or a dead-letter topic that is not the namespace's own grants nothing, and the
+//! resource's `AccessGranted` condition says why. Failures stay with whom they concern: a
+//! failure of one identity (its namespace refuses the Secret, Kafka refuses its ACLs) is shown
+//! on the resources that declare that identity only, as an Event and a condition, and the
+//! other identities still converge; only what concerns everyone (Kafka unreachable, its ACLs
+//! unreadable) is reported on every resource.
+//!
 //! Order matters for crash safety: a new password reaches Kafka before the Secret that hands it
 //! out, and a principal's ACLs go before its credential and Secret. Every step is idempotent, so
 //! a crash anywhere is repaired by the next pass.
@@ -247,16 +255,31 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
         .collect();
 
     let grants = grants::from_resources(&topics, &consumers);
-    let result = converge(ctx, &grants, &secrets).await;
+    let mut failures = Failures::default();
+    let result = converge(ctx, &grants, &secrets, &mut failures).await;
+    // Tell the owners of the affected resources, and nobody else: a failure that concerns
+    // every resource (Kafka unreachable) goes to all, one identity's failure only to the
+    // resources that declare that identity.
     if let Err(error) = &result {
-        // Tell the owners of the affected resources, not only the operator's log.
         let note = ferry_common::errors::chain(error);
         for resource in grants.referenced_by.values().flatten() {
             publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
         }
     }
-    let failure = result.as_ref().err().map(failure);
-    let findings = record_access(ctx, &topics, &consumers, failure.as_ref());
+    for (identity, error) in &failures.by_identity {
+        let note = ferry_common::errors::chain(error);
+        for resource in grants.referenced_by.get(identity).into_iter().flatten() {
+            publish(ctx, resource, EventType::Warning, "AccessFailed", &note).await;
+        }
+    }
+    let findings = record_access(
+        ctx,
+        &topics,
+        &consumers,
+        &grants,
+        result.as_ref().err(),
+        &failures,
+    );
     for consumer in &consumers {
         let key = (
             access::Kind::EventConsumer,
@@ -269,19 +292,72 @@ pub async fn reconcile_all(ctx: &Context) -> Result<Report> {
             warn!(error = %e, consumer = %consumer.name_any(), "cannot write EventConsumer status");
         }
     }
-    result
+    // Any failure fails the pass, so it is retried with backoff; the rest has converged.
+    let report = result?;
+    match failures.into_first() {
+        Some(error) => Err(error),
+        None => Ok(report),
+    }
 }
 
-/// Records in the book what each live resource declares and whether Kafka holds it.
+/// What a pass could not do, kept apart by whom it concerns, so one team's problem (a Secret
+/// its namespace refuses, an ACL Kafka refuses for its principal) neither stops the others'
+/// access nor shows on their resources.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Failures of one identity: shown on the resources that declare it.
+    by_identity: BTreeMap<Identity, Error>,
+    /// Failures no declared resource is concerned with (removing an identity nobody declares).
+    unattributed: Option<Error>,
+}
+
+impl Failures {
+    fn of_identity(&mut self, identity: Identity, error: Error) {
+        warn!(error = %error, cause = ?error, principal = %acl::principal(&identity.0, &identity.1), "identity not converged");
+        self.by_identity.entry(identity).or_insert(error);
+    }
+
+    fn unattributed(&mut self, error: Error) {
+        warn!(error = %error, cause = ?error, "identity clean-up failed");
+        self.unattributed.get_or_insert(error);
+    }
+
+    /// One of the failures, to fail the pass with.
+    fn into_first(self) -> Option<Error> {
+        self.by_identity.into_values().next().or(self.unattributed)
+    }
+}
+
+/// Records in the book what each live resource declares and whether Kafka holds it: a
+/// resource refused by [`grants`] shows its refusal; otherwise one of its own identities'
+/// failures, or a failure of the whole pass.
 fn record_access(
     ctx: &Context,
     topics: &[EventTopic],
     consumers: &[EventConsumer],
-    failure: Option<&Failure>,
+    grants: &grants::Grants,
+    pass_failure: Option<&Error>,
+    failures: &Failures,
 ) -> HashMap<ResourceKey, Access> {
-    let entry = |generation, grants: grants::Grants| {
-        let declared = declared_access(&grants);
-        let failure = failure.filter(|_| !declared.principals.is_empty()).cloned();
+    let by_resource = grants.by_resource();
+    let none = grants::Grants::default();
+    let entry = |generation, resource: &str| {
+        let own = by_resource.get(resource).unwrap_or(&none);
+        let declared = declared_access(own);
+        let failure = match grants.refused.get(resource) {
+            Some(refusal) => Some(Failure {
+                reason: refusal.reason.to_owned(),
+                message: refusal.message.clone(),
+                transient: false,
+            }),
+            None if declared.principals.is_empty() => None,
+            None => own
+                .identities()
+                .iter()
+                .find_map(|id| failures.by_identity.get(id))
+                .or(pass_failure)
+                .map(failure),
+        };
         Access {
             generation,
             declared,
@@ -290,26 +366,19 @@ fn record_access(
     };
     let mut findings = HashMap::new();
     for topic in topics {
-        let key = (
-            access::Kind::EventTopic,
-            topic.namespace().unwrap_or_default(),
-            topic.name_any(),
-        );
-        let grants = grants::from_resources(std::slice::from_ref(topic), &[]);
-        findings.insert(key, entry(topic.metadata.generation, grants));
+        let (ns, name) = (topic.namespace().unwrap_or_default(), topic.name_any());
+        let resource = grants::topic_resource(&ns, &name);
+        let key = (access::Kind::EventTopic, ns, name);
+        findings.insert(key, entry(topic.metadata.generation, &resource));
     }
     for consumer in consumers {
-        let key = (
-            access::Kind::EventConsumer,
+        let (ns, name) = (
             consumer.namespace().unwrap_or_default(),
             consumer.name_any(),
         );
-        // The topics only resolve the consumer's topic names; their producers are theirs.
-        let grants = grants::Grants {
-            producers: Vec::new(),
-            ..grants::from_resources(topics, std::slice::from_ref(consumer))
-        };
-        findings.insert(key, entry(consumer.metadata.generation, grants));
+        let resource = grants::consumer_resource(&ns, &name);
+        let key = (access::Kind::EventConsumer, ns, name);
+        findings.insert(key, entry(consumer.metadata.generation, &resource));
     }
     ctx.book.record(findings.clone());
     findings
@@ -324,20 +393,37 @@ fn declared_access(grants: &grants::Grants) -> AccessStatus {
     }
 }
 
-/// `User:ns.sa WRITE Topic:orders`: one ACL as a person reads it.
+/// `User:ns.sa WRITE Topic:orders`: one ACL as a person reads it, the operation spelled as
+/// Kafka's tools spell it (`DESCRIBE_CONFIGS`).
 fn describe_acl(binding: &AclBinding) -> String {
     format!(
         "{} {} {:?}:{}",
         binding.principal,
-        format!("{:?}", binding.operation).to_uppercase(),
+        upper_snake(&format!("{:?}", binding.operation)),
         binding.resource_type,
         binding.resource_name
     )
 }
 
+/// `DescribeConfigs` → `DESCRIBE_CONFIGS`.
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// How a failed pass shows in the `AccessGranted` condition.
 fn failure(error: &Error) -> Failure {
     let (reason, transient) = match error {
+        // The API server refused (a quota, a policy, a namespace being deleted): a person acts.
+        Error::Kube(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => {
+            ("KubernetesRefused", false)
+        }
         Error::Kube(_) => ("KubernetesUnavailable", true),
         Error::Kafka(e) if e.is_unavailable() => ("KafkaUnavailable", true),
         Error::Kafka(e) if e.is_authorization() => ("KafkaNotAuthorized", false),
@@ -388,16 +474,22 @@ async fn write_consumer_status(
     Ok(())
 }
 
-/// Makes Kafka and the credential Secrets match `grants`.
+/// Makes Kafka and the credential Secrets match `grants`. A failure that concerns everyone
+/// (Kafka unreachable, the ACLs unreadable) fails the pass; one identity's failure is recorded
+/// in `failures` and the others converge.
 async fn converge(
     ctx: &Context,
     grants: &grants::Grants,
     secrets: &BTreeMap<Identity, Secret>,
+    failures: &mut Failures,
 ) -> Result<Report> {
     let wanted = grants.identities();
     let mut report = Report::default();
 
-    ensure_credentials(ctx, &wanted, secrets, &mut report).await?;
+    // First what concerns everyone: reading Kafka's ACLs.
+    let actual = ctx.admin.describe_acls(None).await?;
+
+    ensure_credentials(ctx, &wanted, secrets, &mut report, failures).await;
 
     // ACLs: the principals Ferry manages are the declared ones and those with a credential.
     let desired = acl::desired_acls(&grants.producers, &grants.consumers);
@@ -405,87 +497,170 @@ async fn converge(
         .keys()
         .map(|(ns, sa)| acl::principal(ns, sa))
         .collect();
-    let actual = ctx.admin.describe_acls(None).await?;
     let AclDiff { create, delete } = acl::diff(&desired, &actual, &managed);
-    report.acls_created = create.len();
-    report.acls_deleted = delete.len();
-    if !create.is_empty() {
-        ctx.admin.create_acls(&create).await?;
-    }
-    if !delete.is_empty() {
-        ctx.admin.delete_acls(&delete).await?;
-    }
-    publish_acl_events(ctx, &grants.referenced_by, &create, &delete).await;
+    let created = change_acls(ctx, AclChange::Create, create, failures).await?;
+    let deleted = change_acls(ctx, AclChange::Delete, delete, failures).await?;
+    report.acls_created = created.len();
+    report.acls_deleted = deleted.len();
+    publish_acl_events(ctx, &grants.referenced_by, &created, &deleted).await;
 
     // Identities nobody declares any more: their ACLs went above; now the credential, then
     // the Secret (last, so a crash before it leaves a record that the principal is managed).
     for (ns, sa) in secrets.keys().filter(|id| !wanted.contains(*id)) {
-        ctx.admin
-            .delete_scram_credential(&acl::username(ns, sa))
-            .await?;
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-        match api
-            .delete(&credentials::secret_name(sa), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        match remove_identity(ctx, ns, sa).await {
+            Ok(()) => {
+                info!(principal = %acl::principal(ns, sa), "identity removed: no resource declares it");
+                report.identities_removed += 1;
+            }
+            Err(e) => failures.unattributed(e),
         }
-        info!(principal = %acl::principal(ns, sa), "identity removed: no resource declares it");
-        report.identities_removed += 1;
     }
     Ok(report)
 }
 
+/// Deletes the credential of an identity nobody declares, then its Secret.
+async fn remove_identity(ctx: &Context, ns: &str, sa: &str) -> Result<()> {
+    ctx.admin
+        .delete_scram_credential(&acl::username(ns, sa))
+        .await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api
+        .delete(&credentials::secret_name(sa), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether ACLs are created or deleted.
+#[derive(Debug, Clone, Copy)]
+enum AclChange {
+    Create,
+    Delete,
+}
+
+/// Creates or deletes `bindings` in one request; if Kafka refuses it, again one principal at
+/// a time, so a refusal is pinned on the principal it concerns and the others still converge.
+/// Returns the bindings changed; fails only for what concerns all (Kafka unreachable, the
+/// operator's admin not authorized).
+async fn change_acls(
+    ctx: &Context,
+    change: AclChange,
+    bindings: Vec<AclBinding>,
+    failures: &mut Failures,
+) -> Result<Vec<AclBinding>> {
+    async fn apply(ctx: &Context, change: AclChange, bindings: &[AclBinding]) -> kafka::Result<()> {
+        match change {
+            AclChange::Create => ctx.admin.create_acls(bindings).await,
+            AclChange::Delete => ctx.admin.delete_acls(bindings).await.map(|_| ()),
+        }
+    }
+    if bindings.is_empty() {
+        return Ok(bindings);
+    }
+    let refused = match apply(ctx, change, &bindings).await {
+        Ok(()) => return Ok(bindings),
+        // Kafka unreachable, or the operator's own admin lacks the right: everyone's problem.
+        Err(e) if e.is_unavailable() || e.is_authorization() => return Err(e.into()),
+        Err(e) => e,
+    };
+    let mut by_principal: BTreeMap<String, Vec<AclBinding>> = BTreeMap::new();
+    for b in bindings {
+        by_principal.entry(b.principal.clone()).or_default().push(b);
+    }
+    if by_principal.len() == 1
+        && let Some(principal) = by_principal.keys().next()
+    {
+        // Nothing to tell apart: the refusal is this principal's.
+        record_principal_failure(failures, principal, refused.into());
+        return Ok(Vec::new());
+    }
+    let mut changed = Vec::new();
+    for (principal, bindings) in by_principal {
+        match apply(ctx, change, &bindings).await {
+            Ok(()) => changed.extend(bindings),
+            Err(e) if e.is_unavailable() => return Err(e.into()),
+            Err(e) => record_principal_failure(failures, &principal, e.into()),
+        }
+    }
+    Ok(changed)
+}
+
+/// Pins a failure on the identity of a Ferry principal (`User:<ns>.<sa>`).
+fn record_principal_failure(failures: &mut Failures, principal: &str, error: Error) {
+    match principal
+        .strip_prefix("User:")
+        .and_then(|user| user.split_once('.'))
+    {
+        Some((ns, sa)) => failures.of_identity((ns.to_owned(), sa.to_owned()), error),
+        None => failures.unattributed(error),
+    }
+}
+
 /// Makes sure every wanted identity has a SCRAM credential in Kafka and a Secret that matches
-/// it; creates or rotates passwords where needed.
+/// it; creates or rotates passwords where needed. One identity's failure is recorded and does
+/// not stop the others.
 async fn ensure_credentials(
     ctx: &Context,
     wanted: &BTreeSet<Identity>,
     secrets: &BTreeMap<Identity, Secret>,
     report: &mut Report,
-) -> Result<()> {
-    for (ns, sa) in wanted {
-        let username = acl::username(ns, sa);
-        let existing = secrets.get(&(ns.clone(), sa.clone()));
-        let stored = existing.and_then(credentials::stored_password);
-        let rotate = existing.is_some_and(credentials::rotation_requested);
-        let (password, changed) = match stored {
-            Some(password) if !rotate => (password, false),
-            _ => (credentials::new_password(), true),
-        };
-        if changed || !ctx.asserted.contains(&username, &password) {
-            // Kafka first: the Secret only ever hands out a password Kafka accepts (or one that
-            // the next pass will push again).
-            ctx.admin
-                .upsert_scram_credential(&username, &password)
-                .await?;
-            ctx.asserted.record(&username, &password);
+    failures: &mut Failures,
+) {
+    for identity in wanted {
+        let existing = secrets.get(identity);
+        if let Err(e) = ensure_credential(ctx, identity, existing, report).await {
+            failures.of_identity(identity.clone(), e);
         }
-        let secret = credentials::secret(ns, sa, &username, &password, &ctx.settings);
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    }
+}
+
+/// One identity's credential in Kafka and its Secret.
+async fn ensure_credential(
+    ctx: &Context,
+    (ns, sa): &Identity,
+    existing: Option<&Secret>,
+    report: &mut Report,
+) -> Result<()> {
+    let username = acl::username(ns, sa);
+    let stored = existing.and_then(credentials::stored_password);
+    let rotate = existing.is_some_and(credentials::rotation_requested);
+    let (password, changed) = match stored {
+        Some(password) if !rotate => (password, false),
+        _ => (credentials::new_password(), true),
+    };
+    if changed || !ctx.asserted.contains(&username, &password) {
+        // Kafka first: the Secret only ever hands out a password Kafka accepts (or one that
+        // the next pass will push again).
+        ctx.admin
+            .upsert_scram_credential(&username, &password)
+            .await?;
+        ctx.asserted.record(&username, &password);
+    }
+    let secret = credentials::secret(ns, sa, &username, &password, &ctx.settings);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        &credentials::secret_name(sa),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    if rotate {
+        // The annotation was set by a person, not by our apply: remove it explicitly.
+        let unset = serde_json::json!({"metadata": {"annotations": {credentials::ROTATE_ANNOTATION: null}}});
         api.patch(
             &credentials::secret_name(sa),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&secret),
+            &PatchParams::default(),
+            &Patch::Merge(&unset),
         )
         .await?;
-        if rotate {
-            // The annotation was set by a person, not by our apply: remove it explicitly.
-            let unset = serde_json::json!({"metadata": {"annotations": {credentials::ROTATE_ANNOTATION: null}}});
-            api.patch(
-                &credentials::secret_name(sa),
-                &PatchParams::default(),
-                &Patch::Merge(&unset),
-            )
-            .await?;
-            info!(principal = %acl::principal(ns, sa), "credential rotated");
-            report.credentials_rotated += 1;
-        } else if changed {
-            info!(principal = %acl::principal(ns, sa), "credential created");
-            report.credentials_created += 1;
-        }
+        info!(principal = %acl::principal(ns, sa), "credential rotated");
+        report.credentials_rotated += 1;
+    } else if changed {
+        info!(principal = %acl::principal(ns, sa), "credential created");
+        report.credentials_created += 1;
     }
     Ok(())
 }

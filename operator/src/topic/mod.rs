@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  EventTopic ─watch─▶ reconcile ─▶ finalizer (deletionPolicy: Delete only)
-//!                                    ├─ Apply   → EventTopic::reconcile: conflict? configs allowed?
-//!                                    │            describe → create | grow + alter configs
+//!                                    ├─ Apply   → EventTopic::reconcile: Kafka-internal name?
+//!                                    │            conflict? configs allowed?
+//!                                    │            describe → create | adopt (report configs
+//!                                    │            outside the spec first) | grow + alter configs
 //!                                    │            → Event for every change, status (SSA)
 //!                                    │              with the producers' access folded in
 //!                                    └─ Cleanup → EventTopic::cleanup: delete the Kafka topic
@@ -44,6 +46,7 @@ use crate::{
     api::{DeletionPolicy, EventTopic, EventTopicStatus},
     kafka::{self, Batched, TopicState},
     metrics::Metrics,
+    ownership,
     status::{self, Outcome},
 };
 use plan::{Desired, Plan};
@@ -265,36 +268,39 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 }
 
 impl EventTopic {
-    /// The older EventTopic that names the same Kafka topic, if any: it wins the topic.
-    fn conflicting_owner(&self, store: &Store<EventTopic>) -> Option<Arc<EventTopic>> {
-        let name = self.kafka_topic_name();
-        let me = (self.creation_timestamp(), self.namespace(), self.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|other| other.uid() != self.uid() && other.kafka_topic_name() == name)
-            .filter(|other| {
-                (
-                    other.creation_timestamp(),
-                    other.namespace(),
-                    other.name_any(),
-                ) < me
-            })
-            .min_by_key(|other| other.creation_timestamp())
+    /// The older EventTopic (namespace, name) that names the same Kafka topic, if any: it wins
+    /// the topic ([`crate::ownership`], the rule the identity controller grants by).
+    fn conflicting_owner(&self, store: &Store<EventTopic>) -> Option<(String, String)> {
+        let all = store.state();
+        ownership::older_owner(self, all.iter().map(AsRef::as_ref))
+            .map(|owner| (owner.namespace().unwrap_or_default(), owner.name_any()))
     }
 
     /// Makes the Kafka topic match the spec and reports what it found.
     pub async fn reconcile(&self, ctx: &Context) -> Result<Action> {
         let desired = Desired::from_spec(self.kafka_topic_name(), &self.spec);
 
-        if let Some(owner) = self.conflicting_owner(&ctx.store) {
+        if ownership::is_internal_topic(&desired.name) {
+            // The CRD refuses such names; an object stored before that rule still gets here.
+            let outcome = Outcome::Stalled {
+                reason: "InternalTopic".into(),
+                message: format!(
+                    "Kafka topic {} is Kafka-internal (names starting with '{}' belong to the broker): Ferry never creates, adopts or grants it",
+                    desired.name,
+                    ownership::INTERNAL_TOPIC_PREFIX
+                ),
+            };
+            self.finish(ctx, outcome, None).await?;
+            // Requeue at the resync interval only: topicName is immutable, nothing will change.
+            return Ok(Action::requeue(ctx.resync));
+        }
+
+        if let Some((owner_namespace, owner_name)) = self.conflicting_owner(&ctx.store) {
             let outcome = Outcome::Stalled {
                 reason: "Conflict".into(),
                 message: format!(
-                    "Kafka topic {} already belongs to the older EventTopic {}/{}",
+                    "Kafka topic {} already belongs to the older EventTopic {owner_namespace}/{owner_name}; no access is granted through this one",
                     desired.name,
-                    owner.namespace().unwrap_or_default(),
-                    owner.name_any()
                 ),
             };
             self.finish(ctx, outcome, None).await?;
@@ -323,8 +329,10 @@ impl EventTopic {
         let Some(actual) = found else {
             return self.create(ctx, &desired).await;
         };
-        let adopted = self.status.as_ref().is_none_or(|s| s.topic_id.is_none());
-        if adopted && !self.ready_reason_is("Creating") {
+        // First sight of a topic this resource did not create.
+        let adopted = self.status.as_ref().is_none_or(|s| s.topic_id.is_none())
+            && !self.ready_reason_is("Creating");
+        if adopted {
             self.publish(
                 ctx,
                 EventType::Normal,
@@ -339,6 +347,27 @@ impl EventTopic {
         }
 
         let plan = Plan::diff(&desired, &actual);
+        if adopted && !plan.unmanaged.is_empty() {
+            // Before anything changes: a person can put back what is removed.
+            let (type_, what) = if desired.keep_unmanaged {
+                (
+                    EventType::Normal,
+                    "keeping them (spec.unmanagedConfigs: Keep)",
+                )
+            } else {
+                (
+                    EventType::Warning,
+                    "removing them (spec.unmanagedConfigs: Remove); list them in spec.config or set unmanagedConfigs: Keep to keep them",
+                )
+            };
+            let note = format!(
+                "Kafka topic {} has configs the spec does not list: {}; {what}",
+                desired.name,
+                plan.describe_unmanaged()
+            );
+            self.publish(ctx, type_, "UnmanagedConfigs", "Adopt", note)
+                .await;
+        }
         if plan.has_changes() {
             return self.apply_plan(ctx, &desired, &actual, &plan).await;
         }
@@ -360,7 +389,7 @@ impl EventTopic {
     /// Deletes the Kafka topic (deletionPolicy: Delete) unless another EventTopic owns it.
     pub async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         let name = self.kafka_topic_name();
-        if self.conflicting_owner(&ctx.store).is_some() {
+        if ownership::is_internal_topic(&name) || self.conflicting_owner(&ctx.store).is_some() {
             // The topic belongs to an older EventTopic: deleting this one must not touch it.
             return Ok(Action::await_change());
         }
@@ -631,7 +660,8 @@ impl EventTopic {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            // The Events API caps notes at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
             action: action.to_owned(),
             secondary: None,
         };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    api::EventTopicSpec,
+    api::{EventTopicSpec, UnmanagedConfigs},
     kafka::{ConfigOp, NewTopicSpec, TopicState, topic_config},
 };
 
@@ -17,8 +17,10 @@ pub struct Desired {
     pub partitions: i32,
     /// Replication factor wanted; `None` leaves it to the broker.
     pub replication_factor: Option<i32>,
-    /// Exactly the per-topic overrides wanted.
+    /// The per-topic overrides wanted.
     pub config: BTreeMap<String, String>,
+    /// Whether overrides `config` does not list stay (`unmanagedConfigs: Keep`).
+    pub keep_unmanaged: bool,
 }
 
 impl Desired {
@@ -29,6 +31,7 @@ impl Desired {
             partitions: spec.partitions,
             replication_factor: spec.replication_factor,
             config: spec.config.clone(),
+            keep_unmanaged: spec.unmanaged_configs == UnmanagedConfigs::Keep,
         }
     }
 
@@ -57,8 +60,11 @@ pub struct Plan {
     /// Grow to this many partitions.
     pub grow_to: Option<i32>,
     /// Incremental config changes: sets for missing or different values, deletes for
-    /// overrides the spec does not list.
+    /// overrides the spec does not list (unless they are kept).
     pub config_ops: Vec<ConfigOp>,
+    /// Overrides the topic has and the spec does not list, with their values (removed by
+    /// `config_ops` unless kept): what an adoption reports before it changes anything.
+    pub unmanaged: BTreeMap<String, String>,
     /// Differences Kafka cannot fix (sentences for the condition message).
     pub not_supported: Vec<String>,
 }
@@ -91,12 +97,24 @@ impl Plan {
                 });
             }
         }
-        for key in actual.config.keys() {
+        for (key, value) in &actual.config {
             if !desired.config.contains_key(key) {
-                plan.config_ops.push(ConfigOp::Delete { key: key.clone() });
+                plan.unmanaged.insert(key.clone(), value.clone());
+                if !desired.keep_unmanaged {
+                    plan.config_ops.push(ConfigOp::Delete { key: key.clone() });
+                }
             }
         }
         plan
+    }
+
+    /// `key=value, ...` of the overrides the spec does not list, for an Event.
+    pub fn describe_unmanaged(&self) -> String {
+        self.unmanaged
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Whether Kafka must be changed.
@@ -153,6 +171,7 @@ mod tests {
             partitions,
             replication_factor: rf,
             config: config(cfg),
+            keep_unmanaged: false,
         }
     }
 
@@ -233,6 +252,36 @@ mod tests {
             plan.describe(),
             "set retention.ms; removed overrides segment.ms"
         );
+        assert_eq!(plan.unmanaged, config(&[("segment.ms", "100")]));
+        assert_eq!(plan.describe_unmanaged(), "segment.ms=100");
+    }
+
+    #[test]
+    fn unmanaged_configs_are_reported_and_kept_when_asked() {
+        let mut keep = desired(1, None, &[("cleanup.policy", "compact")]);
+        keep.keep_unmanaged = true;
+        let topic = actual(
+            1,
+            1,
+            &[("retention.ms", "-1"), ("cleanup.policy", "delete")],
+        );
+        let plan = Plan::diff(&keep, &topic);
+        assert_eq!(
+            plan.config_ops,
+            vec![ConfigOp::Set {
+                key: "cleanup.policy".into(),
+                value: "compact".into()
+            }],
+            "the listed key is managed, the other kept"
+        );
+        assert_eq!(plan.unmanaged, config(&[("retention.ms", "-1")]));
+        // Kept overrides are no change: an in-sync topic stays in sync.
+        let synced = actual(
+            1,
+            1,
+            &[("retention.ms", "-1"), ("cleanup.policy", "compact")],
+        );
+        assert!(!Plan::diff(&keep, &synced).has_changes());
     }
 
     #[test]

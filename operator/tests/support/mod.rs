@@ -14,20 +14,15 @@ use kube::{
 use tokio::sync::OnceCell;
 
 /// Installs every CRD in `crds/` with server-side apply (idempotent, safe in parallel) and
-/// waits until the API server serves them. Done once per test binary.
+/// waits until the API server serves them, then the admission policies beside them. Done once
+/// per test binary.
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
         .get_or_try_init(|| async {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
             let api = Api::<CustomResourceDefinition>::all(client.clone());
             let mut names = Vec::new();
-            for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
-                let path = entry?.path();
-                if path.extension().is_none_or(|e| e != "yaml") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path)?;
+            for (path, text) in manifests("CustomResourceDefinition")? {
                 let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
                     .with_context(|| format!("parsing {}", path.display()))?;
                 let name = crd.metadata.name.clone().context("CRD without a name")?;
@@ -57,10 +52,68 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("CRD {name} not established"))?;
             }
-            anyhow::Ok(())
+            install_admission_policies(client).await
         })
         .await?;
     Ok(())
+}
+
+/// Applies the ValidatingAdmissionPolicies and their bindings in `crds/` (server-side apply,
+/// idempotent): a test that removed a binding puts it back with this.
+pub async fn install_admission_policies(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let params = PatchParams::apply("ferry-tests").force();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    for (path, text) in manifests("ValidatingAdmissionPolicy")? {
+        let policy: ValidatingAdmissionPolicy =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = policy
+            .metadata
+            .name
+            .clone()
+            .context("policy without a name")?;
+        policies
+            .patch(&name, &params, &Patch::Apply(&policy))
+            .await
+            .with_context(|| format!("applying {name}"))?;
+    }
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    for (path, text) in manifests("ValidatingAdmissionPolicyBinding")? {
+        let binding: ValidatingAdmissionPolicyBinding =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = binding
+            .metadata
+            .name
+            .clone()
+            .context("binding without a name")?;
+        bindings
+            .patch(&name, &params, &Patch::Apply(&binding))
+            .await
+            .with_context(|| format!("applying {name}"))?;
+    }
+    Ok(())
+}
+
+/// The files of `crds/` whose `kind` is `kind`, with their text.
+fn manifests(kind: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if doc["kind"] == kind {
+            found.push((path, text));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `deadline`.
@@ -112,14 +165,30 @@ impl Operator {
     /// Starts the operator for `namespace` (its Lease lives there too); `extra` flags are
     /// appended.
     pub fn start(env: &TestEnv, namespace: &str, identity: &str, extra: &[&str]) -> Operator {
+        let mut args = vec!["--namespace", namespace];
+        args.extend_from_slice(extra);
+        Self::start_with(env, namespace, identity, &args)
+    }
+
+    /// Starts an operator that watches every namespace (its Lease lives in `lease_namespace`).
+    /// Only for tests that hold [`ferry_testkit::disruption_lock`] in a binary of their own:
+    /// it acts on every namespace of the test cluster.
+    pub fn start_cluster_wide(env: &TestEnv, lease_namespace: &str, identity: &str) -> Operator {
+        Self::start_with(env, lease_namespace, identity, &[])
+    }
+
+    fn start_with(
+        env: &TestEnv,
+        lease_namespace: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
         let metrics_port = free_port();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
             "run",
-            "--namespace",
-            namespace,
             "--lease-namespace",
-            namespace,
+            lease_namespace,
             "--lease-duration",
             "3",
             "--metrics-addr",
@@ -298,6 +367,24 @@ impl Fixture {
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Notes of the Events with `reason` recorded on EventTopic `name`.
+    pub async fn event_notes(&self, name: &str, reason: &str) -> Vec<String> {
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+            self.ns.client(),
+            self.ns.name(),
+        );
+        events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
             .collect()
     }
 

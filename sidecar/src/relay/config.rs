@@ -31,7 +31,7 @@ pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9464";
 pub struct RelayArgs {
     /// PostgreSQL DSN of the service's own database, which holds the outbox table.
     #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: ferry_common::redact::Redacted,
 
     /// The outbox table, optionally schema-qualified (`shop.outbox`); resolved with the
     /// session's `search_path` like any SQL name.

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub failed: Family<ReasonLabel, Counter>,
     /// Keys waiting after a transient failure.
     pub held_keys: Gauge,
+    /// Rows held because their topic does not exist or may not be written yet, by reason
+    /// (`unknown_topic`, `denied`): a deploy whose topic or ACLs are not there yet.
+    pub topic_waits: Family<ReasonLabel, Counter>,
     /// Time from reading a batch to marking it.
     pub batch_duration: Histogram,
 }
@@ -53,6 +56,7 @@ impl Metrics {
             dead_lettered: Family::default(),
             failed: Family::default(),
             held_keys: Gauge::default(),
+            topic_waits: Family::default(),
             batch_duration: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(start, factor, count),
             ),
@@ -91,6 +95,11 @@ impl Metrics {
             "relay_held_keys",
             "Keys waiting after a transient publish failure",
             metrics.held_keys.clone(),
+        );
+        registry.register(
+            "relay_topic_waits",
+            "Outbox rows held because their topic does not exist or may not be written yet",
+            metrics.topic_waits.clone(),
         );
         registry.register(
             "relay_batch_duration_seconds",

@@ -15,6 +15,7 @@
 //! Shutdown is an argument: when it completes, the chunk in flight is finished and every
 //! delivered row is marked, then `run` returns.
 
+pub mod canonical;
 pub mod config;
 pub mod housekeeping;
 pub mod leader;
@@ -25,6 +26,7 @@ pub mod pacing;
 pub mod pipeline;
 pub mod publish;
 pub mod session;
+pub mod topics;
 
 use std::{
     collections::HashSet,
@@ -77,6 +79,10 @@ pub enum Error {
         "outbox table {0} has no publish_error column, needed to mark poison rows failed without a --dead-letter-topic; add it (docs/outbox.md) or set --dead-letter-topic"
     )]
     NoErrorColumn(String),
+    #[error(
+        "outbox table {table} has column(s) of a type the relay cannot use: {wrong}; docs/outbox.md has the expected shape"
+    )]
+    ColumnTypes { table: String, wrong: String },
     #[error("cannot create the Kafka producer: {0}")]
     Producer(#[source] rdkafka::error::KafkaError),
     #[error(transparent)]
@@ -95,7 +101,10 @@ impl Error {
         match self {
             Error::Connect(_) => "connect",
             Error::Database(_) => "database",
-            Error::NoTable(_) | Error::MissingColumns { .. } | Error::NoErrorColumn(_) => "table",
+            Error::NoTable(_)
+            | Error::MissingColumns { .. }
+            | Error::ColumnTypes { .. }
+            | Error::NoErrorColumn(_) => "table",
             Error::Producer(_) | Error::KafkaSettings(_) => "kafka",
             Error::Telemetry(_) => "telemetry",
             Error::LeadershipLost | Error::WorkSessionLost => "session",
@@ -127,6 +136,7 @@ pub async fn run(
         kafka,
         log: _,
     } = args;
+    let database_url = database_url.into_exposed();
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -148,7 +158,11 @@ pub async fn run(
     let server = TelemetryServer::bind(metrics_addr, registry, health.clone()).await?;
     let server_stop = stopped(stop.clone());
     let server_task = tokio::spawn(server.serve(server_stop));
-    let publisher = Publisher::new(kafka.client_config()?, dead_letter_topic)?;
+    let publisher = Publisher::new(
+        kafka.client_config()?,
+        dead_letter_topic,
+        table.name.clone(),
+    )?;
     publisher.warm_up();
     tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");
 
@@ -483,6 +497,12 @@ impl Relay {
                     reason: reason.label(),
                 })
                 .inc();
+        }
+        for (reason, rows) in &outcome.unavailable {
+            self.metrics
+                .topic_waits
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(*rows);
         }
         for (_, reason, _) in &outcome.failed {
             self.metrics

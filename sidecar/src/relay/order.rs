@@ -131,6 +131,7 @@ pub struct BatchGate<'a> {
     behind: &'a HashSet<KeyId>,
     now: Instant,
     failed: HashSet<KeyId>,
+    deferred: HashSet<KeyId>,
 }
 
 impl<'a> BatchGate<'a> {
@@ -142,12 +143,14 @@ impl<'a> BatchGate<'a> {
             behind,
             now,
             failed: HashSet::new(),
+            deferred: HashSet::new(),
         }
     }
 
     /// Whether the next row of `key` may be sent.
     pub fn admit(&self, key: &KeyId) -> bool {
         !self.failed.contains(key)
+            && !self.deferred.contains(key)
             && !self.behind.contains(key)
             && !self.holds.is_held(key, self.now)
     }
@@ -155,6 +158,17 @@ impl<'a> BatchGate<'a> {
     /// A row of `key` failed (transiently) in this batch: its later rows stay behind.
     pub fn fail(&mut self, key: &KeyId) {
         self.failed.insert(key.clone());
+    }
+
+    /// A row of `key` is to be re-sent alone later in this batch (its batch was refused):
+    /// its later rows stay behind it, without a hold (the key did not fail).
+    pub fn defer(&mut self, key: &KeyId) {
+        self.deferred.insert(key.clone());
+    }
+
+    /// Whether a row of `key` failed (transiently) in this batch.
+    pub fn has_failed(&self, key: &KeyId) -> bool {
+        self.failed.contains(key)
     }
 
     /// The keys that failed in this batch.
@@ -224,6 +238,24 @@ mod tests {
         holds.succeed(&key("a"));
         assert!(!holds.is_held(&key("a"), t1));
         assert_eq!(holds.count(t1), 0);
+    }
+
+    #[test]
+    fn a_deferred_key_waits_in_this_batch_without_a_hold() {
+        let holds = Holds::default();
+        let behind = HashSet::new();
+        let mut gate = BatchGate::new(&holds, &behind, Instant::now());
+        gate.defer(&key("a"));
+        assert!(
+            !gate.admit(&key("a")),
+            "a's later rows wait for its re-send"
+        );
+        assert!(!gate.has_failed(&key("a")));
+        assert!(gate.admit(&key("b")));
+        assert!(
+            gate.into_failed().is_empty(),
+            "no backoff for a deferred key"
+        );
     }
 
     #[test]

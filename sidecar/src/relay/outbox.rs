@@ -54,9 +54,78 @@ pub struct TableInfo {
     pub oid: u32,
     /// Whether the table has [`ERROR_COLUMN`].
     pub has_error_column: bool,
+    /// The type of [`ERROR_COLUMN`] as PostgreSQL prints it; reasons are cast to it (which
+    /// cuts them to a `varchar(n)`'s length instead of failing the mark).
+    pub error_column_type: String,
 }
 
-/// Checks that `table` exists and has the contract's columns, naming what is missing.
+/// The types the relay reads each column as (the base type of a domain counts), as
+/// PostgreSQL's `regtype` names them. `id` is read as `bigint` and ordered: its order must be
+/// the insert order, which a serial or identity integer gives and a `uuid` does not.
+const COLUMN_TYPES: [(&str, &[&str]); 8] = [
+    ("id", &["bigint", "integer", "smallint"]),
+    ("topic", &["text", "character varying", "character"]),
+    ("key", &["jsonb", "json", "text", "character varying"]),
+    ("payload", &["jsonb", "json", "text", "character varying"]),
+    ("headers", &["jsonb", "json", "text", "character varying"]),
+    (
+        "created_at",
+        &["timestamp with time zone", "timestamp without time zone"],
+    ),
+    (
+        "published_at",
+        &["timestamp with time zone", "timestamp without time zone"],
+    ),
+    (ERROR_COLUMN, &["text", "character varying"]),
+];
+
+/// One column as the shape check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The column's name.
+    pub name: String,
+    /// Its type as PostgreSQL prints it (`integer`, `uuid`, `character varying(200)`).
+    pub shown_type: String,
+    /// The `regtype` name of its type, or of a domain's base type.
+    pub base_type: String,
+    /// Whether it is declared `NOT NULL`.
+    pub not_null: bool,
+}
+
+/// What is wrong with the table's columns: the missing ones, and one line per column of a
+/// type the relay cannot read. Pure, so every type PostgreSQL offers can be run through it.
+pub fn column_problems(columns: &[Column]) -> (Vec<&'static str>, Vec<String>) {
+    let missing: Vec<&'static str> = REQUIRED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have.name == *c))
+        .collect();
+    let mut wrong = Vec::new();
+    for column in columns {
+        let Some((_, allowed)) = COLUMN_TYPES.iter().find(|(name, _)| *name == column.name) else {
+            continue;
+        };
+        if !allowed.contains(&column.base_type.as_str()) {
+            let hint = if column.name == "id" && column.base_type == "uuid" {
+                ": uuids do not grow in insert order; add an integer id (bigserial or an identity column)"
+            } else {
+                ""
+            };
+            wrong.push(format!(
+                "{} is {} (the relay needs {}){hint}",
+                column.name,
+                column.shown_type,
+                allowed.join(", ")
+            ));
+        } else if column.name == "id" && !column.not_null {
+            wrong.push("id may be NULL (the relay needs it NOT NULL, e.g. the primary key)".into());
+        }
+    }
+    (missing, wrong)
+}
+
+/// Checks that `table` exists and has the contract's columns with types the relay can read,
+/// naming what is missing or wrong.
 pub async fn inspect(client: &Client, table: &str) -> Result<TableInfo> {
     let row = client
         .query_one(
@@ -71,31 +140,44 @@ pub async fn inspect(client: &Client, table: &str) -> Result<TableInfo> {
     ) else {
         return Err(Error::NoTable(table.to_owned()));
     };
-    let columns: Vec<String> = client
+    let columns: Vec<Column> = client
         .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                    (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::regtype::text, \
+                    a.attnotnull \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
             &[&oid],
         )
         .await
         .map_err(Error::Database)?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| Column {
+            name: r.get(0),
+            shown_type: r.get(1),
+            base_type: r.get(2),
+            not_null: r.get(3),
+        })
         .collect();
-    let missing: Vec<&str> = REQUIRED_COLUMNS
-        .iter()
-        .copied()
-        .filter(|c| !columns.iter().any(|have| have == c))
-        .collect();
+    let (missing, wrong) = column_problems(&columns);
     if !missing.is_empty() {
         return Err(Error::MissingColumns {
             table: name,
             missing: missing.join(", "),
         });
     }
+    if !wrong.is_empty() {
+        return Err(Error::ColumnTypes {
+            table: name,
+            wrong: wrong.join("; "),
+        });
+    }
+    let error_column = columns.iter().find(|c| c.name == ERROR_COLUMN);
     Ok(TableInfo {
         name,
         oid,
-        has_error_column: columns.iter().any(|c| c == ERROR_COLUMN),
+        has_error_column: error_column.is_some(),
+        error_column_type: error_column.map_or_else(|| "text".into(), |c| c.shown_type.clone()),
     })
 }
 
@@ -141,7 +223,7 @@ impl Outbox {
         // (docs/outbox.md) in id order.
         let fetch = |skip_keys: Option<&str>, skip_ids: Option<&str>| {
             let mut sql = format!(
-                "SELECT id, topic, key::text, payload::text, headers::text FROM {t} \
+                "SELECT id::int8, topic::text, key::text, payload::text, headers::text FROM {t} \
                  WHERE published_at IS NULL{skip_failed}"
             );
             if let Some(p) = skip_keys {
@@ -162,10 +244,10 @@ impl Outbox {
             skip_both: prepare(&client, &fetch(Some("$2"), Some("$3"))).await?,
         };
         let mark = if delete {
-            format!("DELETE FROM {t} WHERE id = ANY($1)")
+            format!("DELETE FROM {t} WHERE id = ANY($1::int8[])")
         } else {
             format!(
-                "UPDATE {t} SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL"
+                "UPDATE {t} SET published_at = now() WHERE id = ANY($1::int8[]) AND published_at IS NULL"
             )
         };
         let mark = prepare(&client, &mark).await?;
@@ -243,8 +325,9 @@ impl Outbox {
         self.client
             .execute(
                 &format!(
-                    "UPDATE {t} SET {ERROR_COLUMN} = u.reason FROM unnest($1::bigint[], $2::text[]) AS u(id, reason) WHERE {t}.id = u.id",
-                    t = self.table.name
+                    "UPDATE {t} SET {ERROR_COLUMN} = u.reason::{ty} FROM unnest($1::bigint[], $2::text[]) AS u(id, reason) WHERE {t}.id = u.id",
+                    t = self.table.name,
+                    ty = self.table.error_column_type
                 ),
                 &[&ids, &reasons],
             )

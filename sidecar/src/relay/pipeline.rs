@@ -106,7 +106,7 @@ mod tests {
             dead_lettered: vec![(4, Reason::MissingTopic)],
             failed: vec![(5, Reason::MissingTopic, "missing".into())],
             held: 1,
-            undelivered: Default::default(),
+            ..BatchOutcome::default()
         };
         let marks = Marks::of(&outcome, Instant::now());
         assert_eq!(marks.delivered, vec![1, 3, 4]);

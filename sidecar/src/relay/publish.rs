@@ -9,7 +9,13 @@
 //!
 //! A row that can never be published is *poison* ([`Reason`]): it goes to the dead-letter
 //! topic with a `ferry-error` header, or is marked failed, and never blocks the table. Any
-//! other failure holds the row's key ([`Holds`]) so its later rows wait behind it.
+//! other failure holds the row's key ([`Holds`]) so its later rows wait behind it; so does a
+//! topic that does not exist or may not be written *yet* (just created, ACLs propagating).
+//!
+//! Kafka refuses a record batch whole and librdkafka reports the refusal on every record of
+//! the batch, so no row is called poison for a batch's error: what the topic's config says
+//! ([`super::topics`]) is checked before sending, and the rows of a refused batch are re-sent
+//! alone ([`Publisher::isolate`]) until the one really at fault is found.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,16 +25,23 @@ use std::{
 
 use rdkafka::{
     ClientConfig,
+    admin::AdminClient,
+    client::DefaultClientContext,
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
-    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+    producer::{
+        DeliveryFuture, FutureProducer, FutureRecord, Producer,
+        future_producer::OwnedDeliveryResult,
+    },
 };
 use serde_json::Value;
 
 use super::{
     Error, Result,
+    canonical::{self, Json},
     order::{BatchGate, Holds, KeyId},
     outbox::OutboxRow,
+    topics::{RecordSize, TOPIC_CHECK_TIMEOUT, TopicCheck, Topics},
 };
 use crate::envelope::Envelope;
 
@@ -47,12 +60,6 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
     ("log.connection.close", "false"),
 ];
 
-/// How long a topic that exists and may be written stays known before it is checked again.
-const TOPIC_CHECK_TTL: Duration = Duration::from_secs(60);
-
-/// How long one topic metadata request may take before the batch goes ahead unchecked.
-const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Why a row can never be published; the text goes into `ferry-error` or `publish_error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
@@ -60,12 +67,11 @@ pub enum Reason {
     NotEnvelope(String),
     /// The `topic` column is empty.
     MissingTopic,
-    /// The topic does not exist in Kafka.
-    UnknownTopic(String),
-    /// The relay's Kafka identity may not write the topic.
-    Denied(String),
-    /// The record is larger than Kafka accepts.
+    /// The record is larger than Kafka accepts (the topic's `max.message.bytes` or the
+    /// producer's `message.max.bytes`).
     TooLarge(String),
+    /// The topic refuses the record itself (a NULL key on a compacted topic).
+    Invalid(String),
     /// The `key` or `headers` column is not usable.
     BadColumn(String),
 }
@@ -76,11 +82,17 @@ impl Reason {
         match self {
             Reason::NotEnvelope(_) => "not_envelope",
             Reason::MissingTopic => "missing_topic",
-            Reason::UnknownTopic(_) => "unknown_topic",
-            Reason::Denied(_) => "denied",
             Reason::TooLarge(_) => "too_large",
+            Reason::Invalid(_) => "invalid_record",
             Reason::BadColumn(_) => "bad_column",
         }
+    }
+
+    /// Whether the row is the only copy of its payload after it is set aside: a record too
+    /// large for Kafka cannot be copied to the dead-letter topic either, so the row is kept
+    /// (marked with `publish_error`), never marked published or deleted.
+    pub fn keeps_row(&self) -> bool {
+        matches!(self, Reason::TooLarge(_))
     }
 }
 
@@ -89,9 +101,8 @@ impl fmt::Display for Reason {
         match self {
             Reason::NotEnvelope(e) => write!(f, "not an envelope: {e}"),
             Reason::MissingTopic => f.write_str("missing topic: the row's topic is empty"),
-            Reason::UnknownTopic(t) => write!(f, "unknown topic: {t} does not exist"),
-            Reason::Denied(e) => write!(f, "denied by ACL: {e}"),
             Reason::TooLarge(e) => write!(f, "message too large: {e}"),
+            Reason::Invalid(e) => write!(f, "invalid record: {e}"),
             Reason::BadColumn(e) => write!(f, "bad column: {e}"),
         }
     }
@@ -102,78 +113,100 @@ impl fmt::Display for Reason {
 pub enum Failure {
     /// It will never work: dead-letter the row.
     Poison(Reason),
+    /// Kafka refused the record's *batch* (too large, or another record in it invalid) and
+    /// reported it on every record: re-send the row alone before calling it poison.
+    Suspect(Reason),
+    /// The topic does not exist or may not be written yet (just created, ACLs propagating):
+    /// hold the key with backoff, like any transient failure, and count it.
+    Unavailable {
+        /// `unknown_topic` or `denied`.
+        label: &'static str,
+        /// What Kafka said.
+        text: String,
+    },
     /// It may work later: hold the key and retry.
     Transient(String),
 }
 
-/// Sorts a Kafka error into poison or transient, for a record bound for `topic`.
+/// Sorts a Kafka error into poison, suspect, unavailable or transient.
 pub fn classify(error: &KafkaError, topic: &str) -> Failure {
     use RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
-        Some(C::MessageSizeTooLarge | C::InvalidRecord) => {
-            Failure::Poison(Reason::TooLarge(error.to_string()))
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge) => {
+            Failure::Suspect(Reason::TooLarge(error.to_string()))
+        }
+        Some(C::InvalidRecord | C::InvalidDifferentRecord) => {
+            Failure::Suspect(Reason::Invalid(error.to_string()))
         }
         // Local: librdkafka learned from the cluster that the topic does not exist.
-        Some(C::UnknownTopic) => Failure::Poison(Reason::UnknownTopic(topic.to_owned())),
-        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
-            Failure::Poison(Reason::Denied(error.to_string()))
-        }
+        Some(C::UnknownTopic | C::UnknownTopicOrPartition) => Failure::Unavailable {
+            label: "unknown_topic",
+            text: format!("topic {topic} does not exist: {error}"),
+        },
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => Failure::Unavailable {
+            label: "denied",
+            text: error.to_string(),
+        },
         _ => Failure::Transient(error.to_string()),
     }
 }
 
-/// The Kafka key of a row: a JSON string as is, a number as its text, `null` (or no key) as
-/// no key, anything else as canonical JSON (sorted object keys, no spaces), so equal keys
-/// always land on one partition.
+/// [`classify`] for an error `send()` returned at once: librdkafka checks the record alone
+/// there (its size against `message.max.bytes`), so a suspect is poison.
+fn classify_send(error: &KafkaError, topic: &str) -> Failure {
+    match classify(error, topic) {
+        Failure::Suspect(reason) => Failure::Poison(reason),
+        other => other,
+    }
+}
+
+/// The Kafka key of a row: a JSON string as is, a number as written, `null` (or no key) as
+/// no key, anything else as canonical JSON (sorted object keys, no spaces, numbers as
+/// written), so equal keys always land on one partition.
 pub fn kafka_key(key_json: Option<&str>) -> std::result::Result<Option<Vec<u8>>, Reason> {
     let Some(text) = key_json else {
         return Ok(None);
     };
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Reason::BadColumn(format!("key is not JSON: {e}")))?;
-    Ok(match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.into_bytes()),
-        Value::Number(n) => Some(n.to_string().into_bytes()),
-        other => Some(canonical_json(&other).into_bytes()),
+    let key =
+        canonical::parse(text).map_err(|e| Reason::BadColumn(format!("key is not JSON: {e}")))?;
+    Ok(match key {
+        Json::Null => None,
+        Json::String(s) => Some(s.into_bytes()),
+        Json::Other(text) => Some(text.into_bytes()),
+        Json::Object(members) => {
+            let mut text = String::from("{");
+            for (i, (name, value)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&Value::String(name).to_string());
+                text.push(':');
+                text.push_str(&value);
+            }
+            text.push('}');
+            Some(text.into_bytes())
+        }
     })
 }
 
-/// JSON with object keys sorted at every level, independent of how the value was built.
-pub fn canonical_json(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let inner: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical_json(v)))
-                .collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", inner.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The record headers of a row: its `headers` object (strings as is, other values as JSON),
+/// The record headers of a row: its `headers` object (strings as is, other values as
+/// canonical JSON with numbers as written),
 /// then `ferry-event-id`, then `traceparent` from the envelope's headers if the row has none.
 pub fn record_headers(
     headers_json: Option<&str>,
     envelope: &Envelope,
 ) -> std::result::Result<Vec<(String, Vec<u8>)>, Reason> {
     let mut out = Vec::new();
-    match headers_json.map(serde_json::from_str::<Value>) {
-        None | Some(Ok(Value::Null)) => {}
-        Some(Ok(Value::Object(map))) => {
-            for (k, v) in map {
-                let bytes = match v {
-                    Value::String(s) => s.into_bytes(),
-                    other => other.to_string().into_bytes(),
-                };
+    match headers_json.map(canonical::parse) {
+        None | Some(Ok(Json::Null)) => {}
+        Some(Ok(Json::Object(members))) => {
+            for (k, v) in members {
+                // A string member as its text, anything else as canonical JSON.
+                let string = v
+                    .starts_with('"')
+                    .then(|| serde_json::from_str::<String>(&v).ok())
+                    .flatten();
+                let bytes = string.unwrap_or(v).into_bytes();
                 out.push((k, bytes));
             }
         }
@@ -202,6 +235,7 @@ struct Prepared {
     payload: Vec<u8>,
     headers: Vec<(String, Vec<u8>)>,
     event_id: String,
+    size: RecordSize,
 }
 
 /// A poison row on its way to the dead-letter topic (or the error column).
@@ -229,30 +263,64 @@ pub struct BatchOutcome {
     pub held: usize,
     /// The keys of those rows: a chunk read past them must not send these keys.
     pub undelivered: HashSet<KeyId>,
+    /// Rows held because their topic does not exist or may not be written yet, by reason.
+    pub unavailable: HashMap<&'static str, u64>,
 }
+
+/// librdkafka's default `batch.size`: the most bytes of records it puts in one batch.
+const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
 
 /// The Kafka side of the relay.
 pub struct Publisher {
     config: ClientConfig,
     producer: FutureProducer,
     dead_letter_topic: Option<String>,
-    known_topics: HashMap<String, Instant>,
+    /// The outbox table, named in the dead-letter copies of rows kept there.
+    table: String,
+    topics: Topics,
+    /// The producer's `batch.size`: a topic taking less gets its records in smaller waves.
+    batch_size: usize,
+    /// Whether record sizes are what the broker sees (no compression).
+    sizes_exact: bool,
 }
 
 impl Publisher {
-    /// A producer for `config` (the `--kafka-*` settings) with the relay's defaults.
-    pub fn new(mut config: ClientConfig, dead_letter_topic: Option<String>) -> Result<Self> {
+    /// A producer for `config` (the `--kafka-*` settings) with the relay's defaults, and an
+    /// admin client that reads the topics' configs; `table` is the outbox table's name.
+    pub fn new(
+        mut config: ClientConfig,
+        dead_letter_topic: Option<String>,
+        table: String,
+    ) -> Result<Self> {
+        let admin_config = config.clone();
         for (key, value) in PRODUCER_DEFAULTS {
             if config.get(key).is_none() {
                 config.set(key, value);
             }
         }
         let producer = config.create().map_err(Error::Producer)?;
+        let admin = match admin_config.create::<AdminClient<DefaultClientContext>>() {
+            Ok(admin) => Some(admin),
+            Err(error) => {
+                tracing::warn!(%error, "cannot create a Kafka admin client; topic configs stay unknown");
+                None
+            }
+        };
+        let batch_size = config
+            .get("batch.size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LIBRDKAFKA_BATCH_SIZE);
+        let sizes_exact = ["compression.type", "compression.codec"]
+            .iter()
+            .all(|k| config.get(k).is_none_or(|c| c == "none"));
         Ok(Self {
             config,
             producer,
             dead_letter_topic,
-            known_topics: HashMap::new(),
+            table,
+            topics: Topics::new(admin),
+            batch_size,
+            sizes_exact,
         })
     }
 
@@ -273,7 +341,7 @@ impl Publisher {
     /// Publishes `rows` (in id order) and reports what became of each. Keys that fail
     /// transiently are held in `holds`; keys in `behind` are not sent at all (an earlier row
     /// of theirs, not in `rows`, is unpublished); `can_mark_failed` says whether poison rows
-    /// without a dead-letter topic may be marked failed (else they are held, never dropped).
+    /// may be marked failed (else they are held, never dropped).
     pub async fn publish_batch(
         &mut self,
         rows: Vec<OutboxRow>,
@@ -282,7 +350,6 @@ impl Publisher {
         can_mark_failed: bool,
     ) -> BatchOutcome {
         let now = Instant::now();
-        let mut outcome = BatchOutcome::default();
         let mut poisoned = Vec::new();
         let mut prepared = Vec::with_capacity(rows.len());
         for row in rows {
@@ -291,65 +358,65 @@ impl Publisher {
                 Err(p) => poisoned.push(*p),
             }
         }
-        let refused = self.check_topics(&prepared).await;
+        let unavailable = self
+            .topics
+            .check(&self.producer, prepared.iter().map(|p| p.topic.as_str()))
+            .await;
 
         // Send in id order; a key's later rows stay behind its failed one.
-        let mut gate = BatchGate::new(holds, behind, now);
-        let mut in_flight: Vec<(Prepared, DeliveryFuture)> = Vec::with_capacity(prepared.len());
+        let mut batch = Batch::new(holds, behind, now, poisoned);
         for p in prepared {
-            if !gate.admit(&p.key_id) {
-                outcome.held += 1;
-                outcome.undelivered.insert(p.key_id);
+            if !batch.gate.admit(&p.key_id) {
+                batch.hold(p.key_id);
                 continue;
             }
-            if let Some(reason) = refused.get(&p.topic) {
-                poisoned.push(p.poison(reason.clone()));
+            if let Some(TopicCheck::Unavailable { label, text }) = unavailable.get(&p.topic) {
+                batch.unavailable(p, label, text.clone());
                 continue;
+            }
+            let facts = self.topics.facts(&p.topic);
+            if let Some(reason) = facts.refuse(p.key.is_some(), p.size, self.sizes_exact) {
+                batch.poisoned.push(p.poison(reason));
+                continue;
+            }
+            // A topic that takes smaller batches than the producer builds gets its records in
+            // waves: every report of the wave is in before the next is sent.
+            let limited = facts.batch_limit(self.batch_size).is_some();
+            if limited && !facts.fits(self.batch_size, batch.bytes_in_flight(&p.topic), p.size) {
+                batch.drain().await;
+                if !batch.gate.admit(&p.key_id) {
+                    batch.hold(p.key_id);
+                    continue;
+                }
             }
             match self.send(&p) {
-                Ok(delivery) => in_flight.push((p, delivery)),
-                Err(e) => match classify(&e, &p.topic) {
-                    Failure::Poison(reason) => poisoned.push(p.poison(reason)),
-                    Failure::Transient(error) => {
-                        tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "could not send; holding the key");
-                        gate.fail(&p.key_id);
-                        outcome.held += 1;
-                        outcome.undelivered.insert(p.key_id);
-                    }
-                },
+                Ok(delivery) => batch.sent(p, delivery, limited),
+                Err(e) => {
+                    let failure = classify_send(&e, &p.topic);
+                    batch.failed(p, failure);
+                }
             }
         }
+        batch.drain().await;
+        self.isolate(&mut batch).await;
 
-        // Every delivery report of the batch, in id order.
-        let (rows, deliveries): (Vec<_>, Vec<_>) = in_flight.into_iter().unzip();
-        let reports = futures::future::join_all(deliveries).await;
-        let mut delivered_keys = HashSet::new();
-        for (p, report) in rows.into_iter().zip(reports) {
-            let failure = match report {
-                Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(classify(&e, &p.topic)),
-                Err(_) => Some(Failure::Transient("producer dropped the delivery".into())),
-            };
-            match failure {
-                None => {
-                    tracing::trace!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
-                    delivered_keys.insert(p.key_id.clone());
-                    outcome.published.push(p.id);
-                }
-                Some(Failure::Poison(reason)) => poisoned.push(p.poison(reason)),
-                Some(Failure::Transient(error)) => {
-                    tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "delivery failed; holding the key");
-                    gate.fail(&p.key_id);
-                    outcome.held += 1;
-                    outcome.undelivered.insert(p.key_id);
-                }
-            }
+        let Batch {
+            gate,
+            mut outcome,
+            mut poisoned,
+            delivered_keys,
+            unavailable_topics,
+            ..
+        } = batch;
+        for (topic, (label, text, rows)) in unavailable_topics {
+            tracing::warn!(%topic, reason = label, error = %text, rows, "topic not writable yet; holding its rows and retrying with backoff");
+            *outcome.unavailable.entry(label).or_default() += rows;
         }
         // A hold counts from when the failure is known: a delivery that took the whole
         // `message.timeout.ms` still holds its key for the full backoff.
         let now = Instant::now();
         let failed_keys = gate.into_failed();
-        for key in &delivered_keys {
+        for key in delivered_keys.keys() {
             if !failed_keys.contains(key) {
                 holds.succeed(key);
             }
@@ -365,7 +432,61 @@ impl Publisher {
         outcome
     }
 
-    /// Sends poison rows to the dead-letter topic, or lists them to be marked failed.
+    /// Re-sends, one at a time and in id order, the rows whose batch Kafka refused: the
+    /// record that is really at fault fails again alone and is poison; the others are
+    /// published. A row that went through alone after a too-large batch teaches the topic a
+    /// batch limit that works (when its `max.message.bytes` is unknown).
+    async fn isolate(&mut self, batch: &mut Batch<'_>) {
+        if batch.suspects.is_empty() {
+            return;
+        }
+        let mut suspects = std::mem::take(&mut batch.suspects);
+        suspects.sort_by_key(|(p, _)| p.id);
+        tracing::info!(
+            rows = suspects.len(),
+            "Kafka refused a batch; re-sending its rows alone to find the one at fault"
+        );
+        for (p, first) in suspects {
+            if batch.gate.has_failed(&p.key_id) {
+                batch.hold(p.key_id);
+                continue;
+            }
+            // Kafka took a later batch of the partition after refusing this row's: the re-send
+            // lands after a later row of its key. Only possible while the topic's limit is
+            // unknown (waves keep batches within a known one).
+            if batch
+                .delivered_keys
+                .get(&p.key_id)
+                .is_some_and(|id| *id > p.id)
+            {
+                tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "re-sent after a later row of its key that Kafka already took: this key's order is broken once; grant DESCRIBE_CONFIGS on the topic to prevent it");
+            }
+            let report = match self.send(&p) {
+                Ok(delivery) => delivery.await,
+                Err(e) => {
+                    let failure = classify_send(&e, &p.topic);
+                    batch.failed(p, failure);
+                    continue;
+                }
+            };
+            match report_failure(report, &p.topic) {
+                None => {
+                    if matches!(first, Reason::TooLarge(_)) {
+                        self.topics.learn(&p.topic, p.size.in_batch_max);
+                    }
+                    batch.delivered(p);
+                }
+                Some(Failure::Suspect(reason) | Failure::Poison(reason)) => {
+                    batch.poisoned.push(p.poison(reason));
+                }
+                Some(other) => batch.failed(p, other),
+            }
+        }
+    }
+
+    /// Sends poison rows to the dead-letter topic, or lists them to be marked failed. A row
+    /// that keeps its payload ([`Reason::keeps_row`]) is marked failed even when its
+    /// (payload-less) copy reached the dead-letter topic, so it is never deleted.
     async fn dispose_poison(
         &mut self,
         poisoned: Vec<Poisoned>,
@@ -383,15 +504,21 @@ impl Publisher {
                     let text = p.reason.to_string();
                     outcome.failed.push((p.id, p.reason, text));
                 } else {
-                    holds.fail(&p.key_id, now);
-                    outcome.held += 1;
-                    outcome.undelivered.insert(p.key_id);
+                    hold_poison(p, holds, outcome, now);
                 }
             }
             return;
         };
         let mut sent = Vec::new();
         for p in poisoned {
+            if p.reason.keeps_row() && !can_mark_failed {
+                tracing::warn!(
+                    outbox_id = p.id,
+                    "a row too large for Kafka is the only copy of its payload and the table has no publish_error column to set it aside; holding its key"
+                );
+                hold_poison(p, holds, outcome, now);
+                continue;
+            }
             match self.send_dead_letter(&dlt, &p) {
                 Ok(delivery) => sent.push((p, delivery)),
                 Err(e) => {
@@ -404,15 +531,18 @@ impl Publisher {
         let now = Instant::now();
         for (p, report) in rows.into_iter().zip(reports) {
             match report {
+                Ok(Ok(_)) if p.reason.keeps_row() => {
+                    let text = format!(
+                        "{}; the row is kept: its copy on the dead-letter topic {dlt} carries no payload",
+                        p.reason
+                    );
+                    outcome.failed.push((p.id, p.reason, text));
+                }
                 Ok(Ok(_)) => outcome.dead_lettered.push((p.id, p.reason)),
                 Ok(Err((e, _))) => {
                     self.dead_letter_failed(p, &e, &dlt, holds, can_mark_failed, outcome, now)
                 }
-                Err(_) => {
-                    holds.fail(&p.key_id, now);
-                    outcome.held += 1;
-                    outcome.undelivered.insert(p.key_id);
-                }
+                Err(_) => hold_poison(p, holds, outcome, now),
             }
         }
     }
@@ -428,7 +558,10 @@ impl Publisher {
         outcome: &mut BatchOutcome,
         now: Instant,
     ) {
-        let permanent = matches!(classify(error, dlt), Failure::Poison(_));
+        let permanent = matches!(
+            classify(error, dlt),
+            Failure::Poison(_) | Failure::Suspect(_)
+        );
         tracing::warn!(outbox_id = p.id, dead_letter_topic = dlt, %error, permanent, "dead-letter write failed");
         if permanent && can_mark_failed {
             let text = format!(
@@ -437,9 +570,7 @@ impl Publisher {
             );
             outcome.failed.push((p.id, p.reason, text));
         } else {
-            holds.fail(&p.key_id, now);
-            outcome.held += 1;
-            outcome.undelivered.insert(p.key_id);
+            hold_poison(p, holds, outcome, now);
         }
     }
 
@@ -479,6 +610,10 @@ impl Publisher {
             .insert(Header {
                 key: "ferry-outbox-id",
                 value: Some(&id),
+            })
+            .insert(Header {
+                key: "ferry-outbox-table",
+                value: Some(&self.table),
             });
         if let Some(topic) = &p.topic {
             headers = headers.insert(Header {
@@ -494,60 +629,14 @@ impl Publisher {
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(dlt).headers(headers);
         // A record too large for its topic is too large here too: the copy carries the
-        // reason and the row id, and the row keeps the payload.
-        if let (Some(payload), false) = (&p.payload, matches!(p.reason, Reason::TooLarge(_))) {
+        // reason and the row's table and id, and the row keeps the payload.
+        if let (Some(payload), false) = (&p.payload, p.reason.keeps_row()) {
             record = record.payload(payload);
         }
         if let Some(key) = &p.key {
             record = record.key(key);
         }
         self.producer.send_result(record).map_err(|(e, _)| e)
-    }
-
-    /// Looks up topics not checked recently: unknown and unreadable ones are poison without
-    /// waiting `topic.metadata.propagation.max.ms` per batch. A failed lookup (brokers away)
-    /// lets the batch go ahead; its delivery reports then tell.
-    async fn check_topics(&mut self, rows: &[Prepared]) -> HashMap<String, Reason> {
-        let now = Instant::now();
-        let unchecked: HashSet<String> = rows
-            .iter()
-            .filter(|p| {
-                self.known_topics
-                    .get(&p.topic)
-                    .is_none_or(|at| now.duration_since(*at) > TOPIC_CHECK_TTL)
-            })
-            .map(|p| p.topic.clone())
-            .collect();
-        let mut refused = HashMap::new();
-        for topic in unchecked {
-            let producer = self.producer.clone();
-            let name = topic.clone();
-            let looked_up = tokio::task::spawn_blocking(move || {
-                producer
-                    .client()
-                    .fetch_metadata(Some(&name), TOPIC_CHECK_TIMEOUT)
-                    .map(|m| m.topics().first().and_then(|t| t.error()))
-            })
-            .await;
-            match looked_up {
-                Ok(Ok(None)) => {
-                    self.known_topics.insert(topic, now);
-                }
-                Ok(Ok(Some(code))) => match RDKafkaErrorCode::from(code) {
-                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
-                        refused.insert(topic.clone(), Reason::UnknownTopic(topic));
-                    }
-                    RDKafkaErrorCode::TopicAuthorizationFailed => {
-                        let text = format!("not authorized to access topic {topic}");
-                        refused.insert(topic, Reason::Denied(text));
-                    }
-                    other => tracing::debug!(%topic, error = %other, "topic lookup inconclusive"),
-                },
-                Ok(Err(error)) => tracing::debug!(%topic, %error, "topic lookup failed"),
-                Err(error) => tracing::debug!(%topic, %error, "topic lookup task failed"),
-            }
-        }
-        refused
     }
 
     /// A fatal producer error (e.g. the idempotent producer was fenced or refused) makes the
@@ -565,6 +654,131 @@ impl Publisher {
     /// Waits for anything still queued (used at shutdown; batches already await their reports).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
+    }
+}
+
+/// A poison row that cannot be set aside now: its key waits and it is tried again.
+fn hold_poison(p: Poisoned, holds: &mut Holds, outcome: &mut BatchOutcome, now: Instant) {
+    holds.fail(&p.key_id, now);
+    outcome.held += 1;
+    outcome.undelivered.insert(p.key_id);
+}
+
+/// The failure a delivery report carries, if any.
+fn report_failure(
+    report: std::result::Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    topic: &str,
+) -> Option<Failure> {
+    match report {
+        Ok(Ok(_)) => None,
+        Ok(Err((e, _))) => Some(classify(&e, topic)),
+        Err(_) => Some(Failure::Transient("producer dropped the delivery".into())),
+    }
+}
+
+/// One batch on its way: which rows may still be sent, what is in flight, and what became
+/// of each row so far.
+struct Batch<'a> {
+    gate: BatchGate<'a>,
+    in_flight: Vec<(Prepared, DeliveryFuture)>,
+    /// Bytes in flight per topic, kept only for topics whose batches are limited.
+    bytes_in_flight: HashMap<String, usize>,
+    outcome: BatchOutcome,
+    poisoned: Vec<Poisoned>,
+    /// Rows whose batch Kafka refused, with the reason it gave, to re-send alone.
+    suspects: Vec<(Prepared, Reason)>,
+    /// Keys with a row Kafka confirmed in this batch, and the highest such row id.
+    delivered_keys: HashMap<KeyId, i64>,
+    /// Per unavailable topic: the reason label, what Kafka said, and how many rows wait.
+    unavailable_topics: HashMap<String, (&'static str, String, u64)>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(
+        holds: &'a Holds,
+        behind: &'a HashSet<KeyId>,
+        now: Instant,
+        poisoned: Vec<Poisoned>,
+    ) -> Self {
+        Self {
+            gate: BatchGate::new(holds, behind, now),
+            in_flight: Vec::new(),
+            bytes_in_flight: HashMap::new(),
+            outcome: BatchOutcome::default(),
+            poisoned,
+            suspects: Vec::new(),
+            delivered_keys: HashMap::new(),
+            unavailable_topics: HashMap::new(),
+        }
+    }
+
+    fn bytes_in_flight(&self, topic: &str) -> usize {
+        self.bytes_in_flight.get(topic).copied().unwrap_or(0)
+    }
+
+    fn sent(&mut self, p: Prepared, delivery: DeliveryFuture, limited: bool) {
+        if limited {
+            *self.bytes_in_flight.entry(p.topic.clone()).or_default() += p.size.in_batch_max;
+        }
+        self.in_flight.push((p, delivery));
+    }
+
+    /// Awaits every report in flight and settles each row.
+    async fn drain(&mut self) {
+        self.bytes_in_flight.clear();
+        let (rows, deliveries): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().unzip();
+        let reports = futures::future::join_all(deliveries).await;
+        for (p, report) in rows.into_iter().zip(reports) {
+            match report_failure(report, &p.topic) {
+                None => self.delivered(p),
+                Some(Failure::Suspect(reason)) => {
+                    // Its key's later rows wait until it is re-sent alone.
+                    self.gate.defer(&p.key_id);
+                    self.suspects.push((p, reason));
+                }
+                Some(failure) => self.failed(p, failure),
+            }
+        }
+    }
+
+    fn delivered(&mut self, p: Prepared) {
+        tracing::trace!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
+        let highest = self.delivered_keys.entry(p.key_id).or_insert(p.id);
+        *highest = (*highest).max(p.id);
+        self.outcome.published.push(p.id);
+    }
+
+    /// A row that was not admitted: it stays for a later batch.
+    fn hold(&mut self, key: KeyId) {
+        self.outcome.held += 1;
+        self.outcome.undelivered.insert(key);
+    }
+
+    fn failed(&mut self, p: Prepared, failure: Failure) {
+        match failure {
+            Failure::Poison(reason) | Failure::Suspect(reason) => {
+                self.poisoned.push(p.poison(reason))
+            }
+            Failure::Unavailable { label, text } => self.unavailable(p, label, text),
+            Failure::Transient(error) => {
+                tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "publish failed; holding the key");
+                self.gate.fail(&p.key_id);
+                self.hold(p.key_id);
+            }
+        }
+    }
+
+    /// A row whose topic does not exist or may not be written yet: its key is held with
+    /// backoff; the topic is logged once per batch.
+    fn unavailable(&mut self, p: Prepared, label: &'static str, text: String) {
+        let entry = self
+            .unavailable_topics
+            .entry(p.topic.clone())
+            .or_insert((label, text, 0));
+        entry.2 += 1;
+        self.gate.fail(&p.key_id);
+        self.hold(p.key_id);
     }
 }
 
@@ -605,14 +819,17 @@ fn prepare(row: OutboxRow) -> std::result::Result<Prepared, Box<Poisoned>> {
         Ok(h) => h,
         Err(reason) => return Err(poison(reason, key, Some(event_id), row)),
     };
+    let payload = row.payload.map(String::into_bytes).unwrap_or_default();
+    let size = RecordSize::of(key.as_deref(), &payload, &headers);
     Ok(Prepared {
         id: row.id,
         key_id,
         topic,
         key,
-        payload: row.payload.map(String::into_bytes).unwrap_or_default(),
+        payload,
         headers,
         event_id,
+        size,
     })
 }
 
@@ -654,6 +871,28 @@ mod tests {
             kafka_key(Some("{nope")),
             Err(Reason::BadColumn(_))
         ));
+    }
+
+    #[test]
+    fn numbers_in_keys_and_headers_are_kept_as_written() {
+        assert_eq!(
+            kafka_key(Some("123456789012345678901234567890")),
+            Ok(Some(b"123456789012345678901234567890".to_vec()))
+        );
+        assert_eq!(
+            kafka_key(Some(
+                r#"{"b": 0.10000000000000000000001, "a": 18446744073709551617}"#
+            )),
+            Ok(Some(
+                br#"{"a":18446744073709551617,"b":0.10000000000000000000001}"#.to_vec()
+            ))
+        );
+        let h = record_headers(
+            Some(r#"{"amount": 12345678901234567890.123456789}"#),
+            &envelope(Value::Null),
+        )
+        .expect("valid");
+        assert!(h.contains(&("amount".into(), b"12345678901234567890.123456789".to_vec())));
     }
 
     #[test]
@@ -716,22 +955,38 @@ mod tests {
     }
 
     #[test]
-    fn kafka_errors_are_sorted_into_poison_and_transient() {
+    fn kafka_errors_are_sorted_into_suspect_unavailable_and_transient() {
         let e = |c| KafkaError::MessageProduction(c);
         assert_eq!(
-            classify(&e(RDKafkaErrorCode::MessageSizeTooLarge), "t").clone(),
-            Failure::Poison(Reason::TooLarge(
+            classify(&e(RDKafkaErrorCode::MessageSizeTooLarge), "t"),
+            Failure::Suspect(Reason::TooLarge(
                 e(RDKafkaErrorCode::MessageSizeTooLarge).to_string()
             ))
         );
-        assert_eq!(
-            classify(&e(RDKafkaErrorCode::UnknownTopic), "t"),
-            Failure::Poison(Reason::UnknownTopic("t".into()))
-        );
         assert!(matches!(
-            classify(&e(RDKafkaErrorCode::TopicAuthorizationFailed), "t"),
-            Failure::Poison(Reason::Denied(_))
+            classify_send(&e(RDKafkaErrorCode::MessageSizeTooLarge), "t"),
+            Failure::Poison(Reason::TooLarge(_))
         ));
+        for code in [
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::InvalidDifferentRecord,
+        ] {
+            assert!(matches!(
+                classify(&e(code), "t"),
+                Failure::Suspect(Reason::Invalid(_))
+            ));
+        }
+        for (code, label) in [
+            (RDKafkaErrorCode::UnknownTopic, "unknown_topic"),
+            (RDKafkaErrorCode::UnknownTopicOrPartition, "unknown_topic"),
+            (RDKafkaErrorCode::TopicAuthorizationFailed, "denied"),
+            (RDKafkaErrorCode::ClusterAuthorizationFailed, "denied"),
+        ] {
+            assert!(
+                matches!(classify(&e(code), "t"), Failure::Unavailable { label: l, .. } if l == label),
+                "{code:?}"
+            );
+        }
         assert!(matches!(
             classify(&e(RDKafkaErrorCode::MessageTimedOut), "t"),
             Failure::Transient(_)
@@ -744,5 +999,12 @@ mod tests {
             classify(&e(RDKafkaErrorCode::NotLeaderForPartition), "t"),
             Failure::Transient(_)
         ));
+    }
+
+    #[test]
+    fn only_rows_too_large_for_kafka_keep_their_row() {
+        assert!(Reason::TooLarge("x".into()).keeps_row());
+        assert!(!Reason::Invalid("x".into()).keeps_row());
+        assert!(!Reason::MissingTopic.keeps_row());
     }
 }

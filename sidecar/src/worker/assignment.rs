@@ -10,6 +10,13 @@
 //! On revocation the callback waits (bounded by `--drain-timeout`) for the revoked partitions'
 //! running deliveries, commits their watermarks synchronously, and forgets them; records that
 //! had not started are left for the next owner.
+//!
+//! Fencing covers side effects too: a retry or dead-letter copy is written only under a
+//! [`CopyFence`], taken while the partition is ours. Once the drain deadline passed, the
+//! revocation closes the partition to new copies and waits for the copies already on their
+//! way, so no copy of a revoked partition's record is written after its revocation returned
+//! (the next owner, which redoes the record, would otherwise see it twice — or see a tier copy
+//! it never accounted for).
 
 use std::{
     collections::HashMap,
@@ -30,6 +37,10 @@ use tokio::sync::Notify;
 
 use super::{metrics::Metrics, watermark::PartitionWindow};
 
+/// How long a revocation waits for copies already on their way: librdkafka answers every copy
+/// within the copy producer's `message.timeout.ms` (10 s, see `COPY_TIMEOUT_MS`), plus margin.
+const COPY_FENCE_WAIT: Duration = Duration::from_secs(15);
+
 /// A topic partition; the topic is shared, as every record of a partition names it.
 pub type Tp = (Arc<str>, i32);
 
@@ -37,6 +48,10 @@ pub type Tp = (Arc<str>, i32);
 struct Owned {
     generation: u64,
     window: PartitionWindow,
+    /// Copies being written for its records now.
+    copies: usize,
+    /// Set by a revocation: no new copy may start.
+    fenced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +145,23 @@ impl Assignment {
         match inner.partitions.get_mut(tp) {
             Some(o) if o.generation == generation => o.window.start(offset).is_ok(),
             _ => false,
+        }
+    }
+
+    /// Allows one copy of a record of (`tp`, `generation`) to be written while the returned
+    /// fence lives; `None` once the partition is revoked (or being revoked): write nothing.
+    pub fn begin_copy(&self, tp: &Tp, generation: u64) -> Option<CopyFence<'_>> {
+        let mut inner = self.lock();
+        match inner.partitions.get_mut(tp) {
+            Some(o) if o.generation == generation && !o.fenced => {
+                o.copies += 1;
+                Some(CopyFence {
+                    assignment: self,
+                    tp: tp.clone(),
+                    generation,
+                })
+            }
+            _ => None,
         }
     }
 
@@ -246,6 +278,8 @@ impl Assignment {
                     Owned {
                         generation,
                         window: PartitionWindow::default(),
+                        copies: 0,
+                        fenced: false,
                     },
                 );
                 // Assigned again without a revocation in between (e.g. a lost assignment):
@@ -265,7 +299,10 @@ impl Assignment {
             .iter()
             .map(|e| (Arc::from(e.topic()), e.partition()))
             .collect();
-        let wait = || self.wait_for_deliveries(&revoked);
+        let wait = || {
+            self.wait_for_deliveries(&revoked);
+            self.fence_copies(&revoked);
+        };
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
@@ -324,10 +361,63 @@ impl Assignment {
         }
     }
 
+    /// Closes the revoked partitions to new copies, then waits (bounded by
+    /// [`COPY_FENCE_WAIT`]; not when closing) for the copies already on their way.
+    fn fence_copies(&self, revoked: &[Tp]) {
+        let deadline = Instant::now() + COPY_FENCE_WAIT;
+        let mut inner = self.lock();
+        for tp in revoked {
+            if let Some(o) = inner.partitions.get_mut(tp) {
+                o.fenced = true;
+            }
+        }
+        loop {
+            let copying: usize = revoked
+                .iter()
+                .filter_map(|tp| inner.partitions.get(tp))
+                .map(|o| o.copies)
+                .sum();
+            if copying == 0 || inner.closing {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(copying, "copies of revoked partitions still unanswered");
+                return;
+            }
+            inner = match self.finished.wait_timeout(inner, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
     /// The worker is closing; later revocations do not wait.
     pub fn close(&self) {
         self.lock().closing = true;
         self.finished.notify_all();
+    }
+}
+
+/// A copy on its way for a record of a partition this worker owned when it started (see
+/// [`Assignment::begin_copy`]); the partition's revocation waits until it is dropped.
+pub struct CopyFence<'a> {
+    assignment: &'a Assignment,
+    tp: Tp,
+    generation: u64,
+}
+
+impl Drop for CopyFence<'_> {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.assignment.lock();
+            if let Some(o) = inner.partitions.get_mut(&self.tp)
+                && o.generation == self.generation
+            {
+                o.copies = o.copies.saturating_sub(1);
+            }
+        }
+        self.assignment.finished.notify_all();
     }
 }
 
@@ -448,6 +538,46 @@ mod tests {
         assert_eq!(
             due.find_partition("t", 0).map(|e| e.offset()),
             Some(Offset::Offset(12))
+        );
+    }
+
+    /// A copy may start only while its partition is ours under the same generation and not
+    /// being revoked; a revocation waits for a copy on its way.
+    #[test]
+    fn copies_are_fenced_by_the_assignment() {
+        let a = Arc::new(assignment());
+        let tp: Tp = (Arc::from("t"), 0);
+        a.assign(&list("t", 0));
+        let old = a.generation(&tp).expect("assigned");
+        let fence = a.begin_copy(&tp, old).expect("ours");
+        a.assign(&list("t", 0));
+        let new = a.generation(&tp).expect("assigned");
+        assert!(
+            a.begin_copy(&tp, old).is_none(),
+            "an old generation copies nothing"
+        );
+        drop(fence);
+
+        let on_its_way = a.begin_copy(&tp, new).expect("ours");
+        let revoking = {
+            let a = a.clone();
+            let tp = tp.clone();
+            std::thread::spawn(move || {
+                a.fence_copies(std::slice::from_ref(&tp));
+                Instant::now()
+            })
+        };
+        // The revocation closed the partition to new copies and waits for the one on its way.
+        while a.begin_copy(&tp, new).is_some() {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let dropped = Instant::now();
+        drop(on_its_way);
+        let returned = revoking.join().expect("revocation");
+        assert!(
+            returned >= dropped,
+            "the revocation returned before the copy was answered"
         );
     }
 }

@@ -102,7 +102,7 @@ pub struct WorkerArgs {
 
     /// PostgreSQL DSN of the de-duplication store; unset: no de-duplication.
     #[arg(long, env = "FERRY_IDEMPOTENCY_DATABASE_URL", hide_env_values = true)]
-    pub idempotency_database_url: Option<String>,
+    pub idempotency_database_url: Option<ferry_common::redact::Redacted>,
 
     /// How long delivered event ids are remembered (DESIGN §2's example `window: 7d`).
     #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -116,6 +116,12 @@ pub struct WorkerArgs {
     /// abandoned; below Kubernetes' default 30 s grace period.
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    /// How long one attempt at reading a main partition's retry tiers back after an
+    /// assignment (ordered retries) may take before it yields and is resumed where it
+    /// stopped. Hidden: a test knob, the default suits every tier size.
+    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    pub tier_scan_timeout: Duration,
 
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]

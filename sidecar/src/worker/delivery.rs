@@ -150,16 +150,10 @@ impl Delivery {
         // headers and request built below (at --max-in-flight 1000 over 64 connections most
         // deliveries wait here). The semaphore is never closed, so this always yields a permit.
         let _connection = self.connections.acquire().await;
-        let body = match serde_json::to_vec(&envelope.data) {
-            Ok(b) => b,
-            Err(e) => {
-                return Verdict::Permanent {
-                    reason: format!("cannot encode data: {e}"),
-                };
-            }
-        };
+        // `data` as the producer wrote it (see `crate::envelope`).
+        let body = Bytes::copy_from_slice(envelope.data.get().as_bytes());
         let text = |v: &str| HeaderValue::from_str(v);
-        let mut request = Request::new(Full::new(Bytes::from(body)));
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.url.clone();
         let headers = (|h: &mut HeaderMap| -> Result<(), InvalidHeaderValue> {
@@ -428,9 +422,10 @@ mod tests {
         assert!(most <= CAP, "{most} requests at once with a cap of {CAP}");
         // hyper hands a connection back to its pool a moment after the response, so a request
         // let through in that moment may open one more (the idle cap closes it again): a few
-        // more than the cap, never one per delivery.
+        // more than the cap, never one per delivery. On a loaded machine that moment is longer
+        // (7 of 40 were seen with all unit tests running on 2 busy cores), hence 4x.
         assert!(
-            peers <= 2 * CAP,
+            peers <= 4 * CAP,
             "{peers} connections for {DELIVERIES} deliveries with a cap of {CAP}"
         );
         // The cap is a cap, not a queue of one: the deliveries did run side by side.

@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics (DESIGN §8): records processed by outcome, delivery
-//! latency, deliveries in flight and consumer lag per partition. Labels are bounded: outcome
-//! names and topic/partition, never keys or offsets.
+//! latency, deliveries in flight, copies Kafka refused for good, and consumer lag per
+//! partition. Labels are bounded: outcome and copy names and topic/partition, never keys or
+//! offsets.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
@@ -20,6 +21,10 @@ pub enum Outcome {
     retried,
     /// Copied to the dead-letter topic.
     dead_lettered,
+    /// Its copies were refused for good; a reference (no payload) is in the dead-letter topic.
+    referenced,
+    /// Even its reference copy was refused: it exists only in its own topic (logged at ERROR).
+    lost,
     /// Dropped unfinished: its partition was revoked or the worker stopped.
     abandoned,
 }
@@ -27,6 +32,21 @@ pub enum Outcome {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: Outcome,
+}
+
+/// Which kind of copy Kafka refused.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CopyKind {
+    /// A copy to a retry tier.
+    retry,
+    /// A copy to the dead-letter topic (full or reference).
+    dead_letter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyLabels {
+    copy: CopyKind,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +59,7 @@ struct PartitionLabels {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     processed: Family<OutcomeLabels, Counter>,
+    copies_refused: Family<CopyLabels, Counter>,
     latency: Histogram,
     in_flight: Gauge,
     lag: Family<PartitionLabels, Gauge>,
@@ -49,6 +70,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             processed: Family::default(),
+            copies_refused: Family::default(),
             // 1 ms .. ~16 s, doubling: local services answer in ms, `--timeout` caps at 10 s.
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.001, 2.0, 15,
@@ -61,6 +83,11 @@ impl Metrics {
             "processed",
             "Records finished, by outcome",
             metrics.processed.clone(),
+        );
+        sub.register(
+            "copies_refused",
+            "Retry or dead-letter copies Kafka refused for good (too large, invalid); alert on any",
+            metrics.copies_refused.clone(),
         );
         sub.register(
             "delivery_duration_seconds",
@@ -84,6 +111,13 @@ impl Metrics {
     pub fn processed(&self, outcome: Outcome) {
         self.processed
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one copy refused for good.
+    pub fn copy_refused(&self, copy: CopyKind) {
+        self.copies_refused
+            .get_or_create(&CopyLabels { copy })
             .inc();
     }
 

@@ -20,8 +20,10 @@
 
 pub mod assignment;
 pub mod config;
+pub mod copy;
 pub mod dedup;
 pub mod delivery;
+pub mod layout;
 pub mod metrics;
 pub mod process;
 pub mod rebuild;
@@ -118,15 +120,9 @@ pub enum Error {
     Settings(#[from] ferry_common::kafka::Error),
     #[error("Kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(
-        "retry topic {topic} is missing or has fewer partitions ({found}) than {main} ({needed}); create it first"
-    )]
-    RetryTopic {
-        topic: String,
-        main: String,
-        found: usize,
-        needed: usize,
-    },
+    /// A retry-tier layout that cannot keep ordering through the tiers (see [`layout`]).
+    #[error("{0}")]
+    Layout(String),
     #[error(transparent)]
     Delivery(#[from] delivery::Error),
     #[error(transparent)]
@@ -161,15 +157,31 @@ struct Gate {
     open: bool,
 }
 
-/// A finished scan of a main-topic partition's tiers.
+/// An attempt at reading a main-topic partition's tiers back, finished.
 struct ScanDone {
     main: Tp,
     generation: u64,
-    result: Result<Vec<rebuild::Waiting>, String>,
+    outcome: ScanOutcome,
+}
+
+enum ScanOutcome {
+    /// Read to the end: the records waiting in the tiers.
+    Done(Vec<rebuild::Waiting>),
+    /// The attempt's time ran out; the scan goes on from where it stopped.
+    Partial(Box<rebuild::Scan>),
+    /// It failed; tried again later (with what it read so far, if anything).
+    Failed {
+        scan: Option<Box<rebuild::Scan>>,
+        error: String,
+        layout: bool,
+    },
 }
 
 /// How long a failed tier scan waits before it is tried again.
 const SCAN_RETRY: Duration = Duration::from_secs(1);
+/// How long a partition whose tier layout is refused waits before the layout is checked again
+/// (it changes with a rebalance, which starts a new scan anyway; this is the safety net).
+const LAYOUT_RETRY: Duration = Duration::from_secs(10);
 
 /// A delivery task's report to the run loop.
 struct Report {
@@ -193,23 +205,50 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     }));
 
     let tiers = Tiers::new(&args.topics, &args.group, &args.retry_delays);
+    let ordered = args.ordering != Ordering::Unordered;
+    if let Some(refused) =
+        layout::refused_options(ordered && !tiers.is_empty(), &args.kafka.options)
+    {
+        return Err(Error::Layout(refused));
+    }
     let assignment = Arc::new(Assignment::new(args.drain_timeout, metrics.clone()));
     let base = args.kafka.client_config()?;
     let consumer: StreamConsumer<WorkerContext> = consumer_config(&base, &args)
         .create_with_context(WorkerContext {
             assignment: assignment.clone(),
         })?;
-    check_tiers(&consumer, &tiers, &args.topics)?;
-    let producer: FutureProducer = base
-        .clone()
+    check_tiers(&consumer, &tiers, &args.topics, ordered)?;
+    let copy_topics: Vec<String> = tiers
+        .tier_topics()
+        .cloned()
+        .chain(std::iter::once(args.dead_letter_topic.clone()))
+        .collect();
+    let limits = copy::Limits::from_topics(copy::topic_limits(&base, &copy_topics).await.values());
+    tracing::info!(
+        message_max_bytes = limits.message_max_bytes,
+        batch_size = limits.batch_size,
+        "copy producer sized to the retry and dead-letter topics"
+    );
+    let mut producer_config = base.clone();
+    producer_config
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", COPY_TIMEOUT_MS)
-        .set("queue.buffering.max.kbytes", COPY_QUEUE_KBYTES)
-        .create()?;
+        .set("queue.buffering.max.kbytes", COPY_QUEUE_KBYTES);
+    limits.apply(&mut producer_config);
+    // `--kafka-option` still wins, as everywhere.
+    for (k, v) in &args.kafka.options {
+        producer_config.set(k, v);
+    }
+    let producer: FutureProducer = producer_config.create()?;
     let dedup = match &args.idempotency_database_url {
         Some(url) => Some(
-            DedupStore::connect(url.clone(), args.group.clone(), args.idempotency_window).await?,
+            DedupStore::connect(
+                url.expose().to_owned(),
+                args.group.clone(),
+                args.idempotency_window,
+            )
+            .await?,
         ),
         None => None,
     };
@@ -254,6 +293,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         intake_low: intake_high / 4,
         commit_asked: None,
         base: base.clone(),
+        scan_timeout: args.tier_scan_timeout,
         gates: HashMap::new(),
         scans: mpsc::unbounded_channel(),
         context,
@@ -373,12 +413,14 @@ fn commit_stored(consumer: &StreamConsumer<WorkerContext>) -> KafkaResult<()> {
     }
 }
 
-/// The retry tiers must exist with at least the partitions of their main topic, since a
-/// record is copied to its own partition number.
+/// The retry tiers must exist with the partitions of their main topic: a record is copied to
+/// its own partition number, and (ordered) tier partition P must be worked with the topic's
+/// partition P (see [`layout`]).
 fn check_tiers(
     consumer: &StreamConsumer<WorkerContext>,
     tiers: &Tiers,
     topics: &[String],
+    ordered: bool,
 ) -> Result<()> {
     let fetch = |topic: &str| -> Result<usize> {
         let md = tokio::task::block_in_place(|| {
@@ -400,13 +442,8 @@ fn check_tiers(
                 continue;
             };
             let found = fetch(topic)?;
-            if found == 0 || found < needed {
-                return Err(Error::RetryTopic {
-                    topic: topic.to_owned(),
-                    main: main.clone(),
-                    found,
-                    needed,
-                });
+            if let Some(refused) = layout::refused_counts(ordered, topic, found, main, needed) {
+                return Err(Error::Layout(refused));
             }
         }
     }
@@ -424,6 +461,8 @@ struct RunLoop {
     commit_asked: Option<(u64, Instant)>,
     /// The shared Kafka settings, for the tier scans' consumers.
     base: ClientConfig,
+    /// How long one attempt at reading a partition's tiers may take (`--tier-scan-timeout`).
+    scan_timeout: Duration,
     /// Per assigned main partition (ordered retries only): whether its tiers were read.
     gates: HashMap<Tp, Gate>,
     /// Finished tier scans.
@@ -596,11 +635,19 @@ impl RunLoop {
         let now = Instant::now();
         let mut window = self.assignment.window();
         let n = self.intakes.len();
+        let ordered_retries = self.ordered_retries();
         let mut idle_rounds = 0;
         while window < self.max_in_flight && n > 0 && idle_rounds < n {
             self.cursor = (self.cursor + 1) % n;
             let (tp, intake) = &mut self.intakes[self.cursor];
-            let gate_open = self.gates.get(&intake.main).is_none_or(|g| g.open);
+            let gate_open = match self.gates.get(&intake.main) {
+                Some(gate) => gate.open,
+                // No gate: nothing to read back (no ordered retries); or a partition assigned
+                // a moment ago whose gate the run loop has yet to close; or a tier partition
+                // whose topic partition is not this worker's, held: its records belong with
+                // that partition's owner (see `layout`).
+                None => !ordered_retries,
+            };
             let Some(job) = gate_open.then(|| intake.held.pop_due(now)).flatten() else {
                 idle_rounds += 1;
                 continue;
@@ -665,12 +712,33 @@ impl RunLoop {
         }
     }
 
+    /// Whether records wait in tiers in order (ordering key or partition, with tiers).
+    fn ordered_retries(&self) -> bool {
+        self.ordering != Ordering::Unordered && !self.context.tiers.is_empty()
+    }
+
     fn parking_key(&self, job: &Job) -> Option<(Arc<str>, Vec<u8>)> {
-        // Without tiers nothing is ever parked: no key to copy per record.
-        (self.ordering == Ordering::Key && !self.context.tiers.is_empty())
-            .then(|| job.message.key())
-            .flatten()
-            .map(|k| (job.main_topic.clone(), k.to_vec()))
+        self.parking_key_of(&job.main_topic, job.message.key(), job.origin.0)
+    }
+
+    /// What a record's order is kept by through the tiers: its key (ordering=key; null keys
+    /// are unordered), or its partition (ordering=partition: every later record of the
+    /// partition follows one that waits in a tier, whatever its key). Without tiers nothing is
+    /// ever parked: no key to copy per record.
+    fn parking_key_of(
+        &self,
+        main: &Arc<str>,
+        key: Option<&[u8]>,
+        partition: i32,
+    ) -> Option<(Arc<str>, Vec<u8>)> {
+        if self.context.tiers.is_empty() {
+            return None;
+        }
+        match self.ordering {
+            Ordering::Key => key.map(|k| (main.clone(), k.to_vec())),
+            Ordering::Partition => Some((main.clone(), partition.to_be_bytes().to_vec())),
+            Ordering::Unordered => None,
+        }
     }
 
     /// Starts ready records while fewer than `--max-in-flight` run.
@@ -731,7 +799,7 @@ impl RunLoop {
             .retain(|(tp, intake)| assignment.is_current(tp, intake.generation));
         self.scheduler
             .retain(|job| assignment.is_current(&job.tp, job.generation));
-        if self.ordering != Ordering::Key || self.context.tiers.is_empty() {
+        if !self.ordered_retries() {
             return;
         }
         for (tp, generation) in self.assignment.partitions() {
@@ -754,7 +822,7 @@ impl RunLoop {
             let (topic, partition) = (tp.0.clone(), tp.1);
             self.parking
                 .forget(|(t, _), origin| *t == topic && origin.0 == partition);
-            self.start_scan(tp, generation, Duration::ZERO);
+            self.start_scan(tp, generation, Duration::ZERO, None);
         }
         let assignment = &self.assignment;
         self.gates
@@ -764,8 +832,15 @@ impl RunLoop {
             .forget(|(t, _), origin| !gates.contains_key(&(t.clone(), origin.0)));
     }
 
-    /// Reads main partition `main`'s tier partitions on a blocking thread, after `delay`.
-    fn start_scan(&self, main: Tp, generation: u64, delay: Duration) {
+    /// Reads main partition `main`'s tier partitions on a blocking thread, after `delay`, for
+    /// one attempt of `--tier-scan-timeout`, going on with `scan` if an earlier attempt began.
+    fn start_scan(
+        &self,
+        main: Tp,
+        generation: u64,
+        delay: Duration,
+        scan: Option<Box<rebuild::Scan>>,
+    ) {
         let tiers: Vec<(usize, String)> = (0..self.context.tiers.len())
             .filter_map(|i| {
                 self.context
@@ -774,53 +849,125 @@ impl RunLoop {
                     .map(|t| (i, t.to_owned()))
             })
             .collect();
+        let subscription = self.context.tiers.subscriptions();
         let base = self.base.clone();
         let group = self.context.group.clone();
+        let budget = self.scan_timeout;
         let done = self.scans.0.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let partition = main.1;
-            let result = tokio::task::spawn_blocking(move || {
-                rebuild::waiting_records(&base, &group, partition, &tiers)
+            let (topic, partition) = (main.0.to_string(), main.1);
+            let outcome = tokio::task::spawn_blocking(move || {
+                let mut scan = match scan {
+                    Some(scan) => scan,
+                    None => match rebuild::Scan::new(
+                        &base,
+                        &group,
+                        &topic,
+                        partition,
+                        tiers,
+                        subscription,
+                    ) {
+                        Ok(scan) => Box::new(scan),
+                        Err(e) => {
+                            return ScanOutcome::Failed {
+                                scan: None,
+                                error: ferry_common::errors::chain(&e),
+                                layout: false,
+                            };
+                        }
+                    },
+                };
+                match scan.resume(budget) {
+                    Ok(true) => ScanOutcome::Done(scan.into_waiting()),
+                    Ok(false) => ScanOutcome::Partial(scan),
+                    Err(e) => ScanOutcome::Failed {
+                        layout: matches!(e, rebuild::Error::Layout(_)),
+                        error: ferry_common::errors::chain(&e),
+                        scan: Some(scan),
+                    },
+                }
             })
-            .await;
-            let result = match result {
-                Ok(r) => r.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e))),
-                Err(e) => Err(e.to_string()),
-            };
+            .await
+            .unwrap_or_else(|e| ScanOutcome::Failed {
+                scan: None,
+                error: e.to_string(),
+                layout: false,
+            });
             let _ = done.send(ScanDone {
                 main,
                 generation,
-                result,
+                outcome,
             });
         });
     }
 
-    /// A scan came back: its keys' waiting records go into the index and the gate opens; a
-    /// failed scan is tried again, the gate staying closed meanwhile.
+    /// An attempt at a scan came back: once read to the end (and the layout holds), its
+    /// waiting records go into the index and the gate opens; otherwise the scan goes on or is
+    /// tried again, the gate staying closed meanwhile.
     fn on_scan(&mut self, done: ScanDone) {
         let ScanDone {
             main,
             generation,
-            result,
+            outcome,
         } = done;
-        let Some(gate) = self.gates.get_mut(&main) else {
-            return;
-        };
-        if gate.generation != generation {
+        if self
+            .gates
+            .get(&main)
+            .is_none_or(|g| g.generation != generation)
+        {
+            // Stale: its consumer is closed on a blocking thread, not on the run loop.
+            let scan = match outcome {
+                ScanOutcome::Partial(scan) => Some(scan),
+                ScanOutcome::Failed { scan, .. } => scan,
+                ScanOutcome::Done(_) => None,
+            };
+            if let Some(scan) = scan {
+                tokio::task::spawn_blocking(move || drop(scan));
+            }
             return;
         }
-        match result {
-            Ok(waiting) => {
+        match outcome {
+            ScanOutcome::Done(waiting) => {
+                // Every tier partition of this partition must be this worker's too (see `layout`).
+                let strays: Vec<&str> = (0..self.context.tiers.len())
+                    .filter_map(|i| self.context.tiers.topic(&main.0, i))
+                    .filter(|t| {
+                        self.assignment
+                            .generation(&(Arc::from(*t), main.1))
+                            .is_none()
+                    })
+                    .collect();
+                if !strays.is_empty() {
+                    tracing::warn!(topic = %main.0, partition = main.1, tiers = ?strays, "the partition's retry tiers are assigned to another worker (an assignor that does not co-partition, or members that subscribe differently); the partition waits");
+                    self.start_scan(main, generation, LAYOUT_RETRY, None);
+                    return;
+                }
                 tracing::info!(topic = %main.0, partition = main.1, waiting = waiting.len(), "retry tiers read; partition open");
                 for (key, origin, tier) in waiting {
-                    self.parking.parked(&(main.0.clone(), key), origin, tier);
+                    if let Some(key) = self.parking_key_of(&main.0, key.as_deref(), origin.0) {
+                        self.parking.parked(&key, origin, tier);
+                    }
                 }
-                gate.open = true;
+                if let Some(gate) = self.gates.get_mut(&main) {
+                    gate.open = true;
+                }
             }
-            Err(e) => {
-                tracing::warn!(topic = %main.0, partition = main.1, error = %e, "cannot read the retry tiers; the partition waits and the read is retried");
-                self.start_scan(main, generation, SCAN_RETRY);
+            ScanOutcome::Partial(scan) => {
+                tracing::debug!(topic = %main.0, partition = main.1, found = scan.found(), "retry tiers partly read; going on");
+                self.start_scan(main, generation, Duration::ZERO, Some(scan));
+            }
+            ScanOutcome::Failed {
+                scan,
+                error,
+                layout: true,
+            } => {
+                tracing::warn!(topic = %main.0, partition = main.1, error, "retry-tier layout refused; the partition waits and the layout is checked again");
+                self.start_scan(main, generation, LAYOUT_RETRY, scan);
+            }
+            ScanOutcome::Failed { scan, error, .. } => {
+                tracing::warn!(topic = %main.0, partition = main.1, error, "cannot read the retry tiers; the partition waits and the read is retried where it stopped");
+                self.start_scan(main, generation, SCAN_RETRY, scan);
             }
         }
     }

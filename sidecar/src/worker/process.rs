@@ -1,7 +1,8 @@
 //! What happens to one record once its lane lets it start: parse, de-duplicate, deliver with
 //! in-process retries, and otherwise copy it to the next retry tier or the dead-letter topic —
 //! waiting, however long, until Kafka acknowledges the copy, because only then may the record
-//! count as done (DESIGN §5). Each finished record logs one line with topic, partition, offset
+//! count as done (DESIGN §5); a copy Kafka refuses for good takes the bounded way of
+//! [`super::copy`] instead. No copy is written for a record whose partition was revoked. Each finished record logs one line with topic, partition, offset
 //! and event id, and counts in `ferry_worker_processed_total`.
 
 use std::{
@@ -21,7 +22,7 @@ use super::{
     assignment::{Assignment, Tp},
     dedup::{Claim, Claimed, DedupStore},
     delivery::{Delivery, Position, Verdict, traceparent},
-    metrics::{Metrics, Outcome},
+    metrics::{CopyKind, Metrics, Outcome},
     retry::{self, Origin, Route, Tiers},
 };
 use crate::envelope::Envelope;
@@ -69,6 +70,24 @@ pub struct Job {
     pub tier: Option<usize>,
     /// Where it was first read.
     pub origin: Origin,
+}
+
+/// What a copy carries.
+enum Copy {
+    /// The record's key, payload and these headers (its own plus the copy's).
+    Full(OwnedHeaders),
+    /// Only these headers (and a small key): a reference to the record.
+    Reference(OwnedHeaders),
+}
+
+/// How writing a copy ended.
+enum Copied {
+    /// Acknowledged by Kafka.
+    Written,
+    /// Refused for a reason retrying cannot change.
+    Refused(rdkafka::error::KafkaError),
+    /// The record's partition was revoked before the copy was written.
+    Revoked,
 }
 
 /// How a record finished, with what the key-order bookkeeping needs.
@@ -269,7 +288,8 @@ impl Context {
         }
     }
 
-    /// Copies the record to tier `tier`, on its original partition number.
+    /// Copies the record to tier `tier`, on its original partition number; a copy the tier
+    /// refuses for good sends the record on to the dead-letter topic instead.
     async fn park(&self, job: &Job, tier: usize, attempts: u32, reason: &str) -> Finish {
         let Some(topic) = self.tiers.topic(&job.main_topic, tier) else {
             return Box::pin(self.dead_letter(job, attempts, reason)).await;
@@ -279,18 +299,25 @@ impl Context {
             key: retry::NOT_BEFORE_HEADER,
             value: Some(&not_before.to_string()),
         });
-        if self
-            .write_copy(job, topic, Some(job.origin.0), headers)
+        match self
+            .write_copy(job, topic, Some(job.origin.0), Copy::Full(headers))
             .await
         {
-            tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, attempts, reason, "moved to retry tier");
-            Finish::Parked { tier }
-        } else {
-            Finish::Abandoned
+            Copied::Written => {
+                tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, attempts, reason, "moved to retry tier");
+                Finish::Parked { tier }
+            }
+            Copied::Revoked => Finish::Abandoned,
+            Copied::Refused(e) => {
+                self.metrics.copy_refused(CopyKind::retry);
+                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, error = %e, "the retry tier refuses the copy for good; dead-lettering instead");
+                Box::pin(self.dead_letter(job, attempts, reason)).await
+            }
         }
     }
 
-    /// Copies the record to the dead-letter topic with the reason.
+    /// Copies the record to the dead-letter topic with the reason; if the topic refuses the
+    /// copy for good, writes a reference copy there (see [`super::copy`]).
     async fn dead_letter(&self, job: &Job, attempts: u32, reason: &str) -> Finish {
         let failed_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let headers = self
@@ -303,14 +330,64 @@ impl Context {
                 key: retry::FAILED_AT_HEADER,
                 value: Some(&failed_at),
             });
-        if self
-            .write_copy(job, &self.dead_letter_topic, None, headers)
+        let topic = &self.dead_letter_topic;
+        let refusal = match self.write_copy(job, topic, None, Copy::Full(headers)).await {
+            Copied::Written => {
+                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, "dead-lettered");
+                return Finish::Done(Outcome::dead_lettered);
+            }
+            Copied::Revoked => return Finish::Abandoned,
+            Copied::Refused(e) => e,
+        };
+        self.metrics.copy_refused(CopyKind::dead_letter);
+        let refused = format!("{topic}: {refusal}");
+        let reference = OwnedHeaders::new()
+            .insert(Header {
+                key: retry::ERROR_HEADER,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: retry::COPY_REFUSED_HEADER,
+                value: Some(&refused),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_TOPIC_HEADER,
+                value: Some(&*job.main_topic),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_PARTITION_HEADER,
+                value: Some(&job.origin.0.to_string()),
+            })
+            .insert(Header {
+                key: retry::ORIGINAL_OFFSET_HEADER,
+                value: Some(&job.origin.1.to_string()),
+            })
+            .insert(Header {
+                key: retry::ATTEMPTS_HEADER,
+                value: Some(&attempts.to_string()),
+            })
+            .insert(Header {
+                key: retry::GROUP_HEADER,
+                value: Some(&self.group),
+            })
+            .insert(Header {
+                key: retry::FAILED_AT_HEADER,
+                value: Some(&failed_at),
+            });
+        match self
+            .write_copy(job, topic, None, Copy::Reference(reference))
             .await
         {
-            tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %self.dead_letter_topic, attempts, reason, "dead-lettered");
-            Finish::Done(Outcome::dead_lettered)
-        } else {
-            Finish::Abandoned
+            Copied::Written => {
+                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, copy_refused = %refusal, "dead-lettered as a reference without the payload: the dead-letter topic refuses the record itself");
+                Finish::Done(Outcome::referenced)
+            }
+            Copied::Revoked => Finish::Abandoned,
+            Copied::Refused(e) => {
+                self.metrics.copy_refused(CopyKind::dead_letter);
+                tracing::error!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, copy_refused = %refusal, reference_refused = %e, "given up: the dead-letter topic refuses even a reference copy; the record remains only in its own topic at this offset");
+                Finish::Done(Outcome::lost)
+            }
         }
     }
 
@@ -347,42 +424,57 @@ impl Context {
             })
     }
 
-    /// Writes a copy until Kafka acknowledges it; false if the assignment went away first (the
-    /// record stays uncommitted, so the next owner redoes it).
+    /// Writes a copy until Kafka acknowledges it (`Written`) or refuses it for good
+    /// (`Refused`); transient errors are retried. `Revoked` if the record's partition was
+    /// revoked first: the record stays uncommitted, so the next owner redoes it, and this
+    /// worker writes no copy of it any more (each send happens under a copy fence the
+    /// revocation waits for, see [`super::assignment`]).
     async fn write_copy(
         &self,
         job: &Job,
         topic: &str,
         partition: Option<i32>,
-        headers: OwnedHeaders,
-    ) -> bool {
-        let payload = job.message.payload().unwrap_or_default();
-        let key = job.message.key();
+        copy: Copy,
+    ) -> Copied {
+        let (payload, key, headers) = match copy {
+            Copy::Full(headers) => (job.message.payload(), job.message.key(), headers),
+            Copy::Reference(headers) => (
+                None,
+                job.message
+                    .key()
+                    .filter(|k| k.len() <= super::copy::REFERENCE_KEY_MAX),
+                headers,
+            ),
+        };
         let mut backoff = ExponentialBuilder::default()
             .with_max_delay(COPY_BACKOFF_MAX)
             .without_max_times()
             .with_jitter()
             .build();
         loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(payload)
-                .headers(headers.clone());
+            let Some(fence) = self.assignment.begin_copy(&job.tp, job.generation) else {
+                return Copied::Revoked;
+            };
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers.clone());
+            if let Some(payload) = payload {
+                record = record.payload(payload);
+            }
             if let Some(key) = key {
                 record = record.key(key);
             }
             if let Some(p) = partition {
                 record = record.partition(p);
             }
-            match self.producer.send(record, Timeout::Never).await {
-                Ok(_) => return true,
+            let sent = self.producer.send(record, Timeout::Never).await;
+            drop(fence);
+            match sent {
+                Ok(_) => return Copied::Written,
+                Err((e, _)) if super::copy::is_permanent(&e) => return Copied::Refused(e),
                 Err((e, _)) => {
                     tracing::error!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), copy_topic = topic, error = %e, "cannot write the copy; the record stays uncommitted and is retried");
                 }
             }
             tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
-            if !self.assignment.is_current(&job.tp, job.generation) {
-                return false;
-            }
         }
     }
 }

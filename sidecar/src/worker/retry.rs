@@ -36,8 +36,12 @@ pub const GROUP_HEADER: &str = "ferry-group";
 /// Header (dead letters): when it gave up, RFC 3339.
 pub const FAILED_AT_HEADER: &str = "ferry-failed-at";
 
+/// Header (reference copies in the dead-letter topic): why Kafka refused the record's copy,
+/// which is why the reference carries no payload.
+pub const COPY_REFUSED_HEADER: &str = "ferry-copy-refused";
+
 /// The headers the worker writes itself; copies drop older values of these.
-pub const FERRY_HEADERS: [&str; 8] = [
+pub const FERRY_HEADERS: [&str; 9] = [
     NOT_BEFORE_HEADER,
     ATTEMPTS_HEADER,
     ERROR_HEADER,
@@ -46,6 +50,7 @@ pub const FERRY_HEADERS: [&str; 8] = [
     ORIGINAL_OFFSET_HEADER,
     GROUP_HEADER,
     FAILED_AT_HEADER,
+    COPY_REFUSED_HEADER,
 ];
 
 /// The topic of one retry tier, named as the operator names it when it grants access.

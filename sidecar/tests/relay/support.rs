@@ -9,10 +9,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ferry_testkit::{ChildProcess, TempSchema, TestEnv};
+use ferry_operator::kafka::{
+    KafkaAdmin,
+    acls::{AclBinding, Operation, ResourceType},
+};
+use ferry_testkit::{ChildProcess, TempSchema, TestEnv, run_to_completion, unique_name};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{Consumer, StreamConsumer},
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
     message::Headers,
 };
 use serde_json::Value;
@@ -104,7 +110,7 @@ pub async fn insert(
                     jsonb_build_object('traceparent', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')
              FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS u(k, s, n)
              ORDER BY n
-             RETURNING id",
+             RETURNING id::int8",
             &[&topic, &keys, &seqs, &filler],
         )
         .await?;
@@ -144,7 +150,8 @@ pub fn spawn_relay(
     spawn_relay_with_port(name, env, url, user, free_port(), extra)
 }
 
-fn spawn_relay_with_port(
+/// Like [`spawn_relay`] as `user`, with a telemetry port the caller knows.
+pub fn spawn_relay_with_port(
     name: &str,
     env: &TestEnv,
     url: &str,
@@ -185,6 +192,8 @@ pub struct Record {
     pub key: Option<String>,
     pub payload: Option<Value>,
     pub raw_len: usize,
+    /// The payload's bytes as text, exactly as they reached Kafka.
+    pub raw: Option<String>,
     pub headers: HashMap<String, String>,
 }
 
@@ -248,6 +257,7 @@ pub async fn read_topic(
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     payload: m.payload().and_then(|p| serde_json::from_slice(p).ok()),
                     raw_len: m.payload().map_or(0, <[u8]>::len),
+                    raw: m.payload().map(|p| String::from_utf8_lossy(p).into_owned()),
                     headers,
                 });
             }
@@ -328,4 +338,154 @@ pub async fn read_distinct(
         seen.len() >= distinct
     })
     .await
+}
+
+/// A topic with a name chosen before it exists and a config of its own (TempTopic takes
+/// neither); deleted when dropped.
+pub struct NamedTopic {
+    pub name: String,
+    config: ClientConfig,
+}
+
+impl NamedTopic {
+    /// A fresh name, for a topic created later with [`NamedTopic::create`].
+    pub fn fresh_name() -> String {
+        unique_name("test")
+    }
+
+    /// Creates `name` with `partitions` partitions and `configs`, and waits until the
+    /// broker's metadata shows it.
+    pub async fn create(
+        env: &TestEnv,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> NamedTopic {
+        let config = env.kafka_config();
+        let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let results = admin
+            .create_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .expect("create topic");
+        for result in results {
+            result.expect("topic created");
+        }
+        let consumer: BaseConsumer = config.create().expect("consumer");
+        let name = name.to_owned();
+        let topic = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let visible = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .is_ok_and(|m| {
+                        m.topics().iter().any(|t| {
+                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                        })
+                    });
+                assert!(
+                    visible || Instant::now() < deadline,
+                    "topic {topic} not visible"
+                );
+                if visible {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .expect("metadata wait");
+        NamedTopic { name, config }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for NamedTopic {
+    fn drop(&mut self) {
+        let (name, config) = (self.name.clone(), self.config.clone());
+        run_to_completion(async move {
+            if let Ok(admin) = config.create::<AdminClient<DefaultClientContext>>() {
+                let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
+            }
+        });
+    }
+}
+
+/// The `.ferry/env` user that has no ACL of its own.
+pub fn noacl_user(env: &TestEnv) -> (&str, &str) {
+    match (
+        env.var("FERRY_KAFKA_NOACL_USERNAME"),
+        env.var("FERRY_KAFKA_NOACL_PASSWORD"),
+    ) {
+        (Some(user), Some(password)) => (user, password),
+        _ => panic!(".ferry/env has no FERRY_KAFKA_NOACL_* user"),
+    }
+}
+
+/// ACLs granted for one test, revoked when dropped.
+pub struct Grant {
+    config: ClientConfig,
+    bindings: Vec<AclBinding>,
+}
+
+impl Grant {
+    /// Grants `User:<user>` each operation on each topic.
+    pub async fn topics(
+        env: &TestEnv,
+        user: &str,
+        topics: &[&str],
+        operations: &[Operation],
+    ) -> Grant {
+        let principal = format!("User:{user}");
+        let bindings: Vec<AclBinding> = topics
+            .iter()
+            .flat_map(|t| {
+                operations
+                    .iter()
+                    .map(|op| AclBinding::allow(&principal, ResourceType::Topic, *t, *op))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let config = env.kafka_config();
+        KafkaAdmin::new(&config, Duration::from_secs(30))
+            .expect("admin client")
+            .create_acls(&bindings)
+            .await
+            .expect("ACLs granted");
+        Grant { config, bindings }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let (config, bindings) = (self.config.clone(), std::mem::take(&mut self.bindings));
+        run_to_completion(async move {
+            if let Ok(admin) = KafkaAdmin::new(&config, Duration::from_secs(30)) {
+                let _ = admin.delete_acls(&bindings).await;
+            }
+        });
+    }
+}
+
+/// The value of the counter or gauge `name` (with its labels, e.g.
+/// `ferry_relay_topic_waits_total{reason="denied"}`) on a relay's `/metrics`; 0 if absent.
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let Some(body) = metrics_body(port, "/metrics").await else {
+        return 0.0;
+    };
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
 }

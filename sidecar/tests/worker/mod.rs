@@ -56,6 +56,8 @@ pub struct Received {
     pub offset: Option<i64>,
     /// The request path: `/events`, or `/events/<name>` to tell several workers apart.
     pub path: String,
+    /// The request body as sent (the envelope's `data`).
+    pub body: Bytes,
 }
 
 /// Decides the answer to each request.
@@ -255,6 +257,7 @@ async fn receive(
         answered: now,
         nth,
         path: uri.path().to_owned(),
+        body,
     };
     match (state.wait)(&r) {
         Wait::No => {}
@@ -292,11 +295,25 @@ pub struct NamedTopic {
 impl NamedTopic {
     /// Creates `name` with `partitions` partitions.
     pub async fn create(env: &TestEnv, name: &str, partitions: i32) -> NamedTopic {
+        Self::create_with(env, name, partitions, &[]).await
+    }
+
+    /// Creates `name` with `partitions` partitions and topic configs `configs`.
+    pub async fn create_with(
+        env: &TestEnv,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> NamedTopic {
         let config = env.kafka_config();
         let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
         let results = admin
             .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &[topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             )
             .await

@@ -1,0 +1,294 @@
+//! Canonical JSON text for record keys and header values, with numbers exactly as written.
+//!
+//! Equal keys must give equal record keys, so a key that is an object is written canonically:
+//! members sorted by name (the last of duplicate names wins), no spaces, strings escaped the
+//! way serde_json escapes them. Numbers are copied from the row's text, never parsed into an
+//! `f64` (which rounds integers past 2^64 and decimals past 17 digits, and prints `1.50` as
+//! `1.5`): `{"id": 123456789012345678901234567890}` keys its record as written.
+
+use std::collections::BTreeMap;
+
+/// The text is not JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotJson(String);
+
+/// What a JSON text holds, for a caller that treats objects, strings and `null` apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Json {
+    /// `null`.
+    Null,
+    /// A string, unescaped.
+    String(String),
+    /// An object: its members by name, each value's canonical text.
+    Object(BTreeMap<String, String>),
+    /// A number, `true`, `false` or an array, as canonical text.
+    Other(String),
+}
+
+/// The canonical text of `text`.
+pub fn canonical(text: &str) -> Result<String, NotJson> {
+    validate(text)?;
+    let mut out = String::with_capacity(text.len());
+    Cursor::new(text).value(&mut out)?;
+    Ok(out)
+}
+
+/// `text` parsed one level deep, the members of an object in canonical text.
+pub fn parse(text: &str) -> Result<Json, NotJson> {
+    validate(text)?;
+    let mut cursor = Cursor::new(text);
+    cursor.skip_space();
+    match cursor.peek() {
+        Some(b'{') => cursor.members().map(Json::Object),
+        Some(b'"') => unescape(cursor.string()?).map(Json::String),
+        _ => {
+            let mut out = String::new();
+            cursor.value(&mut out)?;
+            Ok(if out == "null" {
+                Json::Null
+            } else {
+                Json::Other(out)
+            })
+        }
+    }
+}
+
+/// Checks the syntax without building anything (serde_json's own check).
+fn validate(text: &str) -> Result<(), NotJson> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| NotJson(e.to_string()))
+}
+
+fn unescape(quoted: &str) -> Result<String, NotJson> {
+    serde_json::from_str(quoted).map_err(|e| NotJson(e.to_string()))
+}
+
+fn malformed() -> NotJson {
+    NotJson("malformed JSON".into())
+}
+
+/// A reader over text serde_json found valid (so it may be simple, yet never panics).
+struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text, at: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), NotJson> {
+        self.skip_space();
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(malformed())
+        }
+    }
+
+    /// The next string token, quotes and escapes included.
+    fn string(&mut self) -> Result<&'a str, NotJson> {
+        self.expect(b'"')?;
+        let start = self.at - 1;
+        loop {
+            match self.peek().ok_or_else(malformed)? {
+                b'\\' => self.at += 2,
+                b'"' => {
+                    self.at += 1;
+                    return self.text.get(start..self.at).ok_or_else(malformed);
+                }
+                _ => self.at += 1,
+            }
+        }
+    }
+
+    /// The members of the object at the cursor, each value in canonical text.
+    fn members(&mut self) -> Result<BTreeMap<String, String>, NotJson> {
+        self.expect(b'{')?;
+        let mut members = BTreeMap::new();
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(members);
+        }
+        loop {
+            self.skip_space();
+            let name = unescape(self.string()?)?;
+            self.expect(b':')?;
+            let mut value = String::new();
+            self.value(&mut value)?;
+            members.insert(name, value);
+            self.skip_space();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(members);
+                }
+                _ => return Err(malformed()),
+            }
+        }
+    }
+
+    /// Writes the canonical text of the value at the cursor.
+    fn value(&mut self, out: &mut String) -> Result<(), NotJson> {
+        self.skip_space();
+        match self.peek().ok_or_else(malformed)? {
+            b'{' => {
+                out.push('{');
+                for (i, (name, value)) in self.members()?.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_string(out, &name);
+                    out.push(':');
+                    out.push_str(&value);
+                }
+                out.push('}');
+            }
+            b'[' => {
+                self.at += 1;
+                out.push('[');
+                self.skip_space();
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                } else {
+                    loop {
+                        self.value(out)?;
+                        self.skip_space();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.at += 1;
+                                out.push(',');
+                            }
+                            Some(b']') => {
+                                self.at += 1;
+                                break;
+                            }
+                            _ => return Err(malformed()),
+                        }
+                    }
+                }
+                out.push(']');
+            }
+            b'"' => {
+                let s = unescape(self.string()?)?;
+                push_string(out, &s);
+            }
+            _ => {
+                // A number, true, false or null: copied as written.
+                let start = self.at;
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.at += 1;
+                }
+                out.push_str(self.text.get(start..self.at).ok_or_else(malformed)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push_string(out: &mut String, s: &str) {
+    // Serialising a string cannot fail.
+    if let Ok(quoted) = serde_json::to_string(s) {
+        out.push_str(&quoted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn objects_are_sorted_and_compact_at_every_level() {
+        assert_eq!(
+            canonical(r#"{"b": 1, "a": {"d": [1, 2], "c": "x"}}"#).expect("json"),
+            r#"{"a":{"c":"x","d":[1,2]},"b":1}"#
+        );
+        assert_eq!(canonical(r#" { } "#).expect("json"), "{}");
+        assert_eq!(canonical(r#"[ ]"#).expect("json"), "[]");
+        assert_eq!(canonical(r#"{"a":1,"a":2}"#).expect("json"), r#"{"a":2}"#);
+    }
+
+    #[test]
+    fn numbers_are_kept_as_written() {
+        let big = r#"{"n": 123456789012345678901234567890, "d": 0.10000000000000000000001, "s": 1.50, "e": 1e400}"#;
+        assert_eq!(
+            canonical(big).expect("json"),
+            r#"{"d":0.10000000000000000000001,"e":1e400,"n":123456789012345678901234567890,"s":1.50}"#
+        );
+        assert_eq!(canonical("-7").expect("json"), "-7");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let text = r#"{"k\u0041": "tab\there \"q\" \u00e9 \/ \u0001"}"#;
+        let value: Value = serde_json::from_str(text).expect("json");
+        assert_eq!(canonical(text).expect("json"), value.to_string());
+    }
+
+    #[test]
+    fn what_serde_json_would_write_is_unchanged_for_ordinary_json() {
+        for text in [
+            r#"{"z":[true,false,null],"a":"x","m":{"y":-3,"b":[{"q":1}]}}"#,
+            r#""plain""#,
+            "42",
+            "true",
+            "null",
+        ] {
+            // serde_json's map (without preserve_order) is sorted too.
+            let value: Value = serde_json::from_str(text).expect("json");
+            assert_eq!(canonical(text).expect("json"), value.to_string(), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_level_parse_tells_shapes_apart() {
+        assert_eq!(parse(" null ").expect("json"), Json::Null);
+        assert_eq!(
+            parse(r#""a\"b""#).expect("json"),
+            Json::String("a\"b".into())
+        );
+        assert_eq!(
+            parse("12345678901234567890123").expect("json"),
+            Json::Other("12345678901234567890123".into())
+        );
+        let Json::Object(members) = parse(r#"{"b": {"y": 2, "x": 1}, "a": "s"}"#).expect("json")
+        else {
+            panic!("an object");
+        };
+        assert_eq!(
+            members.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("a".to_owned(), r#""s""#.to_owned()),
+                ("b".to_owned(), r#"{"x":1,"y":2}"#.to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn what_is_not_json_is_refused() {
+        for text in ["{nope", "", "[1,", r#"{"a" 1}"#, "1 2"] {
+            assert!(canonical(text).is_err(), "{text}");
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
+}

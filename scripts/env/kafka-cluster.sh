@@ -82,12 +82,14 @@ kill_kafka_node() {
   done
   rm -f "$pidfile"
 }
-# Ready once it serves clients: a broker logs "Kafka Server started" only after the controller
-# unfenced it.
+# Ready once it serves clients: a broker logs "Kafka Server started" (since this start) only
+# after the controller unfenced it. awk reads the whole log: `tail | grep -q` fails under
+# pipefail once the log is long (grep exits at the match, tail gets SIGPIPE).
 kafka_node_ready() {
   local n=$1
   running "kafka-$n" && port_open "$(kafka_node_port "$n")" &&
-    tail -n +"$(( $(cat "$RUN/kafka-$n.log-offset") + 1 ))" "$LOGS/kafka-$n.log" | grep -q 'Kafka Server started'
+    awk -v from="$(( $(cat "$RUN/kafka-$n.log-offset") + 1 ))" \
+      'NR >= from && /Kafka Server started/ { found = 1 } END { exit !found }' "$LOGS/kafka-$n.log"
 }
 kafka_cluster_ready() {
   local n

@@ -24,6 +24,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use worker::{Received, Target, committed, produce_events};
 
 const PARTITIONS: i32 = 4;
+/// How long any one step may take: generous, for a 2-core machine under heavy load (one run
+/// with a load average of 18 saw the worker deliver 26 events/s).
+const PATIENCE: Duration = Duration::from_secs(300);
 const KEYS: u64 = 200;
 /// 30,000 events in batches of 1,000, each acknowledged before the next.
 const BATCHES: u64 = 30;
@@ -140,9 +143,7 @@ async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
     );
 
     target
-        .wait_for(Duration::from_secs(90), "events to flow", |d| {
-            d.len() >= PROGRESS
-        })
+        .wait_for(PATIENCE, "events to flow", |d| d.len() >= PROGRESS)
         .await;
     assert!(
         producing.load(Ordering::SeqCst),
@@ -159,18 +160,16 @@ async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
         .wait_partitions(
             topic.name(),
             "led by a surviving broker",
-            Duration::from_secs(60),
+            PATIENCE,
             move |ps| ps.iter().all(|p| p.leader.is_some_and(|l| l != leader)),
         )
         .await
         .expect("new leaders");
     let election = killed_at.elapsed();
     target
-        .wait_for(
-            Duration::from_secs(90),
-            "deliveries with the leader broker down",
-            |d| d.len() >= at_kill + PROGRESS,
-        )
+        .wait_for(PATIENCE, "deliveries with the leader broker down", |d| {
+            d.len() >= at_kill + PROGRESS
+        })
         .await;
     let resumed = killed_at.elapsed();
     let coordinator_while_down = cluster.group_coordinator(&group).await.ok();
@@ -181,7 +180,7 @@ async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
         .wait_partitions(
             topic.name(),
             "led by the restarted broker again, every replica in sync",
-            Duration::from_secs(120),
+            PATIENCE,
             move |ps| {
                 ps.iter()
                     .all(|p| p.leader == Some(leader) && p.isr.len() == REPLICATION_FACTOR)
@@ -194,7 +193,7 @@ async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
 
     let ids = producer.await.expect("producer task");
     target
-        .wait_for(Duration::from_secs(180), "every event delivered", |d| {
+        .wait_for(PATIENCE, "every event delivered", |d| {
             ids.iter().all(|id| d.contains_key(id))
         })
         .await;
@@ -211,7 +210,7 @@ async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
             })
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let now = committed(env, &group, topic.name(), PARTITIONS);
         if now == ends {

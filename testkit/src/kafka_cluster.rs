@@ -32,6 +32,9 @@ const BOOTSTRAP_VAR: &str = "FERRY_KAFKA_CLUSTER_BOOTSTRAP";
 pub const REPLICATION_FACTOR: usize = 3;
 /// `min.insync.replicas` of every [`ClusterTopic`]: acks=all writes go on with one broker down.
 pub const MIN_INSYNC_REPLICAS: usize = 2;
+/// How long a new topic may take to get its leaders and in-sync replicas (generous: a loaded
+/// 2-core machine runs three brokers and the tests).
+const SETTLE_WITHIN: Duration = Duration::from_secs(120);
 /// Kafka's topic of committed offsets, whose partition leaders coordinate the groups.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How long one metadata request may take while a broker is down (librdkafka then retries
@@ -151,12 +154,9 @@ impl KafkaCluster {
         })
         .await?;
         let offsets = self
-            .wait_partitions(
-                OFFSETS_TOPIC,
-                "led everywhere",
-                Duration::from_secs(60),
-                |ps| !ps.is_empty() && ps.iter().all(|p| p.leader.is_some()),
-            )
+            .wait_partitions(OFFSETS_TOPIC, "led everywhere", SETTLE_WITHIN, |ps| {
+                !ps.is_empty() && ps.iter().all(|p| p.leader.is_some())
+            })
             .await?;
         let partition = offsets_partition(group, i32::try_from(offsets.len())?);
         offsets
@@ -301,7 +301,7 @@ impl ClusterTopic {
             .wait_partitions(
                 name,
                 "led by its preferred leader with every replica in sync",
-                Duration::from_secs(60),
+                SETTLE_WITHIN,
                 move |ps| {
                     ps.len() == count
                         && ps.iter().all(|p| {

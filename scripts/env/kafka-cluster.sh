@@ -102,9 +102,12 @@ start_kafka_cluster() {
   local n
   for n in "${KAFKA_NODES[@]}"; do start_kafka_node "$n"; done
 }
-stop_kafka_cluster() {
+# Only before its state is removed (env-down, FERRY_KAFKA_CLUSTER=0), so SIGKILL: a graceful
+# stop of the last node waits ~20 s for a controller quorum that left with the others.
+remove_kafka_cluster() {
   local n
-  for n in "${KAFKA_NODES[@]}"; do stop_kafka_node "$n"; done
+  for n in "${KAFKA_NODES[@]}"; do kill_kafka_node "$n"; done
+  rm -rf "$KAFKA_CLUSTER_DIR"
 }
 
 # up.sh's hooks. Before the waits: start (FERRY_KAFKA_CLUSTER=1, or already enabled) or remove
@@ -112,7 +115,7 @@ stop_kafka_cluster() {
 kafka_cluster_up() {
   case ${FERRY_KAFKA_CLUSTER:-} in
     1) start_kafka_cluster ;;
-    0) stop_kafka_cluster; rm -rf "$KAFKA_CLUSTER_DIR" ;;
+    0) remove_kafka_cluster ;;
     *) if kafka_cluster_enabled; then start_kafka_cluster; fi ;;
   esac
 }

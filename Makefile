@@ -15,6 +15,10 @@ env-up: ## install/build what is missing (cached) and start PostgreSQL, Kafka an
 env-down: ## stop everything env-up started and remove its state (the cache stays)
 	@bash scripts/env/down.sh
 
+# The broker-failover tests need the three-broker Kafka cluster beside the single broker; `make
+# test` starts it with the rest (FERRY_KAFKA_CLUSTER=1 make env-up does the same by hand).
+test: export FERRY_KAFKA_CLUSTER := 1
+
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings

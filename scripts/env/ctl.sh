@@ -4,7 +4,9 @@
 # `resume` freeze and thaw it (SIGSTOP/SIGCONT: connections stay open, nothing answers).
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
+. "$ENV_SCRIPTS/kafka-cluster.sh"
 action=${1:?usage: ctl.sh start|stop|restart|kill|pause|resume SERVICE}; service=${2:?service: ${SERVICES[*]}}
+if [[ $service == kafka-[0-9]* ]]; then kafka_node_ctl "$action" "${service#kafka-}"; exit; fi
 [[ " ${SERVICES[*]} " == *" $service "* ]] || die "unknown service $service (one of: ${SERVICES[*]})"
 ready() { case $service in postgres|kafka|etcd|apiserver) "${service}_ready" ;; *) running "$service" ;; esac; }
 case $action in

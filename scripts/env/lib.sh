@@ -19,6 +19,8 @@ off=${FERRY_PORT_OFFSET:-0}
 PG_PORT=${FERRY_PG_PORT:-$((55432 + off))}
 KAFKA_PORT=${FERRY_KAFKA_PORT:-$((19092 + off))}
 KAFKA_CONTROLLER_PORT=${FERRY_KAFKA_CONTROLLER_PORT:-$((19093 + off))}
+# The optional three-node cluster (kafka-cluster.sh): client ports from here, controllers after.
+KAFKA_CLUSTER_PORT=${FERRY_KAFKA_CLUSTER_PORT:-$((19094 + off))}
 ETCD_PORT=${FERRY_ETCD_PORT:-$((12379 + off))}
 ETCD_PEER_PORT=${FERRY_ETCD_PEER_PORT:-$((12380 + off))}
 API_PORT=${FERRY_API_PORT:-$((16443 + off))}

@@ -3,6 +3,7 @@
 # running, waits until each is ready and writes .ferry/env. Idempotent.
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
+. "$ENV_SCRIPTS/kafka-cluster.sh"
 started=$SECONDS
 
 bash "$ENV_SCRIPTS/install.sh"
@@ -11,6 +12,7 @@ mkdir -p "$STATE" "$LOGS" "$RUN"
 # The slow starters first, so they boot while the control plane comes up.
 start_postgres
 start_kafka
+kafka_cluster_up
 make_pki
 start_etcd
 wait_for etcd 60 etcd_ready
@@ -23,6 +25,7 @@ ensure_nodes
 wait_for "KWOK nodes" 120 nodes_ready
 wait_for PostgreSQL 60 postgres_ready
 wait_for Kafka 120 kafka_ready
+kafka_cluster_wait
 
 tmp=$FERRY_DIR/env.tmp
 cat > "$tmp" <<ENV
@@ -43,5 +46,6 @@ export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'
 export FERRY_PORT_OFFSET='${FERRY_PORT_OFFSET:-0}'
 export PATH="$K8S_BIN:$TOOLS_BIN:\$PATH"
 ENV
+kafka_cluster_env >> "$tmp"
 mv "$tmp" "$FERRY_DIR/env"
 log "environment ready in $((SECONDS - started))s: . .ferry/env (logs in $LOGS)"

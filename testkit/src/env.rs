@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 /// The addresses and credentials of the running test environment.
 #[derive(Debug)]
 pub struct TestEnv {
-    vars: HashMap<String, String>,
+    pub(crate) vars: HashMap<String, String>,
 }
 
 /// Whether this run is CI's, where a missing service is a failure and never a skip.

@@ -11,6 +11,7 @@ mod cleanup;
 mod env;
 mod http;
 mod kafka;
+mod kafka_cluster;
 mod kube;
 mod postgres;
 mod process;
@@ -20,10 +21,26 @@ pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
 pub use http::http_get;
 pub use kafka::TempTopic;
+pub use kafka_cluster::{
+    BrokerOutage, ClusterTopic, KafkaCluster, MIN_INSYNC_REPLICAS, PartitionState,
+    REPLICATION_FACTOR,
+};
 pub use kube::TempNamespace;
 pub use postgres::TempSchema;
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
+
+/// The three-broker Kafka cluster, or return from the calling test after printing why it was
+/// skipped (a panic under `CI=true`, as with [`require_env!`]).
+#[macro_export]
+macro_rules! require_kafka_cluster {
+    () => {
+        match $crate::KafkaCluster::get() {
+            Some(cluster) => cluster,
+            None => return,
+        }
+    };
+}
 
 /// The environment, or return from the calling test after printing why it was skipped.
 /// Under `CI=true` a missing environment panics instead: CI never skips silently.

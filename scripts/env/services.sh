@@ -58,9 +58,12 @@ start_kafka() {
   start_bg kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties"
 }
 stop_kafka() { stop_bg kafka; }
+# awk reads the whole log: `tail | grep -q` fails under pipefail once the log is long (grep exits
+# at the match and tail dies of SIGPIPE), which made a restart's readiness wait time out.
 kafka_ready() {
   running kafka && port_open "$KAFKA_PORT" &&
-    tail -n +"$(( $(cat "$RUN/kafka.log-offset") + 1 ))" "$LOGS/kafka.log" | grep -q 'Kafka Server started'
+    awk -v from="$(( $(cat "$RUN/kafka.log-offset") + 1 ))" \
+      'NR >= from && /Kafka Server started/ { found = 1 } END { exit !found }' "$LOGS/kafka.log"
 }
 
 # --- Kubernetes control plane (envtest-style) ------------------------------------------------

@@ -321,6 +321,24 @@ pub fn check_per_key_order(records: &[Record], expected: &HashMap<String, i64>) 
     duplicates
 }
 
+/// Checks that every row of `expected` (key → count) arrived, in whatever order: what the
+/// relay promises for a topic whose config it may not read (docs/outbox.md, "Refused batches":
+/// a row re-sent from a refused batch may land after a later row of its key, once).
+pub fn check_complete(records: &[Record], expected: &HashMap<String, i64>) {
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in records {
+        let (key, seq) = r.key_seq().expect("a test envelope");
+        seen.entry(key).or_default().push(seq);
+    }
+    for (key, count) in expected {
+        let mut got = seen.get(key).cloned().unwrap_or_default();
+        got.sort_unstable();
+        got.dedup();
+        let want: Vec<i64> = (0..*count).collect();
+        assert_eq!(got, want, "key {key}: rows missing");
+    }
+}
+
 /// Reads `topic` until it holds `distinct` different test rows (duplicates do not count),
 /// or `timeout` passes.
 pub async fn read_distinct(

@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint generate generate-check bench-operator bench-relay bench-worker
+.PHONY: help env-up env-down images test lint generate generate-check bench-operator bench-relay bench-worker
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,11 +15,14 @@ env-up: ## install/build what is missing (cached) and start PostgreSQL, Kafka an
 env-down: ## stop everything env-up started and remove its state (the cache stays)
 	@bash scripts/env/down.sh
 
+images: env-up ## build the ferry-operator and ferry-sidecar images (OCI, no Docker) into the real node's containerd
+	@bash scripts/env/images.sh
+
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: env-up lint generate-check ## env-up, lint, then every test against the real services
+test: env-up lint generate-check images ## env-up, lint, images, then every test against the real services
 	cargo test --workspace --locked
 
 generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)

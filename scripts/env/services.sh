@@ -119,7 +119,10 @@ start_apiserver() {
     --service-account-issuer="https://127.0.0.1:$API_PORT/" \
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false
+    --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
+    --enable-admission-plugins=NodeRestriction \
+    --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$d/ca.crt" \
+    --kubelet-client-certificate="$d/apiserver-kubelet-client.crt" --kubelet-client-key="$d/apiserver-kubelet-client.key"
 }
 stop_apiserver() { stop_bg apiserver; }
 apiserver_ready() {

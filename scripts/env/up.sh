@@ -3,6 +3,7 @@
 # running, waits until each is ready and writes .ferry/env. Idempotent.
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
+. "$ENV_SCRIPTS/node.sh"
 started=$SECONDS
 
 bash "$ENV_SCRIPTS/install.sh"
@@ -12,6 +13,7 @@ mkdir -p "$STATE" "$LOGS" "$RUN"
 start_postgres
 start_kafka
 make_pki
+make_node_pki
 start_etcd
 wait_for etcd 60 etcd_ready
 start_apiserver
@@ -21,6 +23,7 @@ start_scheduler
 start_kwok
 ensure_nodes
 wait_for "KWOK nodes" 120 nodes_ready
+node_up
 wait_for PostgreSQL 60 postgres_ready
 wait_for Kafka 120 kafka_ready
 
@@ -42,6 +45,7 @@ export FERRY_DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
 export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'
 export FERRY_PORT_OFFSET='${FERRY_PORT_OFFSET:-0}'
 export PATH="$K8S_BIN:$TOOLS_BIN:\$PATH"
+$(node_env)
 ENV
 mv "$tmp" "$FERRY_DIR/env"
 log "environment ready in $((SECONDS - started))s: . .ferry/env (logs in $LOGS)"

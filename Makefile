@@ -22,7 +22,11 @@ lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: env-up lint generate-check images ## env-up, lint, images, then every test against the real services
+# The images hold the binaries `cargo test` builds (built once: `cargo build` alone unifies
+# features without the dev-dependencies and would compile them a second time).
+test: env-up lint generate-check ## env-up, lint, images of the tested binaries, then every test against the real services
+	cargo test --workspace --locked --no-run
+	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked
 
 generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)

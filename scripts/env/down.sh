@@ -2,7 +2,6 @@
 # `make env-down`: stops everything `make env-up` started and removes its state (not the cache).
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
-. "$ENV_SCRIPTS/node.sh"
 node_down
 for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do "stop_${SERVICES[$i]}"; done
 rm -rf "$FERRY_DIR" "$PG_DIR"

@@ -292,6 +292,38 @@ YAML
 stop_kubelet() { RUN=$NODE_RUN stop_bg kubelet; }
 node_ready() { node_kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s; }
 
+# --- Kafka and PostgreSQL for pods ----------------------------------------------------------
+# Pods cannot reach 127.0.0.1 of the host: Kafka gets a second SASL listener on the node's
+# address (advertised there, so pods' clients stay on it), PostgreSQL listens there too.
+KAFKA_PODS_PORT=${FERRY_KAFKA_PODS_PORT:-$((19095 + off))}
+node_owned_here() { node_enabled && [ "$(node_owner)" = "$FERRY_DIR" ] && ip -4 addr show "$NODE_BRIDGE" 2>/dev/null | grep -qF " $NODE_IP/"; }
+# node_kafka_listener FILE: adds the PODS listener to a generated server.properties.
+node_kafka_listener() {
+  node_owned_here || return 0
+  sed -i -e "/^listeners=/s|\$|,PODS://$NODE_IP:$KAFKA_PODS_PORT|" \
+    -e "/^advertised.listeners=/s|\$|,PODS://$NODE_IP:$KAFKA_PODS_PORT|" \
+    -e "/^listener.security.protocol.map=/s|\$|,PODS:SASL_PLAINTEXT|" "$1"
+  # A SASL listener needs a JAAS entry even when it only serves (SCRAM checks the credentials
+  # kept in the cluster metadata).
+  echo "listener.name.pods.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;" >> "$1"
+}
+# node_pg_listen: the extra listen address for PostgreSQL's listen_addresses.
+node_pg_listen() { node_owned_here && echo ",$NODE_IP" || true; }
+# node_pg_hba FILE: lets the pods' network in, as initdb --auth=trust lets loopback in.
+node_pg_hba() { echo "host all all $NODE_POD_CIDR trust" >> "$1"; }
+
+# node_prepare: claims the node and makes its bridge, before Kafka and PostgreSQL start (they
+# listen on the bridge's address). The lock is not held across their starts: a child would
+# inherit it.
+node_prepare() {
+  node_enabled || return 0
+  [ "$(id -u)" = 0 ] || die "the real node needs root (containerd, bridges, iptables); or FERRY_NODE=off make env-up"
+  node_lock
+  node_claim
+  node_network
+  exec 8>&-
+}
+
 # --- Services and DNS -----------------------------------------------------------------------
 # kube-proxy (iptables mode) makes ClusterIPs work for pods and the host; NodePorts only on the
 # pods' bridge, never on the machine's real interface; conntrack sysctls left alone.
@@ -430,6 +462,9 @@ node_env() {
 export FERRY_NODE_NAME='$NODE_NAME'
 export FERRY_NODE_TAINT='$NODE_TAINT_KEY'
 export FERRY_NODE_IP='$NODE_IP'
+# Kafka (SASL_PLAINTEXT, the same users) and PostgreSQL as pods on the node reach them.
+export FERRY_NODE_KAFKA_BOOTSTRAP='$NODE_IP:$KAFKA_PODS_PORT'
+export FERRY_NODE_DATABASE_URL='postgresql://postgres@$NODE_IP:$PG_PORT/postgres'
 # A local image with a static busybox and user 65532, for tests' pods.
 export FERRY_TESTBOX_IMAGE='$(testbox_ref)'
 ENV

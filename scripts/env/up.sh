@@ -3,12 +3,12 @@
 # running, waits until each is ready and writes .ferry/env. Idempotent.
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
-. "$ENV_SCRIPTS/node.sh"
 started=$SECONDS
 
 bash "$ENV_SCRIPTS/install.sh"
 mkdir -p "$STATE" "$LOGS" "$RUN"
 
+node_prepare
 # The slow starters first, so they boot while the control plane comes up.
 start_postgres
 start_kafka

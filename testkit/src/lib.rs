@@ -12,6 +12,7 @@ mod env;
 mod http;
 mod kafka;
 mod kube;
+mod node;
 mod postgres;
 mod process;
 mod services;
@@ -21,6 +22,7 @@ pub use env::{TestEnv, in_ci, unique_name};
 pub use http::http_get;
 pub use kafka::TempTopic;
 pub use kube::TempNamespace;
+pub use node::{RealNode, container_log, ferry_image, pod_ready, wait_for_pod};
 pub use postgres::TempSchema;
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
@@ -32,6 +34,18 @@ macro_rules! require_env {
     () => {
         match $crate::TestEnv::get() {
             Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// The real node of the environment, or return from the calling test after printing why it
+/// was skipped. Under `CI=true` a missing node panics instead.
+#[macro_export]
+macro_rules! require_node {
+    ($env:expr) => {
+        match $env.real_node() {
+            Some(node) => node,
             None => return,
         }
     };

@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down test lint generate generate-check bench-operator bench-relay bench-worker
+.PHONY: help env-up env-down images test lint generate generate-check bench-operator bench-relay bench-worker
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,11 +19,18 @@ env-down: ## stop everything env-up started and remove its state (the cache stay
 # test` starts it with the rest (FERRY_KAFKA_CLUSTER=1 make env-up does the same by hand).
 test: export FERRY_KAFKA_CLUSTER := 1
 
+images: env-up ## build the ferry-operator and ferry-sidecar images (OCI, no Docker) into the real node's containerd
+	@bash scripts/env/images.sh
+
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: env-up lint generate-check ## env-up, lint, then every test against the real services
+# The images hold the binaries `cargo test` builds (built once: `cargo build` alone unifies
+# features without the dev-dependencies and would compile them a second time).
+test: env-up lint generate-check ## env-up, lint, images of the tested binaries, then every test against the real services
+	cargo test --workspace --locked --no-run
+	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked
 
 generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)

@@ -3,6 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/services.sh"
 . "$ENV_SCRIPTS/kafka-cluster.sh"
+node_down
 remove_kafka_cluster
 for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do "stop_${SERVICES[$i]}"; done
 rm -rf "$FERRY_DIR" "$PG_DIR"

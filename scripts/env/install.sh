@@ -3,6 +3,7 @@
 # Debian packages (PostgreSQL, a JDK, Maven), Kafka's jars from Maven Central, and the
 # Kubernetes control plane, KWOK and helm from the Go module proxy. Does nothing that is cached.
 . "$(dirname "$0")/lib.sh"
+. "$ENV_SCRIPTS/node.sh"
 
 need_apt=()
 command -v java >/dev/null || need_apt+=(default-jre-headless)
@@ -16,6 +17,20 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The real node (node.sh): a CRI runtime, an OCI runtime, CNI plugins, and what the kubelet, the
+# CNI bridge and kube-proxy call; gcc builds the pause binary, objcopy strips image binaries.
+if node_enabled; then
+  command -v containerd >/dev/null || need_apt+=(containerd)
+  command -v runc >/dev/null || need_apt+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need_apt+=(iptables)
+  command -v conntrack >/dev/null || need_apt+=(conntrack)
+  command -v ip >/dev/null || need_apt+=(iproute2)
+  command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+  command -v objcopy >/dev/null || need_apt+=(binutils)
+  # The tests' pods run a static busybox (sh, httpd, nslookup, wget) from a local image.
+  dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing Debian packages: ${need_apt[*]} (install them, or run as root)"
   log "installing Debian packages: ${need_apt[*]}"
@@ -51,6 +66,10 @@ export GOMODCACHE=${GOMODCACHE:-$FERRY_CACHE/go/mod}
 GOCACHE=$(mktemp -d); export GOCACHE
 trap 'rm -rf "$GOCACHE"' EXIT
 build_into "$K8S_BIN" build-k8s.sh K8S_VERSION="$K8S_VERSION" ETCD_VERSION="$ETCD_VERSION"
+if node_enabled; then
+  build_into "$NODE_BIN" build-node.sh K8S_VERSION="$K8S_VERSION" CRICTL_VERSION="$CRICTL_VERSION"
+  build_into "$COREDNS_BIN" build-coredns.sh COREDNS_VERSION="$COREDNS_VERSION"
+fi
 build_into "$TOOLS_BIN" build-tools.sh KWOK_VERSION="$KWOK_VERSION" HELM_VERSION="$HELM_VERSION" K8S_VERSION="$K8S_VERSION"
 
 if [ ! -d "$KAFKA_LIBS" ]; then

@@ -3,6 +3,8 @@
 # shellcheck shell=bash
 
 SERVICES=(postgres kafka etcd apiserver controller-manager scheduler kwok)
+# The real node; it adds listen addresses for pods to PostgreSQL and Kafka.
+. "$ENV_SCRIPTS/node.sh"
 
 # --- PostgreSQL (Debian's) -------------------------------------------------------------------
 start_postgres() {
@@ -12,11 +14,12 @@ start_postgres() {
     rm -rf "$PG_DIR"; mkdir -p "$PG_DIR"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
     as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >>"$LOGS/postgres.log" 2>&1
+    node_pg_hba "$PG_DIR/data/pg_hba.conf"
   fi
   log "starting PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
   # Durability settings are off: this database is thrown away, and tests want speed.
   as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    -o "-c listen_addresses=127.0.0.1$(node_pg_listen) -p $PG_PORT -k $PG_DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
     >>"$LOGS/postgres.log" 2>&1 || die "PostgreSQL did not start; see $LOGS/postgres.log"
 }
 stop_postgres() {
@@ -40,6 +43,7 @@ start_kafka() {
     sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
       -e "s#@DATA@#$dir/data#g" -e "s#@ADMIN_PASSWORD@#$admin_pw#g" \
       "$ENV_SCRIPTS/kafka/server.properties.in" > "$dir/server.properties"
+    node_kafka_listener "$dir/server.properties"
     # StorageTool lives in kafka_2.13 (kafka.tools) up to now; guard against a move.
     local tool=kafka.tools.StorageTool
     grep -aq "kafka/tools/StorageTool.class" "$KAFKA_LIBS"/kafka_2.13-*.jar \
@@ -122,7 +126,10 @@ start_apiserver() {
     --service-account-issuer="https://127.0.0.1:$API_PORT/" \
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false
+    --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
+    --enable-admission-plugins=NodeRestriction \
+    --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$d/ca.crt" \
+    --kubelet-client-certificate="$d/apiserver-kubelet-client.crt" --kubelet-client-key="$d/apiserver-kubelet-client.key"
 }
 stop_apiserver() { stop_bg apiserver; }
 apiserver_ready() {

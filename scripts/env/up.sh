@@ -9,11 +9,13 @@ started=$SECONDS
 bash "$ENV_SCRIPTS/install.sh"
 mkdir -p "$STATE" "$LOGS" "$RUN"
 
+node_prepare
 # The slow starters first, so they boot while the control plane comes up.
 start_postgres
 start_kafka
 kafka_cluster_up
 make_pki
+make_node_pki
 start_etcd
 wait_for etcd 60 etcd_ready
 start_apiserver
@@ -23,6 +25,7 @@ start_scheduler
 start_kwok
 ensure_nodes
 wait_for "KWOK nodes" 120 nodes_ready
+node_up
 wait_for PostgreSQL 60 postgres_ready
 wait_for Kafka 120 kafka_ready
 kafka_cluster_wait
@@ -45,6 +48,7 @@ export FERRY_DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
 export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'
 export FERRY_PORT_OFFSET='${FERRY_PORT_OFFSET:-0}'
 export PATH="$K8S_BIN:$TOOLS_BIN:\$PATH"
+$(node_env)
 ENV
 kafka_cluster_env >> "$tmp"
 mv "$tmp" "$FERRY_DIR/env"

@@ -13,6 +13,7 @@ mod http;
 mod kafka;
 mod kafka_cluster;
 mod kube;
+mod node;
 mod postgres;
 mod process;
 mod services;
@@ -26,6 +27,7 @@ pub use kafka_cluster::{
     REPLICATION_FACTOR,
 };
 pub use kube::TempNamespace;
+pub use node::{RealNode, container_log, ferry_image, pod_ready, wait_for_pod};
 pub use postgres::TempSchema;
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
@@ -49,6 +51,18 @@ macro_rules! require_env {
     () => {
         match $crate::TestEnv::get() {
             Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// The real node of the environment, or return from the calling test after printing why it
+/// was skipped. Under `CI=true` a missing node panics instead.
+#[macro_export]
+macro_rules! require_node {
+    ($env:expr) => {
+        match $env.real_node() {
+            Some(node) => node,
             None => return,
         }
     };

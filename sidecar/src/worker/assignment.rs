@@ -439,6 +439,16 @@ impl ClientContext for WorkerContext {
                 }
             }
         }
+        // librdkafka talks to the coordinator through a logical broker of this name.
+        if let Some(coordinator) = statistics
+            .brokers
+            .values()
+            .find(|b| b.name.starts_with("GroupCoordinator"))
+        {
+            self.assignment
+                .metrics
+                .set_coordinator_requests(coordinator.outbuf_cnt + coordinator.waitresp_cnt);
+        }
     }
 }
 

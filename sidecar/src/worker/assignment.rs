@@ -475,7 +475,7 @@ impl ConsumerContext for WorkerContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let ok = match &result {
             Ok(()) => true,
-            // Nothing was waiting: the background commit got there first. Not a failure.
+            // Nothing was waiting: an earlier commit covered it already. Not a failure.
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
             Err(e) => {
                 // The offsets are offered again; a crash before that redelivers them.

@@ -64,7 +64,9 @@ async fn a_frozen_coordinator_gets_one_commit_at_a_time() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    env.pause_service(Service::Kafka).await.expect("freeze kafka");
+    env.pause_service(Service::Kafka)
+        .await
+        .expect("freeze kafka");
     // Nothing here may panic before the thaw, or the broker stays frozen for the next test.
     let frozen_until = Instant::now() + FROZEN;
     let mut samples = Vec::new();
@@ -74,7 +76,9 @@ async fn a_frozen_coordinator_gets_one_commit_at_a_time() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    env.resume_service(Service::Kafka).await.expect("thaw kafka");
+    env.resume_service(Service::Kafka)
+        .await
+        .expect("thaw kafka");
 
     let most = samples.iter().copied().max().unwrap_or(0);
     eprintln!("coordinator requests outstanding while frozen: {samples:?}");

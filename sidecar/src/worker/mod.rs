@@ -1014,7 +1014,12 @@ impl RunLoop {
                 self.commit_asked = Some((self.assignment.commit_answers(), now));
                 self.committed_at = now;
             }
-            Err(e) => tracing::debug!(error = %e, "commit request refused"),
+            Err(e) => {
+                // Refused before it was sent (no group yet): try again after an interval, not
+                // at once, which with a full window would spin the run loop.
+                tracing::debug!(error = %e, "commit request refused");
+                self.committed_at = Instant::now() + COMMIT_INTERVAL;
+            }
         }
     }
 

@@ -103,10 +103,6 @@ fn longest_pause(requests: &[Received], since: Instant) -> (Duration, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds a worker stall (1 run in 5 here): after the restarted broker takes the group \
-            coordinator back, offset commits queue up on the coordinator connection faster than \
-            they are answered and the window (freed only by commit answers) stays full; see the \
-            h-kafka3 report. Run with --ignored."]
 async fn kill_9_of_the_leader_broker_and_group_coordinator_loses_no_event() {
     let cluster = require_kafka_cluster!();
     cluster.start_all().await.expect("every broker up");

@@ -439,6 +439,16 @@ impl ClientContext for WorkerContext {
                 }
             }
         }
+        // librdkafka talks to the coordinator through a logical broker of this name.
+        if let Some(coordinator) = statistics
+            .brokers
+            .values()
+            .find(|b| b.name.starts_with("GroupCoordinator"))
+        {
+            self.assignment
+                .metrics
+                .set_coordinator_requests(coordinator.outbuf_cnt + coordinator.waitresp_cnt);
+        }
     }
 }
 
@@ -465,7 +475,7 @@ impl ConsumerContext for WorkerContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let ok = match &result {
             Ok(()) => true,
-            // Nothing was waiting: the background commit got there first. Not a failure.
+            // Nothing was waiting: an earlier commit covered it already. Not a failure.
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
             Err(e) => {
                 // The offsets are offered again; a crash before that redelivers them.

@@ -63,6 +63,7 @@ pub struct Metrics {
     latency: Histogram,
     in_flight: Gauge,
     lag: Family<PartitionLabels, Gauge>,
+    coordinator_requests: Gauge,
 }
 
 impl Metrics {
@@ -77,6 +78,7 @@ impl Metrics {
             )),
             in_flight: Gauge::default(),
             lag: Family::default(),
+            coordinator_requests: Gauge::default(),
         };
         let sub = registry.sub_registry_with_prefix("worker");
         sub.register(
@@ -103,6 +105,11 @@ impl Metrics {
             "lag",
             "Records behind the partition's end (librdkafka statistics)",
             metrics.lag.clone(),
+        );
+        sub.register(
+            "coordinator_requests",
+            "Requests to the group coordinator (commits, heartbeats) queued or awaiting their answer (librdkafka statistics); a growing number means the coordinator falls behind",
+            metrics.coordinator_requests.clone(),
         );
         metrics
     }
@@ -139,5 +146,10 @@ impl Metrics {
                 partition,
             })
             .set(lag);
+    }
+
+    /// Sets the number of requests to the group coordinator not yet answered.
+    pub fn set_coordinator_requests(&self, n: i64) {
+        self.coordinator_requests.set(n);
     }
 }

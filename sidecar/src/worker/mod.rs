@@ -55,10 +55,10 @@ use self::{
 };
 use crate::telemetry::{Health, TelemetryServer};
 
-/// librdkafka's `auto.commit.interval.ms`: how often it commits the stored watermarks in the
-/// background when the window is not filling up; bounds how much a crash redelivers at low
-/// rates (a fraction of librdkafka's 5 s default). A filling window asks for a commit at once.
-const AUTO_COMMIT_INTERVAL_MS: &str = "100";
+/// How often the worker commits its stored watermarks when the window is not filling up;
+/// bounds how much a crash redelivers at low rates (librdkafka's own background commit, off
+/// here, defaults to 5 s). A filling window asks for a commit at once.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// The worker asks for a commit at once when its uncommitted window reaches 1/this of
 /// `--max-in-flight` (and no request is outstanding). A quarter rather than a half: the window
 /// only shrinks once Kafka answered, so the sooner the request, the less the window sits full
@@ -66,9 +66,12 @@ const AUTO_COMMIT_INTERVAL_MS: &str = "100";
 /// in one sitting: 19,700 / 22,000 / 20,700 events/s against 14,800 / 15,900 / 16,700 at a half.
 /// At most one request is outstanding, so this adds at most one commit per round trip.
 const COMMIT_AT_WINDOW_DIVISOR: usize = 4;
-/// How long the worker waits for the answer to its own commit request before it may ask
-/// again (a lost answer must not stop the requests; the background commit runs meanwhile).
-const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// How long the worker waits for the answer to its commit request before it asks again.
+/// librdkafka answers every request (at the latest with a timeout error after
+/// `socket.timeout.ms`, 60 s by default), so this is only a guard against a lost answer; it is
+/// long so that a slow coordinator is never sent a second request (issue 11: a queue of
+/// unanswered commits on the coordinator's socket starved the worker after a failover).
+const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// How often the run loop logs its state at debug level.
 const STATE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the run loop sleeps when nothing is held in a tier: only a safety net, since
@@ -292,6 +295,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         intake_high,
         intake_low: intake_high / 4,
         commit_asked: None,
+        committed_at: Instant::now(),
         base: base.clone(),
         scan_timeout: args.tier_scan_timeout,
         gates: HashMap::new(),
@@ -351,10 +355,12 @@ fn consumer_config(base: &ClientConfig, args: &WorkerArgs) -> ClientConfig {
     let mut config = base.clone();
     config
         .set("group.id", &args.group)
-        // librdkafka commits what the worker stored, every interval and on revoke and close;
-        // it refuses to store offsets of partitions no longer assigned.
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
+        // The worker commits what it stored itself, one request at a time (see
+        // `RunLoop::commit`; on revocation and close synchronously): librdkafka's background
+        // commit sends a request every interval whether or not the last one was answered, and
+        // a slow coordinator then falls ever further behind. librdkafka refuses to store
+        // offsets of partitions no longer assigned.
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", args.start_from.as_str())
         .set("statistics.interval.ms", STATS_INTERVAL_MS)
@@ -459,6 +465,8 @@ struct RunLoop {
     /// The commit-answer count and time when the worker last asked for a commit, until an
     /// answer arrives: one request at a time.
     commit_asked: Option<(u64, Instant)>,
+    /// When the worker last asked for a commit (paces the commits of a window not filling up).
+    committed_at: Instant,
     /// The shared Kafka settings, for the tier scans' consumers.
     base: ClientConfig,
     /// How long one attempt at reading a partition's tiers may take (`--tier-scan-timeout`).
@@ -511,7 +519,8 @@ impl RunLoop {
                 .filter_map(|(_, i)| i.held.waiting_until(now))
                 .min()
                 .unwrap_or(now + IDLE_WAKE)
-                .min(state_at);
+                .min(state_at)
+                .min(self.commit_due().unwrap_or(state_at));
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
@@ -972,11 +981,13 @@ impl RunLoop {
         }
     }
 
-    /// Hands the moved watermarks to librdkafka's offset store (librdkafka commits them in
-    /// the background every `auto.commit.interval.ms`), and when the window is a quarter full
-    /// asks for a commit of the stored offsets at once, so the window, which shrinks only once
-    /// Kafka acknowledged a commit, keeps room to admit. Nothing here waits for Kafka: both
-    /// kinds of commit answer through the consumer's commit callback, served by the poll.
+    /// Hands the moved watermarks to librdkafka's offset store and asks Kafka to commit the
+    /// stored offsets — every `COMMIT_INTERVAL`, and at once when the window is a quarter full
+    /// so the window, which shrinks only once Kafka acknowledged a commit, keeps room to admit.
+    /// At most one request is outstanding: watermarks that move meanwhile wait in the store and
+    /// go with the next request, so commits never come faster than the coordinator answers.
+    /// Nothing here waits for Kafka: the answer comes through the consumer's commit callback,
+    /// served by the poll, and wakes the run loop.
     fn commit(&mut self) {
         if let Some(list) = self.assignment.take_stores()
             && let Err(e) = self.consumer.store_offsets(&list)
@@ -985,24 +996,43 @@ impl RunLoop {
             tracing::debug!(error = %e, offsets = ?list, "offsets not stored");
             self.assignment.commit_answered(&list, false);
         }
-        if let Some((answers, at)) = self.commit_asked
-            && self.assignment.commit_answers() == answers
-            && at.elapsed() < COMMIT_ANSWER_WAIT
-        {
-            return;
+        if let Some((answers, at)) = self.commit_asked {
+            if self.assignment.commit_answers() == answers && at.elapsed() < COMMIT_ANSWER_WAIT {
+                return;
+            }
+            if self.assignment.commit_answers() == answers {
+                tracing::warn!("no answer to the last commit request; asking again");
+            }
         }
         self.commit_asked = None;
-        if self.assignment.window() * COMMIT_AT_WINDOW_DIVISOR < self.max_in_flight
-            || !self.assignment.awaiting_commit()
-        {
+        if self.commit_due().is_none_or(|due| due > Instant::now()) {
             return;
         }
         match commit_stored(&self.consumer) {
             Ok(()) => {
-                self.commit_asked = Some((self.assignment.commit_answers(), Instant::now()));
+                let now = Instant::now();
+                self.commit_asked = Some((self.assignment.commit_answers(), now));
+                self.committed_at = now;
             }
-            Err(e) => tracing::debug!(error = %e, "commit request refused"),
+            Err(e) => {
+                // Refused before it was sent (no group yet): try again after an interval, not
+                // at once, which with a full window would spin the run loop.
+                tracing::debug!(error = %e, "commit request refused");
+                self.committed_at = Instant::now() + COMMIT_INTERVAL;
+            }
         }
+    }
+
+    /// When the next commit request is due, if one is: something stored awaits its commit
+    /// and no request is outstanding (a timed wake-up is then not needed: the answer wakes).
+    fn commit_due(&self) -> Option<Instant> {
+        if self.commit_asked.is_some() || !self.assignment.awaiting_commit() {
+            return None;
+        }
+        if self.assignment.window() * COMMIT_AT_WINDOW_DIVISOR >= self.max_in_flight {
+            return Some(self.committed_at);
+        }
+        Some(self.committed_at + COMMIT_INTERVAL)
     }
 
     /// After shutdown: no new work; running deliveries get until `timeout`; then the watermark

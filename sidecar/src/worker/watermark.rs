@@ -8,8 +8,8 @@
 //! done: everything below it is delivered, skipped as a duplicate, or acknowledged by Kafka in
 //! a retry or dead-letter topic.
 //!
-//! The watermark reaches Kafka in two steps: it is *stored* with librdkafka (which commits
-//! stored offsets in the background, and whenever the worker asks), and it is *committed* once
+//! The watermark reaches Kafka in two steps: it is *stored* with librdkafka (the worker then
+//! asks it to commit the stored offsets, one request at a time), and it is *committed* once
 //! Kafka acknowledged a commit covering it. Entries leave the window only then, so the window's
 //! length bounds what a crash could redeliver.
 

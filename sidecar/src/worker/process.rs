@@ -341,39 +341,23 @@ impl Context {
         };
         self.metrics.copy_refused(CopyKind::dead_letter);
         let refused = format!("{topic}: {refusal}");
-        let reference = OwnedHeaders::new()
-            .insert(Header {
-                key: retry::ERROR_HEADER,
-                value: Some(reason),
-            })
-            .insert(Header {
+        let reference = Self::origin_headers(
+            OwnedHeaders::new().insert(Header {
                 key: retry::COPY_REFUSED_HEADER,
                 value: Some(&refused),
-            })
-            .insert(Header {
-                key: retry::ORIGINAL_TOPIC_HEADER,
-                value: Some(&*job.main_topic),
-            })
-            .insert(Header {
-                key: retry::ORIGINAL_PARTITION_HEADER,
-                value: Some(&job.origin.0.to_string()),
-            })
-            .insert(Header {
-                key: retry::ORIGINAL_OFFSET_HEADER,
-                value: Some(&job.origin.1.to_string()),
-            })
-            .insert(Header {
-                key: retry::ATTEMPTS_HEADER,
-                value: Some(&attempts.to_string()),
-            })
-            .insert(Header {
-                key: retry::GROUP_HEADER,
-                value: Some(&self.group),
-            })
-            .insert(Header {
-                key: retry::FAILED_AT_HEADER,
-                value: Some(&failed_at),
-            });
+            }),
+            job,
+            attempts,
+            reason,
+        )
+        .insert(Header {
+            key: retry::GROUP_HEADER,
+            value: Some(&self.group),
+        })
+        .insert(Header {
+            key: retry::FAILED_AT_HEADER,
+            value: Some(&failed_at),
+        });
         match self
             .write_copy(job, topic, None, Copy::Reference(reference))
             .await
@@ -401,6 +385,17 @@ impl Context {
                 }
             }
         }
+        Self::origin_headers(headers, job, attempts, reason)
+    }
+
+    /// `headers` plus where the record came from, how often it was tried and why it failed:
+    /// what every tier, dead-letter and reference copy carries.
+    fn origin_headers(
+        headers: OwnedHeaders,
+        job: &Job,
+        attempts: u32,
+        reason: &str,
+    ) -> OwnedHeaders {
         headers
             .insert(Header {
                 key: retry::ERROR_HEADER,

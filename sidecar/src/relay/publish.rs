@@ -41,7 +41,7 @@ use super::{
     canonical::{self, Json},
     order::{BatchGate, Holds, KeyId},
     outbox::OutboxRow,
-    topics::{RecordSize, TOPIC_CHECK_TIMEOUT, TopicCheck, Topics},
+    topics::{RecordSize, TOPIC_CHECK_TIMEOUT, TopicCheck, TopicFacts, Topics},
 };
 use crate::envelope::Envelope;
 
@@ -173,19 +173,7 @@ pub fn kafka_key(key_json: Option<&str>) -> std::result::Result<Option<Vec<u8>>,
         Json::Null => None,
         Json::String(s) => Some(s.into_bytes()),
         Json::Other(text) => Some(text.into_bytes()),
-        Json::Object(members) => {
-            let mut text = String::from("{");
-            for (i, (name, value)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(&Value::String(name).to_string());
-                text.push(':');
-                text.push_str(&value);
-            }
-            text.push('}');
-            Some(text.into_bytes())
-        }
+        object @ Json::Object(_) => Some(object.to_text().into_bytes()),
     })
 }
 
@@ -196,17 +184,18 @@ pub fn record_headers(
     headers_json: Option<&str>,
     envelope: &Envelope,
 ) -> std::result::Result<Vec<(String, Vec<u8>)>, Reason> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(2);
     match headers_json.map(canonical::parse) {
         None | Some(Ok(Json::Null)) => {}
         Some(Ok(Json::Object(members))) => {
+            out.reserve(members.len() + 2);
             for (k, v) in members {
                 // A string member as its text, anything else as canonical JSON.
-                let string = v
-                    .starts_with('"')
-                    .then(|| serde_json::from_str::<String>(&v).ok())
-                    .flatten();
-                let bytes = string.unwrap_or(v).into_bytes();
+                let bytes = match v {
+                    Json::String(s) => s.into_bytes(),
+                    Json::Other(text) => text.into_bytes(),
+                    other => other.to_text().into_bytes(),
+                };
                 out.push((k, bytes));
             }
         }
@@ -365,16 +354,26 @@ impl Publisher {
 
         // Send in id order; a key's later rows stay behind its failed one.
         let mut batch = Batch::new(holds, behind, now, poisoned);
+        // What is known of the topic of the current run of rows (rows come in runs of one
+        // topic: one lookup per run, not per row).
+        let mut topic: Option<(String, Option<&TopicCheck>, TopicFacts)> = None;
         for p in prepared {
             if !batch.gate.admit(&p.key_id) {
                 batch.hold(p.key_id);
                 continue;
             }
-            if let Some(TopicCheck::Unavailable { label, text }) = unavailable.get(&p.topic) {
+            let (_, check, facts) = match topic.take() {
+                Some(known) if known.0 == p.topic => topic.insert(known),
+                _ => topic.insert((
+                    p.topic.clone(),
+                    unavailable.get(&p.topic),
+                    self.topics.facts(&p.topic),
+                )),
+            };
+            if let Some(TopicCheck::Unavailable { label, text }) = check {
                 batch.unavailable(p, label, text.clone());
                 continue;
             }
-            let facts = self.topics.facts(&p.topic);
             if let Some(reason) = facts.refuse(p.key.is_some(), p.size, self.sizes_exact) {
                 batch.poisoned.push(p.poison(reason));
                 continue;
@@ -718,7 +717,13 @@ impl<'a> Batch<'a> {
 
     fn sent(&mut self, p: Prepared, delivery: DeliveryFuture, limited: bool) {
         if limited {
-            *self.bytes_in_flight.entry(p.topic.clone()).or_default() += p.size.in_batch_max;
+            match self.bytes_in_flight.get_mut(&p.topic) {
+                Some(bytes) => *bytes += p.size.in_batch_max,
+                None => {
+                    self.bytes_in_flight
+                        .insert(p.topic.clone(), p.size.in_batch_max);
+                }
+            }
         }
         self.in_flight.push((p, delivery));
     }

@@ -476,3 +476,79 @@ async fn numbers_in_keys_headers_and_payloads_reach_kafka_as_written() {
         Some(r#"{"a":1.50,"order":18446744073709551617}"#)
     );
 }
+
+/// A dead-letter topic that takes smaller batches than the producer builds: Kafka refuses a
+/// batch of copies whole and reports it on every copy. Each copy fits alone, so every poison
+/// row reaches the dead-letter topic with its payload and is marked published; none is
+/// misfiled as refused by the dead-letter topic (`publish_error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_of_dead_letter_copies_is_re_sent_alone() {
+    let env = require_env!();
+    let topic = TempTopic::create(env, 1).await.expect("topic");
+    let dlt = NamedTopic::create(
+        env,
+        &NamedTopic::fresh_name(),
+        1,
+        &[("max.message.bytes", "4000")],
+    )
+    .await;
+    let outbox = TestOutbox::create(env).await;
+    // Eight rows that are not envelopes, ~1.1 kB each: any copy fits alone, four do not.
+    const POISON: i64 = 8;
+    outbox
+        .client
+        .execute(
+            "INSERT INTO outbox (topic, key, payload) \
+             SELECT $1, to_jsonb('p-' || n), jsonb_build_object('not', 'an envelope', 'n', n, 'pad', repeat('x', 1000)) \
+             FROM generate_series(1, $2::int8) AS n",
+            &[&topic.name(), &POISON],
+        )
+        .await
+        .expect("insert");
+    let mut relay = spawn_relay(
+        "relay-dlt-batch",
+        env,
+        &outbox.url(),
+        None,
+        &[
+            "--dead-letter-topic",
+            dlt.name(),
+            "--idle-poll-interval=100ms",
+        ],
+    );
+    wait_for("every row settled", Duration::from_secs(60), || async {
+        outbox.unpublished().await == 0
+    })
+    .await;
+    relay
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("terminate");
+    let misfiled: Vec<(i64, String)> = outbox
+        .client
+        .query(
+            "SELECT id, publish_error FROM outbox WHERE publish_error IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        misfiled.is_empty(),
+        "rows whose copy fits the dead-letter topic were marked failed: {misfiled:?}"
+    );
+    let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| {
+        r.len() >= POISON as usize
+    })
+    .await;
+    assert_eq!(dead.len(), POISON as usize, "one copy per poison row");
+    for record in &dead {
+        assert!(record.raw_len > 1_000, "the copy keeps the payload");
+        assert_eq!(
+            record.headers.get("ferry-error-kind").map(String::as_str),
+            Some("not_envelope")
+        );
+    }
+}

@@ -344,11 +344,11 @@ async fn published_rows_are_deleted_after_the_retention_or_at_once_and_telemetry
     );
     let metrics = metrics_body(port, "/metrics").await.expect("metrics");
     assert!(
-        metrics.contains("ferry_outbox_published_total 100"),
+        metrics.contains("ferry_relay_published_total 100"),
         "{metrics}"
     );
     assert!(metrics.contains("ferry_relay_leader 1"), "{metrics}");
-    assert!(metrics.contains("ferry_outbox_backlog_rows"), "{metrics}");
+    assert!(metrics.contains("ferry_relay_backlog_rows"), "{metrics}");
     assert!(
         metrics.contains("ferry_relay_batch_duration_seconds_count"),
         "{metrics}"

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    Result,
     config::Disposal,
+    error::Result,
     metrics::Metrics,
     outbox::{Outbox, TableInfo},
     session,

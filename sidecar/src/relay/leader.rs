@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Error, Result, session};
+use super::{
+    error::{Error, Result},
+    session,
+};
 
 /// How often a standby tries to take the lock: the "takes over within seconds" of DESIGN §4.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(1);

@@ -27,7 +27,7 @@ use rdkafka::{
     producer::{FutureProducer, Producer},
 };
 
-use super::publish::Reason;
+use super::failure::Reason;
 
 /// How long what was learned about a topic that exists stays valid before it is looked up
 /// again (a changed `max.message.bytes` is noticed within this).

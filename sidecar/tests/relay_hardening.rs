@@ -85,27 +85,12 @@ async fn null_key_on_a_compacted_topic(describe_configs: bool) {
     outbox.insert(topic.name(), &after).await;
     let good: Vec<(String, i64)> = before.into_iter().chain(after).collect();
 
-    let mut relay = spawn_relay(
-        "relay-null-key",
-        env,
-        &outbox.url(),
-        user,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
+    let relay = spawn_relay_dead_lettering("relay-null-key", env, &outbox.url(), user, dlt.name());
     let records = read_distinct(env, topic.name(), good.len(), Duration::from_secs(60)).await;
     let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| !r.is_empty()).await;
-    wait_for("every row settled", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
     // Per-key order is promised only where the topic's config is readable (the operator
     // grants DESCRIBE_CONFIGS to producers); without it a re-sent row may land after a later
     // row of its key once (docs/outbox.md). Seen here: one key's row 29 before its 0..28.
@@ -172,27 +157,13 @@ async fn small_max_message_bytes(describe_configs: bool) {
         .await
         .expect("insert");
 
-    let mut relay = spawn_relay(
-        "relay-small-topic",
-        env,
-        &outbox.url(),
-        user,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
+    let relay =
+        spawn_relay_dead_lettering("relay-small-topic", env, &outbox.url(), user, dlt.name());
     let records = read_distinct(env, topic.name(), good.len(), Duration::from_secs(120)).await;
     let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| !r.is_empty()).await;
-    wait_for("every row settled", Duration::from_secs(60), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(60))
+        .await;
     // Per-key order is promised only where the topic's config is readable (the operator
     // grants DESCRIBE_CONFIGS to producers); without it a re-sent row may land after a later
     // row of its key once (docs/outbox.md). Seen here: one key's row 29 before its 0..28.
@@ -326,7 +297,7 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
     outbox.insert(existing.name(), &rows("f", 3, 2)).await;
     outbox.insert(&late, &waiting[6..]).await;
     let port = free_port();
-    let mut relay = spawn_relay_on(
+    let relay = spawn_relay_on(
         "relay-late-topic",
         env,
         &outbox.url(),
@@ -362,14 +333,9 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
     let created = NamedTopic::create(env, &late, 1, &[]).await;
     let records = read_distinct(env, created.name(), waiting.len(), Duration::from_secs(90)).await;
     check_per_key_order(&records, &expected(&waiting));
-    wait_for("every row marked", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
 }
 
 /// A relay whose identity may not write its topic yet (ACLs still propagating) holds the
@@ -383,7 +349,7 @@ async fn rows_denied_by_acl_wait_for_the_grant_then_flow_in_order() {
     let all = rows("a", 3, 4);
     outbox.insert(topic.name(), &all).await;
     let port = free_port();
-    let mut relay = spawn_relay_with_port(
+    let relay = spawn_relay_with_port(
         "relay-denied-wait",
         env,
         &outbox.url(),
@@ -415,14 +381,9 @@ async fn rows_denied_by_acl_wait_for_the_grant_then_flow_in_order() {
     .await;
     let records = read_distinct(env, topic.name(), all.len(), Duration::from_secs(120)).await;
     check_per_key_order(&records, &expected(&all));
-    wait_for("every row marked", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
 }
 
 /// Numbers reach Kafka as written: a key that is a number past 2^64, an object key with one,
@@ -505,25 +466,10 @@ async fn a_refused_batch_of_dead_letter_copies_is_re_sent_alone() {
         )
         .await
         .expect("insert");
-    let mut relay = spawn_relay(
-        "relay-dlt-batch",
-        env,
-        &outbox.url(),
-        None,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
-    wait_for("every row settled", Duration::from_secs(60), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    let relay = spawn_relay_dead_lettering("relay-dlt-batch", env, &outbox.url(), None, dlt.name());
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(60))
+        .await;
     let misfiled: Vec<(i64, String)> = outbox
         .client
         .query(

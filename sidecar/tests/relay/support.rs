@@ -67,6 +67,18 @@ impl TestOutbox {
         insert(&self.client, topic, rows, 0).await.expect("insert")
     }
 
+    /// Waits (up to `within`) until every row is published or set aside, then stops `relay`.
+    pub async fn stop_once_settled(&self, mut relay: ChildProcess, within: Duration) {
+        wait_for("every row settled", within, || async {
+            self.unpublished().await == 0
+        })
+        .await;
+        relay
+            .terminate(Duration::from_secs(30))
+            .await
+            .expect("terminate");
+    }
+
     /// Rows not yet marked (nor marked failed).
     pub async fn unpublished(&self) -> i64 {
         self.client
@@ -148,6 +160,28 @@ pub fn spawn_relay(
     extra: &[&str],
 ) -> ChildProcess {
     spawn_relay_with_port(name, env, url, user, free_port(), extra)
+}
+
+/// Like [`spawn_relay`] as `user`, setting poison rows aside on `dead_letter_topic` and
+/// polling an idle table every 100 ms.
+pub fn spawn_relay_dead_lettering(
+    name: &str,
+    env: &TestEnv,
+    url: &str,
+    user: Option<(&str, &str)>,
+    dead_letter_topic: &str,
+) -> ChildProcess {
+    spawn_relay(
+        name,
+        env,
+        url,
+        user,
+        &[
+            "--dead-letter-topic",
+            dead_letter_topic,
+            "--idle-poll-interval=100ms",
+        ],
+    )
 }
 
 /// Like [`spawn_relay`] as `user`, with a telemetry port the caller knows.

@@ -128,6 +128,17 @@ pub fn kafka_envs(env: &TestEnv, user: Option<(&str, &str)>) -> Vec<(String, Str
         .collect()
 }
 
+/// The `ferry-sidecar` binary: the one cargo built for these tests, or, in `make bench-relay`
+/// (a crate of its own, to which cargo gives no binary of another package), the release
+/// binary `$FERRY_SIDECAR_BIN` names.
+fn sidecar_binary() -> String {
+    match option_env!("CARGO_BIN_EXE_ferry-sidecar") {
+        Some(path) => path.to_owned(),
+        None => std::env::var("FERRY_SIDECAR_BIN")
+            .expect("FERRY_SIDECAR_BIN names the ferry-sidecar binary to run"),
+    }
+}
+
 /// Starts the real `ferry-sidecar relay` binary against `url` with `extra` flags; logs at
 /// `warn` unless `FERRY_LOG` says otherwise.
 pub fn spawn_relay(
@@ -159,8 +170,7 @@ pub fn spawn_relay_with_port(
         std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
     ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn(name, env!("CARGO_BIN_EXE_ferry-sidecar"), &args, &envs)
-        .expect("spawn relay")
+    ChildProcess::spawn(name, &sidecar_binary(), &args, &envs).expect("spawn relay")
 }
 
 /// Like [`spawn_relay`] with a telemetry port the caller knows.

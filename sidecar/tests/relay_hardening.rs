@@ -450,13 +450,14 @@ async fn numbers_in_keys_headers_and_payloads_reach_kafka_as_written() {
 async fn a_refused_batch_of_dead_letter_copies_is_re_sent_alone() {
     let env = require_env!();
     let topic = TempTopic::create(env, 1).await.expect("topic");
-    let dlt = NamedTopic::create(
+    let dlt = TempTopic::create_with(
         env,
-        &NamedTopic::fresh_name(),
+        &unique_name("test"),
         1,
         &[("max.message.bytes", "4000")],
     )
-    .await;
+    .await
+    .expect("dead-letter topic with a small max.message.bytes");
     let outbox = TestOutbox::create(env).await;
     // Eight rows that are not envelopes, ~1.1 kB each: any copy fits alone, four do not.
     const POISON: i64 = 8;

@@ -347,17 +347,21 @@ async fn the_consumer_status_and_its_access_part_do_not_undo_each_other() {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
     };
     let access_for_generation = || async {
-        wait_for("AccessGranted for the current generation", WITHIN, || async {
-            let c = consumers.get("reader").await.ok()?;
-            let granted = c
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "AccessGranted")?
-                .clone();
-            (granted.observed_generation == c.metadata.generation).then_some(c)
-        })
+        wait_for(
+            "AccessGranted for the current generation",
+            WITHIN,
+            || async {
+                let c = consumers.get("reader").await.ok()?;
+                let granted = c
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "AccessGranted")?
+                    .clone();
+                (granted.observed_generation == c.metadata.generation).then_some(c)
+            },
+        )
         .await
     };
     apply_consumer("http://reader:8000/a").await;
@@ -396,4 +400,31 @@ async fn the_consumer_status_and_its_access_part_do_not_undo_each_other() {
         c.status
     );
     assert_eq!(c.status.as_ref().and_then(|s| s.replicas), Some(1));
+}
+
+/// The identity controller's passes are timed and counted like the EventTopic controller's
+/// reconciles, in the same metric families (kind `Identity`).
+#[tokio::test]
+async fn identity_passes_are_timed_and_counted() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let operator = f.operator("access-m");
+    f.apply(
+        "counted",
+        json!({"topicName": unique_name("counted"), "producers": [{"serviceAccount": "app"}]}),
+    )
+    .await;
+    f.wait_ready("counted", ConditionStatus::True, "Ready", WITHIN)
+        .await;
+    let text = wait_for("identity reconcile metrics", WITHIN, || async {
+        let text = operator.metrics().await?;
+        (text.contains(r#"ferry_operator_reconciles_total{kind="Identity",outcome="ready"}"#)
+            && text.contains(r#"ferry_operator_reconcile_duration_seconds_count{kind="Identity"}"#))
+        .then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains(r#"ferry_operator_reconciles_total{kind="EventTopic",outcome="ready"}"#),
+        "beside the EventTopic controller's: {text}"
+    );
 }

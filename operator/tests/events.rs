@@ -6,6 +6,7 @@ use ferry_testkit::{TempNamespace, require_env, wait_for};
 use k8s_openapi::api::{core::v1::ObjectReference, events::v1::Event};
 use kube::{
     Api,
+    api::ListParams,
     runtime::events::{EventType, Reporter},
 };
 use std::time::Duration;
@@ -34,15 +35,10 @@ async fn a_long_multibyte_note_is_cut_to_the_api_limit_and_recorded() {
         .publish(&regarding, EventType::Warning, "LongNote", "Test", &note)
         .await;
     let events: Api<Event> = Api::namespaced(ns.client(), ns.name());
+    let long_notes = ListParams::default().fields("reason=LongNote");
     let recorded = wait_for("the Event", Duration::from_secs(30), || async {
-        events
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("LongNote"))
-            .and_then(|e| e.note)
+        let found = events.list(&long_notes).await.ok()?;
+        found.items.into_iter().next()?.note
     })
     .await;
     assert!(recorded.len() <= NOTE_LIMIT, "{} bytes", recorded.len());

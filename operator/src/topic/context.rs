@@ -61,6 +61,7 @@ impl Context {
             .entry(key)
             .or_insert_with(backoff::controller_requeue)
             .next()
+            // controller_requeue() never ends; its longest wait if it did.
             .unwrap_or(Duration::from_secs(300))
     }
 

@@ -170,7 +170,7 @@ pub fn spawn_relay_with_port(
         std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
     ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn(name, &sidecar_binary(), &args, &envs).expect("spawn relay")
+    ChildProcess::spawn(name, sidecar_binary(), &args, &envs).expect("spawn relay")
 }
 
 /// Like [`spawn_relay`] with a telemetry port the caller knows.

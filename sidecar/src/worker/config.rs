@@ -16,6 +16,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// 28.7-30.2 MiB; 128: 19,200-29,900 at 31.0-31.4 MiB (DESIGN §10: ≤ 30 MiB).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// `--metrics-addr` default: every interface (the kubelet probes the pod IP), port 9090 — the
+/// worker's port since its first version (it appears in no design text); kept apart from the
+/// relay's `DEFAULT_METRICS_ADDR` (9464) so a pod running both sidecars serves both.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
+
 /// How records may be delivered concurrently (DESIGN §5 "Ordering").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ordering {
@@ -124,7 +129,7 @@ pub struct WorkerArgs {
     pub tier_scan_timeout: Duration,
 
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
 
     #[command(flatten)]

@@ -24,6 +24,9 @@ use tokio_postgres::{Client, NoTls};
 /// The table the worker creates and owns.
 pub const TABLE: &str = "ferry_worker_delivered";
 
+/// How often the store is pruned (a guess: ids expire by the day — `--idempotency-window`
+/// defaults to 7 d — so hourly keeps the table within an hour of its window at one query).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest pause between attempts to take a claim another worker holds (a guess: a delivery
 /// usually takes milliseconds; the holder's own retries take longer and are rare).
 const CLAIM_BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -197,6 +200,19 @@ impl DedupStore {
             tokio::time::sleep(backoff.next().unwrap_or(CLAIM_BACKOFF_MAX)).await;
             if !still_wanted() {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Prunes every [`PRUNE_INTERVAL`], for ever (spawned once at start when de-duplication is
+    /// on); a failed prune is logged and tried again at the next interval.
+    pub async fn prune_forever(&self) {
+        let mut every = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            every.tick().await;
+            match self.prune().await {
+                Ok(n) => tracing::info!(pruned = n, "idempotency store pruned"),
+                Err(e) => tracing::warn!(error = %e, "idempotency store prune failed"),
             }
         }
     }

@@ -80,7 +80,7 @@ pub struct WorkerArgs {
     pub max_connections: usize,
 
     /// Timeout of one HTTP delivery (DESIGN §2's example `timeout: 10s`).
-    #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = ferry_common::duration::parse)]
     pub timeout: Duration,
 
     /// In-process delivery attempts before a record moves to the first retry tier
@@ -89,11 +89,11 @@ pub struct WorkerArgs {
     pub retry_attempts: u32,
 
     /// First in-process backoff (DESIGN §2's example `initial: 200ms`).
-    #[arg(long, env = "FERRY_RETRY_BACKOFF_INITIAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF_INITIAL", default_value = "200ms", value_parser = ferry_common::duration::parse)]
     pub retry_backoff_initial: Duration,
 
     /// Longest in-process backoff (DESIGN §2's example `max: 10s`).
-    #[arg(long, env = "FERRY_RETRY_BACKOFF_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF_MAX", default_value = "10s", value_parser = ferry_common::duration::parse)]
     pub retry_backoff_max: Duration,
 
     /// Retry tiers, comma-separated delays (e.g. `5s,1m,10m`); one topic each,
@@ -110,7 +110,7 @@ pub struct WorkerArgs {
     pub idempotency_database_url: Option<ferry_common::redact::Redacted>,
 
     /// How long delivered event ids are remembered (DESIGN §2's example `window: 7d`).
-    #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = ferry_common::duration::parse)]
     pub idempotency_window: Duration,
 
     /// Where a group without committed offsets starts.
@@ -119,13 +119,13 @@ pub struct WorkerArgs {
 
     /// How long in-flight work may finish after a revocation or SIGTERM before it is
     /// abandoned; below Kubernetes' default 30 s grace period.
-    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = ferry_common::duration::parse)]
     pub drain_timeout: Duration,
 
     /// How long one attempt at reading a main partition's retry tiers back after an
     /// assignment (ordered retries) may take before it yields and is resumed where it
     /// stopped. Hidden: a test knob, the default suits every tier size.
-    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = ferry_common::duration::parse, hide = true)]
     pub tier_scan_timeout: Duration,
 
     /// Address of `/healthz`, `/readyz` and `/metrics`.
@@ -148,9 +148,9 @@ pub struct Delay {
     pub duration: Duration,
 }
 
-fn parse_delay(s: &str) -> Result<Delay, humantime::DurationError> {
+fn parse_delay(s: &str) -> Result<Delay, ferry_common::duration::Error> {
     let label = s.trim().to_owned();
-    let duration = humantime::parse_duration(&label)?;
+    let duration = ferry_common::duration::parse(&label)?;
     Ok(Delay { label, duration })
 }
 

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use ferry_common::backoff;
 use tokio::sync::{Notify, RwLock};
 use tokio_postgres::{Client, NoTls};
 
@@ -27,9 +27,6 @@ pub const TABLE: &str = "ferry_worker_delivered";
 /// How often the store is pruned (a guess: ids expire by the day — `--idempotency-window`
 /// defaults to 7 d — so hourly keeps the table within an hour of its window at one query).
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Longest pause between attempts to take a claim another worker holds (a guess: a delivery
-/// usually takes milliseconds; the holder's own retries take longer and are rare).
-const CLAIM_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -184,12 +181,7 @@ impl DedupStore {
         id: &str,
         still_wanted: impl Fn() -> bool,
     ) -> Result<Option<Arc<Client>>> {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(5))
-            .with_max_delay(CLAIM_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::dedup_claim();
         loop {
             let client = self.client().await?;
             let row = client.query_one(LOCK, &[&self.group, &id]).await?;
@@ -197,7 +189,7 @@ impl DedupStore {
                 return Ok(Some(client));
             }
             tracing::debug!(id, "event id claimed by another worker; waiting");
-            tokio::time::sleep(backoff.next().unwrap_or(CLAIM_BACKOFF_MAX)).await;
+            tokio::time::sleep(waits.next().unwrap_or(backoff::DEDUP_CLAIM_MAX)).await;
             if !still_wanted() {
                 return Ok(None);
             }

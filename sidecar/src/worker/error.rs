@@ -17,7 +17,7 @@ pub enum Error {
     #[error(transparent)]
     Dedup(#[from] super::dedup::Error),
     #[error(transparent)]
-    Telemetry(#[from] crate::telemetry::Error),
+    Telemetry(#[from] ferry_common::telemetry::server::Error),
     #[error("--max-in-flight must be at least 1")]
     MaxInFlight,
     #[error("the run loop stopped unexpectedly")]

@@ -11,6 +11,7 @@
 
 use std::{sync::Arc, time::SystemTime};
 
+use ferry_common::headers;
 use rdkafka::{Message, message::OwnedMessage};
 use tokio::time::Instant;
 
@@ -96,16 +97,16 @@ pub fn place(
         },
         Source::Tier { topic, tier } => {
             let value = |name: &str| retry::header_i64(message, name);
-            let not_before = value(retry::NOT_BEFORE_HEADER).unwrap_or(0);
+            let not_before = value(headers::NOT_BEFORE).unwrap_or(0);
             Placement {
                 main_topic: Arc::from(topic.as_str()),
                 tier: Some(*tier),
                 due: retry::due_instant(u64::try_from(not_before).unwrap_or(0), wall, now),
                 origin: (
-                    value(retry::ORIGINAL_PARTITION_HEADER)
+                    value(headers::ORIGINAL_PARTITION)
                         .and_then(|p| i32::try_from(p).ok())
                         .unwrap_or(tp.1),
-                    value(retry::ORIGINAL_OFFSET_HEADER).unwrap_or(message.offset()),
+                    value(headers::ORIGINAL_OFFSET).unwrap_or(message.offset()),
                 ),
             }
         }
@@ -193,15 +194,15 @@ mod tests {
         };
         let headers = OwnedHeaders::new()
             .insert(Header {
-                key: retry::NOT_BEFORE_HEADER,
+                key: headers::NOT_BEFORE,
                 value: Some("1005000"),
             })
             .insert(Header {
-                key: retry::ORIGINAL_PARTITION_HEADER,
+                key: headers::ORIGINAL_PARTITION,
                 value: Some("2"),
             })
             .insert(Header {
-                key: retry::ORIGINAL_OFFSET_HEADER,
+                key: headers::ORIGINAL_OFFSET,
                 value: Some("41"),
             });
         let placed = place(&record(3, Some(headers)), &tp, &source, now, wall);

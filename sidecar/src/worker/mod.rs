@@ -47,7 +47,12 @@ pub mod watermark;
 
 use std::sync::Arc;
 
+use ferry_common::{
+    shutdown::stopped,
+    telemetry::{Health, TelemetryServer},
+};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::watch;
 
 pub use self::error::{Error, Result};
 use self::{
@@ -61,7 +66,6 @@ use self::{
     retry::Tiers,
     run_loop::{Parts, RunLoop},
 };
-use crate::telemetry::{Health, TelemetryServer};
 
 /// Runs the worker until `shutdown` completes, then drains and commits.
 pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -72,10 +76,9 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     let metrics = Metrics::register(&mut registry);
     let health = Health::default();
     let server = TelemetryServer::bind(args.metrics_addr, registry, health.clone()).await?;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server.serve(async move {
-        let _ = server_stopped.await;
-    }));
+    // Stopped last, after the drain: `/metrics` stays up while in-flight work finishes.
+    let (stop_server, server_stopped) = watch::channel(false);
+    let server = tokio::spawn(server.serve(stopped(server_stopped)));
 
     let tiers = Tiers::new(&args.topics, &args.group, &args.retry_delays);
     let ordered = args.ordering != Ordering::Unordered;
@@ -145,21 +148,17 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     // thread that awaits `run` (the main thread, under `#[tokio::main]`): the deliveries it
     // spawns and the reports they send then stay in the workers' local queues instead of
     // waking another thread for every record.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, loop_stopped) = watch::channel(false);
     let drain_timeout = args.drain_timeout;
     let mut looping = tokio::spawn(async move {
-        run_loop
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
+        run_loop.run(stopped(loop_stopped)).await;
         run_loop.drain(drain_timeout).await;
         run_loop
     });
     tokio::pin!(shutdown);
     let run_loop = tokio::select! {
         () = &mut shutdown => {
-            let _ = stop.send(());
+            let _ = stop.send(true);
             looping.await
         }
         joined = &mut looping => joined,
@@ -167,7 +166,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
     health.set_ready(false);
     run_loop.assignment().close();
     drop(run_loop);
-    let _ = stop_server.send(());
+    let _ = stop_server.send(true);
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "telemetry server stopped with an error");
     }

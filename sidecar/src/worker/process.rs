@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use ferry_common::{backoff, headers};
 use rdkafka::{
     Message,
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
@@ -28,10 +28,6 @@ use super::{
     retry::{self, Origin, Route, Tiers},
 };
 use crate::envelope::Envelope;
-
-/// Longest pause between attempts to write a retry or dead-letter copy (a guess at how often a
-/// fixed ACL or a newly created topic should be noticed).
-const COPY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Everything a delivery task needs, shared by all of them.
 pub struct Context {
@@ -109,7 +105,7 @@ impl Job {
     }
 
     fn attempts_so_far(&self) -> u32 {
-        header(&self.message, retry::ATTEMPTS_HEADER)
+        header(&self.message, headers::ATTEMPTS)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
@@ -192,12 +188,11 @@ impl Context {
         } else {
             self.attempts.max(1)
         };
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.backoff.0)
-            .with_max_delay(self.backoff.1)
-            .with_max_times(usize::try_from(in_process - 1).unwrap_or(0))
-            .with_jitter()
-            .build();
+        let mut waits = backoff::delivery_retry(
+            self.backoff.0,
+            self.backoff.1,
+            usize::try_from(in_process - 1).unwrap_or(0),
+        );
         let reason = loop {
             attempts += 1;
             let started = Instant::now();
@@ -223,7 +218,7 @@ impl Context {
                     reason,
                     retry_after,
                 } => {
-                    let Some(delay) = backoff.next() else {
+                    let Some(delay) = waits.next() else {
                         break reason;
                     };
                     let delay = delay.max(retry_after.unwrap_or_default());
@@ -253,17 +248,13 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = super::dedup::Result<T>>,
     {
-        let mut backoff = ExponentialBuilder::default()
-            .with_max_delay(COPY_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::dedup_store_unavailable();
         loop {
             match op().await {
                 Ok(v) => return Some(v),
                 Err(e) => {
                     tracing::warn!(error = %e, "idempotency store unavailable; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+                    tokio::time::sleep(waits.next().unwrap_or(backoff::COPY_WRITE_MAX)).await;
                     if !self.assignment.is_current(&job.tp, job.generation) {
                         return None;
                     }
@@ -280,7 +271,7 @@ impl Context {
         };
         let not_before = retry::unix_millis(self.tiers.not_before(tier, SystemTime::now()));
         let headers = self.copy_headers(job, attempts, reason).insert(Header {
-            key: retry::NOT_BEFORE_HEADER,
+            key: headers::NOT_BEFORE,
             value: Some(&not_before.to_string()),
         });
         match self
@@ -324,7 +315,7 @@ impl Context {
         let reference = self.dead_letter_headers(
             Self::origin_headers(
                 OwnedHeaders::new().insert(Header {
-                    key: retry::COPY_REFUSED_HEADER,
+                    key: headers::COPY_REFUSED,
                     value: Some(&refused),
                 }),
                 job,
@@ -369,11 +360,11 @@ impl Context {
     fn dead_letter_headers(&self, headers: OwnedHeaders, failed_at: &str) -> OwnedHeaders {
         headers
             .insert(Header {
-                key: retry::GROUP_HEADER,
+                key: headers::GROUP,
                 value: Some(&self.group),
             })
             .insert(Header {
-                key: retry::FAILED_AT_HEADER,
+                key: headers::FAILED_AT,
                 value: Some(failed_at),
             })
     }
@@ -401,23 +392,23 @@ impl Context {
     ) -> OwnedHeaders {
         headers
             .insert(Header {
-                key: retry::ERROR_HEADER,
+                key: headers::ERROR,
                 value: Some(reason),
             })
             .insert(Header {
-                key: retry::ORIGINAL_TOPIC_HEADER,
+                key: headers::ORIGINAL_TOPIC,
                 value: Some(&*job.main_topic),
             })
             .insert(Header {
-                key: retry::ORIGINAL_PARTITION_HEADER,
+                key: headers::ORIGINAL_PARTITION,
                 value: Some(&job.origin.0.to_string()),
             })
             .insert(Header {
-                key: retry::ORIGINAL_OFFSET_HEADER,
+                key: headers::ORIGINAL_OFFSET,
                 value: Some(&job.origin.1.to_string()),
             })
             .insert(Header {
-                key: retry::ATTEMPTS_HEADER,
+                key: headers::ATTEMPTS,
                 value: Some(&attempts.to_string()),
             })
     }
@@ -444,11 +435,7 @@ impl Context {
                 headers,
             ),
         };
-        let mut backoff = ExponentialBuilder::default()
-            .with_max_delay(COPY_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::copy_write();
         loop {
             let Some(fence) = self.assignment.begin_copy(&job.tp, job.generation) else {
                 return Copied::Revoked;
@@ -473,7 +460,7 @@ impl Context {
                     tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), copy_topic = topic, error = %e, "cannot write the copy; the record stays uncommitted and is retried");
                 }
             }
-            tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+            tokio::time::sleep(waits.next().unwrap_or(backoff::COPY_WRITE_MAX)).await;
         }
     }
 }

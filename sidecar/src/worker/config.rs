@@ -154,10 +154,12 @@ fn parse_delay(s: &str) -> Result<Delay, ferry_common::duration::Error> {
     Ok(Delay { label, duration })
 }
 
+/// Flag parsing for unit tests of the modules that read `WorkerArgs`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod testing {
     use clap::Parser;
+
+    use super::WorkerArgs;
 
     #[derive(Parser)]
     struct Cli {
@@ -165,10 +167,32 @@ mod tests {
         worker: WorkerArgs,
     }
 
+    /// The worker's flags from `argv` (after the program name).
+    pub fn parse(argv: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("w").chain(argv.iter().copied())).map(|c| c.worker)
+    }
+
+    /// The least flags a worker starts with, plus `extra`.
+    pub fn minimal(extra: &[&str]) -> WorkerArgs {
+        let mut argv = vec![
+            "--topics=a",
+            "--group=g",
+            "--target-url=http://x/events",
+            "--dead-letter-topic=dlq",
+            "--kafka-bootstrap=b:9092",
+        ];
+        argv.extend_from_slice(extra);
+        parse(&argv).expect("valid flags")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::parse, *};
+
     #[test]
     fn parses_the_designs_flags() {
-        let cli = Cli::try_parse_from([
-            "w",
+        let w = parse(&[
             "--topics=a,b",
             "--group=g",
             "--target-url=http://x/events",
@@ -178,7 +202,6 @@ mod tests {
             "--ordering=unordered",
         ])
         .expect("valid flags");
-        let w = cli.worker;
         assert_eq!(w.topics, ["a", "b"]);
         assert_eq!(w.ordering, Ordering::Unordered);
         assert_eq!(w.retry_delays.len(), 3);
@@ -191,8 +214,7 @@ mod tests {
     #[test]
     fn refuses_a_bad_delay() {
         assert!(
-            Cli::try_parse_from([
-                "w",
+            parse(&[
                 "--topics=a",
                 "--group=g",
                 "--target-url=http://x",

@@ -147,28 +147,8 @@ impl ConsumerContext for WorkerContext {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        worker: WorkerArgs,
-    }
-
-    fn args(extra: &[&str]) -> WorkerArgs {
-        let mut argv = vec![
-            "w",
-            "--topics=a",
-            "--group=g",
-            "--target-url=http://x/events",
-            "--dead-letter-topic=dlq",
-            "--kafka-bootstrap=b:9092",
-        ];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).expect("valid flags").worker
-    }
+    use crate::worker::config::testing::minimal as args;
 
     fn get(config: &ClientConfig, key: &str) -> String {
         config.get(key).unwrap_or_default().to_owned()

@@ -17,6 +17,11 @@
 //! way, so no copy of a revoked partition's record is written after its revocation returned
 //! (the next owner, which redoes the record, would otherwise see it twice — or see a tier copy
 //! it never accounted for).
+//!
+//! One file on purpose, over the usual ~500 lines with its tests: ownership, windows, commit
+//! bookkeeping, the revocation drain and the copy fence all live under the one lock and one
+//! condition variable; split, each part would reach into the others' state. librdkafka's
+//! callbacks that call into it are in [`super::consumer`].
 
 use std::{
     collections::HashMap,
@@ -28,17 +33,15 @@ use std::{
 };
 
 use rdkafka::{
-    ClientContext, Offset, Statistics, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
-    error::{KafkaError, KafkaResult},
-    types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
 };
 use tokio::sync::Notify;
 
 use super::{metrics::Metrics, watermark::PartitionWindow};
 
 /// How long a revocation waits for copies already on their way: librdkafka answers every copy
-/// within the copy producer's `message.timeout.ms` (10 s, see `COPY_TIMEOUT_MS`), plus margin.
+/// within the copy producer's `message.timeout.ms` (10 s, see [`super::copy::COPY_TIMEOUT_MS`]), plus margin.
 const COPY_FENCE_WAIT: Duration = Duration::from_secs(15);
 
 /// A topic partition; the topic is shared, as every record of a partition names it.
@@ -77,7 +80,8 @@ pub struct Assignment {
     pub committed: Notify,
     /// Commit answers so far (paces the worker's own commit requests).
     answers: AtomicU64,
-    metrics: Metrics,
+    /// Where the consumer's callbacks (see [`super::consumer`]) report lag and coordinator load.
+    pub(super) metrics: Metrics,
 }
 
 impl Assignment {
@@ -260,7 +264,7 @@ impl Assignment {
     }
 
     /// Called by librdkafka after partitions were assigned.
-    fn assign(&self, list: &TopicPartitionList) {
+    pub(super) fn assign(&self, list: &TopicPartitionList) {
         {
             let mut inner = self.lock();
             let generation = inner.next_generation;
@@ -293,7 +297,11 @@ impl Assignment {
     }
 
     /// Called by librdkafka before partitions are taken away: drain, commit, forget.
-    fn revoke<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, list: &TopicPartitionList) {
+    pub(super) fn revoke<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        list: &TopicPartitionList,
+    ) {
         let revoked: Vec<Tp> = list
             .elements()
             .iter()
@@ -418,73 +426,6 @@ impl Drop for CopyFence<'_> {
             }
         }
         self.assignment.finished.notify_all();
-    }
-}
-
-/// librdkafka's callbacks for the worker's consumer.
-pub struct WorkerContext {
-    /// The state the callbacks act on.
-    pub assignment: Arc<Assignment>,
-}
-
-impl ClientContext for WorkerContext {
-    fn stats(&self, statistics: Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                // librdkafka reports -1 for the internal UA partition and for unknown lag.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.assignment
-                        .metrics
-                        .set_lag(topic, *partition, p.consumer_lag);
-                }
-            }
-        }
-        // librdkafka talks to the coordinator through a logical broker of this name.
-        if let Some(coordinator) = statistics
-            .brokers
-            .values()
-            .find(|b| b.name.starts_with("GroupCoordinator"))
-        {
-            self.assignment
-                .metrics
-                .set_coordinator_requests(coordinator.outbuf_cnt + coordinator.waitresp_cnt);
-        }
-    }
-}
-
-impl ConsumerContext for WorkerContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(list) => self.assignment.revoke(consumer, list),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-            Rebalance::Assign(_) => {}
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            // librdkafka keeps a partition's pause flag across revoke and re-assign; a new
-            // assignment starts with a fresh, unpaused intake, so resume it explicitly.
-            if let Err(e) = consumer.resume(list) {
-                tracing::warn!(error = %e, "cannot resume newly assigned partitions");
-            }
-            self.assignment.assign(list);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let ok = match &result {
-            Ok(()) => true,
-            // Nothing was waiting: an earlier commit covered it already. Not a failure.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
-            Err(e) => {
-                // The offsets are offered again; a crash before that redelivers them.
-                tracing::warn!(error = %e, "offset commit failed");
-                false
-            }
-        };
-        tracing::debug!(offsets = ?offsets, ok, "commit answered");
-        self.assignment.commit_answered(offsets, ok);
     }
 }
 

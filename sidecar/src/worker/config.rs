@@ -16,6 +16,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// 28.7-30.2 MiB; 128: 19,200-29,900 at 31.0-31.4 MiB (DESIGN §10: ≤ 30 MiB).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// `--metrics-addr` default: every interface (the kubelet probes the pod IP), port 9090 — the
+/// worker's port since its first version (it appears in no design text); kept apart from the
+/// relay's `DEFAULT_METRICS_ADDR` (9464) so a pod running both sidecars serves both.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9090";
+
 /// How records may be delivered concurrently (DESIGN §5 "Ordering").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ordering {
@@ -75,7 +80,7 @@ pub struct WorkerArgs {
     pub max_connections: usize,
 
     /// Timeout of one HTTP delivery (DESIGN §2's example `timeout: 10s`).
-    #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_TIMEOUT", default_value = "10s", value_parser = ferry_common::duration::parse)]
     pub timeout: Duration,
 
     /// In-process delivery attempts before a record moves to the first retry tier
@@ -84,11 +89,11 @@ pub struct WorkerArgs {
     pub retry_attempts: u32,
 
     /// First in-process backoff (DESIGN §2's example `initial: 200ms`).
-    #[arg(long, env = "FERRY_RETRY_BACKOFF_INITIAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF_INITIAL", default_value = "200ms", value_parser = ferry_common::duration::parse)]
     pub retry_backoff_initial: Duration,
 
     /// Longest in-process backoff (DESIGN §2's example `max: 10s`).
-    #[arg(long, env = "FERRY_RETRY_BACKOFF_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_RETRY_BACKOFF_MAX", default_value = "10s", value_parser = ferry_common::duration::parse)]
     pub retry_backoff_max: Duration,
 
     /// Retry tiers, comma-separated delays (e.g. `5s,1m,10m`); one topic each,
@@ -105,7 +110,7 @@ pub struct WorkerArgs {
     pub idempotency_database_url: Option<ferry_common::redact::Redacted>,
 
     /// How long delivered event ids are remembered (DESIGN §2's example `window: 7d`).
-    #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_IDEMPOTENCY_WINDOW", default_value = "7d", value_parser = ferry_common::duration::parse)]
     pub idempotency_window: Duration,
 
     /// Where a group without committed offsets starts.
@@ -114,17 +119,17 @@ pub struct WorkerArgs {
 
     /// How long in-flight work may finish after a revocation or SIGTERM before it is
     /// abandoned; below Kubernetes' default 30 s grace period.
-    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", default_value = "20s", value_parser = ferry_common::duration::parse)]
     pub drain_timeout: Duration,
 
     /// How long one attempt at reading a main partition's retry tiers back after an
     /// assignment (ordered retries) may take before it yields and is resumed where it
     /// stopped. Hidden: a test knob, the default suits every tier size.
-    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, env = "FERRY_TIER_SCAN_TIMEOUT", default_value = "30s", value_parser = ferry_common::duration::parse, hide = true)]
     pub tier_scan_timeout: Duration,
 
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
 
     #[command(flatten)]
@@ -143,16 +148,18 @@ pub struct Delay {
     pub duration: Duration,
 }
 
-fn parse_delay(s: &str) -> Result<Delay, humantime::DurationError> {
+fn parse_delay(s: &str) -> Result<Delay, ferry_common::duration::Error> {
     let label = s.trim().to_owned();
-    let duration = humantime::parse_duration(&label)?;
+    let duration = ferry_common::duration::parse(&label)?;
     Ok(Delay { label, duration })
 }
 
+/// Flag parsing for unit tests of the modules that read `WorkerArgs`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod testing {
     use clap::Parser;
+
+    use super::WorkerArgs;
 
     #[derive(Parser)]
     struct Cli {
@@ -160,10 +167,32 @@ mod tests {
         worker: WorkerArgs,
     }
 
+    /// The worker's flags from `argv` (after the program name).
+    pub fn parse(argv: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("w").chain(argv.iter().copied())).map(|c| c.worker)
+    }
+
+    /// The least flags a worker starts with, plus `extra`.
+    pub fn minimal(extra: &[&str]) -> WorkerArgs {
+        let mut argv = vec![
+            "--topics=a",
+            "--group=g",
+            "--target-url=http://x/events",
+            "--dead-letter-topic=dlq",
+            "--kafka-bootstrap=b:9092",
+        ];
+        argv.extend_from_slice(extra);
+        parse(&argv).expect("valid flags")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::parse, *};
+
     #[test]
     fn parses_the_designs_flags() {
-        let cli = Cli::try_parse_from([
-            "w",
+        let w = parse(&[
             "--topics=a,b",
             "--group=g",
             "--target-url=http://x/events",
@@ -173,7 +202,6 @@ mod tests {
             "--ordering=unordered",
         ])
         .expect("valid flags");
-        let w = cli.worker;
         assert_eq!(w.topics, ["a", "b"]);
         assert_eq!(w.ordering, Ordering::Unordered);
         assert_eq!(w.retry_delays.len(), 3);
@@ -186,8 +214,7 @@ mod tests {
     #[test]
     fn refuses_a_bad_delay() {
         assert!(
-            Cli::try_parse_from([
-                "w",
+            parse(&[
                 "--topics=a",
                 "--group=g",
                 "--target-url=http://x",

@@ -23,9 +23,19 @@ use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, ResourceSpecifier},
     client::DefaultClientContext,
-    error::KafkaError,
+    error::{KafkaError, KafkaResult},
+    producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
+
+use super::retry::Tiers;
+
+/// How long librdkafka may try to deliver a retry/dead-letter copy before the worker sees an
+/// error and tries again itself (librdkafka's default of 300 s would hide a missing topic).
+pub const COPY_TIMEOUT_MS: &str = "10000";
+/// The copy producer's queue bound in KiB: copies are written one per failing record and
+/// awaited, so a few MiB is plenty (librdkafka's default is 1 GiB).
+const COPY_QUEUE_KBYTES: &str = "4096";
 
 /// Kafka's default `max.message.bytes` of a topic (the broker's `message.max.bytes`,
 /// 1 MiB + 12 bytes of batch overhead): assumed for a copy topic whose config cannot be read.
@@ -91,6 +101,49 @@ impl Limits {
             .set("message.max.bytes", self.message_max_bytes.to_string())
             .set("batch.size", self.batch_size.to_string());
     }
+}
+
+/// The producer of retry and dead-letter copies, sized to the copy topics (the tiers of
+/// `tiers` and `dead_letter_topic`) as the module doc says.
+pub async fn producer(
+    base: &ClientConfig,
+    tiers: &Tiers,
+    dead_letter_topic: &str,
+    options: &[(String, String)],
+) -> KafkaResult<FutureProducer> {
+    let copy_topics: Vec<String> = tiers
+        .tier_topics()
+        .cloned()
+        .chain(std::iter::once(dead_letter_topic.to_owned()))
+        .collect();
+    let limits = Limits::from_topics(topic_limits(base, &copy_topics).await.values());
+    tracing::info!(
+        message_max_bytes = limits.message_max_bytes,
+        batch_size = limits.batch_size,
+        "copy producer sized to the retry and dead-letter topics"
+    );
+    producer_settings(base, &limits, options).create()
+}
+
+/// The copy producer's settings: acks from every replica and idempotence (a copy counts only
+/// once Kafka has it for sure), a bounded time and queue, `limits`; `--kafka-option`s
+/// (`options`) still win, as everywhere.
+pub fn producer_settings(
+    base: &ClientConfig,
+    limits: &Limits,
+    options: &[(String, String)],
+) -> ClientConfig {
+    let mut config = base.clone();
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", COPY_TIMEOUT_MS)
+        .set("queue.buffering.max.kbytes", COPY_QUEUE_KBYTES);
+    limits.apply(&mut config);
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    config
 }
 
 /// Each topic's `max.message.bytes`, where the worker may read it (DESCRIBE_CONFIGS on the
@@ -169,6 +222,29 @@ mod tests {
         )));
         assert!(!is_permanent(&produce(RDKafkaErrorCode::MessageTimedOut)));
         assert!(!is_permanent(&produce(RDKafkaErrorCode::NotEnoughReplicas)));
+    }
+
+    #[test]
+    fn the_producer_is_safe_and_sized_and_kafka_options_win() {
+        let limits = Limits {
+            message_max_bytes: 2_000_000,
+            batch_size: 100_000,
+        };
+        let options = [("message.timeout.ms".to_owned(), "5000".to_owned())];
+        let config = producer_settings(&ClientConfig::new(), &limits, &options);
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("message.max.bytes"), Some("2000000"));
+        assert_eq!(config.get("batch.size"), Some("100000"));
+        assert_eq!(
+            config.get("queue.buffering.max.kbytes"),
+            Some(COPY_QUEUE_KBYTES)
+        );
+        assert_eq!(
+            config.get("message.timeout.ms"),
+            Some("5000"),
+            "--kafka-option wins"
+        );
     }
 
     #[test]

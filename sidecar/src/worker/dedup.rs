@@ -17,16 +17,16 @@ use std::{
     time::Duration,
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use ferry_common::backoff;
 use tokio::sync::{Notify, RwLock};
 use tokio_postgres::{Client, NoTls};
 
 /// The table the worker creates and owns.
 pub const TABLE: &str = "ferry_worker_delivered";
 
-/// Longest pause between attempts to take a claim another worker holds (a guess: a delivery
-/// usually takes milliseconds; the holder's own retries take longer and are rare).
-const CLAIM_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How often the store is pruned (a guess: ids expire by the day — `--idempotency-window`
+/// defaults to 7 d — so hourly keeps the table within an hour of its window at one query).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -181,12 +181,7 @@ impl DedupStore {
         id: &str,
         still_wanted: impl Fn() -> bool,
     ) -> Result<Option<Arc<Client>>> {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(5))
-            .with_max_delay(CLAIM_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::dedup_claim();
         loop {
             let client = self.client().await?;
             let row = client.query_one(LOCK, &[&self.group, &id]).await?;
@@ -194,9 +189,22 @@ impl DedupStore {
                 return Ok(Some(client));
             }
             tracing::debug!(id, "event id claimed by another worker; waiting");
-            tokio::time::sleep(backoff.next().unwrap_or(CLAIM_BACKOFF_MAX)).await;
+            tokio::time::sleep(waits.next().unwrap_or(backoff::DEDUP_CLAIM_MAX)).await;
             if !still_wanted() {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Prunes every [`PRUNE_INTERVAL`], for ever (spawned once at start when de-duplication is
+    /// on); a failed prune is logged and tried again at the next interval.
+    pub async fn prune_forever(&self) {
+        let mut every = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            every.tick().await;
+            match self.prune().await {
+                Ok(n) => tracing::info!(pruned = n, "idempotency store pruned"),
+                Err(e) => tracing::warn!(error = %e, "idempotency store prune failed"),
             }
         }
     }

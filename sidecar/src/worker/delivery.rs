@@ -10,6 +10,10 @@
 //! on top of it re-parsed the URL of every response for its redirect support (visible in
 //! profiles of `make bench-worker`), and a worker must not follow redirects anyway — a POST
 //! redirected with 301/302/303 becomes a GET without the event. A 3xx is a permanent failure.
+//!
+//! One idea, one file: about 280 lines of code (the client, the request, and the pure
+//! `classify`/`retry_after`/`ce_time`/`traceparent` of the answer); the rest are its tests,
+//! half of them against a real local HTTP server.
 
 use std::{
     sync::Arc,

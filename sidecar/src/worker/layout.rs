@@ -15,6 +15,23 @@
 //!   again (a topic may have grown), every tier partition P assigned to this worker together
 //!   with P, and every member of the group subscribed to the same topics (during a rollout that
 //!   changes `--retry-delays`, members differ: the partition waits until the rollout is done).
+//!
+//! The refusals are pure; [`check_tiers`] is the one shell, the start-up check against the
+//! topics' metadata.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use super::{
+    consumer::WorkerContext,
+    error::{Error, Result},
+    retry::Tiers,
+};
+
+/// How long the start-up check waits for a topic's metadata (a guess: a broker that does not
+/// answer in 30 s is down, and the worker had better say so than hang).
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the worker refuses `--kafka-option`s that would let another assignor place tier
 /// partitions; `None` if they are fine. Only ordered workers with tiers care.
@@ -95,6 +112,42 @@ pub fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
     }
     topics.sort();
     Some(topics)
+}
+
+/// The retry tiers must exist with the partitions of their main topic: a record is copied to
+/// its own partition number, and (ordered) tier partition P must be worked with the topic's
+/// partition P (see [`layout`]).
+pub fn check_tiers(
+    consumer: &StreamConsumer<WorkerContext>,
+    tiers: &Tiers,
+    topics: &[String],
+    ordered: bool,
+) -> Result<()> {
+    let fetch = |topic: &str| -> Result<usize> {
+        let md =
+            tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len()))
+    };
+    for main in topics {
+        if tiers.is_empty() {
+            break;
+        }
+        let needed = fetch(main)?;
+        for tier in 0..tiers.len() {
+            let Some(topic) = tiers.topic(main, tier) else {
+                continue;
+            };
+            let found = fetch(topic)?;
+            if let Some(refused) = refused_counts(ordered, topic, found, main, needed) {
+                return Err(Error::Layout(refused));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

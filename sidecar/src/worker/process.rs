@@ -2,15 +2,16 @@
 //! in-process retries, and otherwise copy it to the next retry tier or the dead-letter topic —
 //! waiting, however long, until Kafka acknowledges the copy, because only then may the record
 //! count as done (DESIGN §5); a copy Kafka refuses for good takes the bounded way of
-//! [`super::copy`] instead. No copy is written for a record whose partition was revoked. Each finished record logs one line with topic, partition, offset
-//! and event id, and counts in `ferry_worker_processed_total`.
+//! [`super::copy`] instead. No copy is written for a record whose partition was revoked. Each
+//! path ends in a [`Finished`], which logs the record's one line (topic, partition, offset,
+//! event id) and counts it in `ferry_worker_processed_total` (see [`super::finish`]).
 
 use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use ferry_common::{backoff, headers};
 use rdkafka::{
     Message,
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
@@ -22,14 +23,11 @@ use super::{
     assignment::{Assignment, Tp},
     dedup::{Claim, Claimed, DedupStore},
     delivery::{Delivery, Position, Verdict, traceparent},
-    metrics::{CopyKind, Metrics, Outcome},
+    finish::{Finish, Finished},
+    metrics::{CopyKind, Metrics},
     retry::{self, Origin, Route, Tiers},
 };
 use crate::envelope::Envelope;
-
-/// Longest pause between attempts to write a retry or dead-letter copy (a guess at how often a
-/// fixed ACL or a newly created topic should be noticed).
-const COPY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Everything a delivery task needs, shared by all of them.
 pub struct Context {
@@ -90,17 +88,6 @@ enum Copied {
     Revoked,
 }
 
-/// How a record finished, with what the key-order bookkeeping needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// Nothing left to do for it: delivered, duplicate or dead-lettered.
-    Done(Outcome),
-    /// It now waits in tier `tier`.
-    Parked { tier: usize },
-    /// Given up unfinished (revoked, or the worker stopped): the next owner redoes it.
-    Abandoned,
-}
-
 fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     message
         .headers()?
@@ -113,12 +100,12 @@ impl Job {
     /// The record's event id for a log line of a rare path (a copy to a retry tier or the
     /// dead-letter topic), parsed again there rather than carried by every delivery; `None`
     /// for a payload that is not an envelope.
-    fn event_id(&self) -> Option<String> {
+    pub fn event_id(&self) -> Option<String> {
         Envelope::parse(self.message.payload()?).ok().map(|e| e.id)
     }
 
     fn attempts_so_far(&self) -> u32 {
-        header(&self.message, retry::ATTEMPTS_HEADER)
+        header(&self.message, headers::ATTEMPTS)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
@@ -127,7 +114,7 @@ impl Job {
 impl Context {
     /// Runs the job to its end and marks it done in its window.
     pub async fn process(&self, job: &Job, route: Route) -> Finish {
-        let finish = match route {
+        let finished = match route {
             Route::Follow { tier } => {
                 Box::pin(self.park(
                     job,
@@ -139,12 +126,7 @@ impl Context {
             }
             Route::Deliver => self.deliver(job).await,
         };
-        let outcome = match finish {
-            Finish::Done(o) => o,
-            Finish::Parked { .. } => Outcome::retried,
-            Finish::Abandoned => Outcome::abandoned,
-        };
-        self.metrics.processed(outcome);
+        let finish = finished.emit(job, &self.metrics);
         if finish != Finish::Abandoned {
             self.assignment
                 .finish(&job.tp, job.generation, job.message.offset());
@@ -152,7 +134,7 @@ impl Context {
         finish
     }
 
-    async fn deliver(&self, job: &Job) -> Finish {
+    async fn deliver(&self, job: &Job) -> Finished {
         let attempts = job.attempts_so_far();
         let payload = job.message.payload().unwrap_or_default();
         let envelope = match Envelope::parse(payload) {
@@ -168,10 +150,9 @@ impl Context {
                 match Box::pin(self.until_ok(job, || dedup.claim(id, still_wanted))).await {
                     Some(Claimed::Fresh(claim)) => Some(claim),
                     Some(Claimed::Duplicate) => {
-                        tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, "duplicate skipped");
-                        return Finish::Done(Outcome::duplicate);
+                        return Finished::Duplicate { id: id.to_owned() };
                     }
-                    Some(Claimed::GaveUp) | None => return Finish::Abandoned,
+                    Some(Claimed::GaveUp) | None => return Finished::Abandoned,
                 }
             }
             None => None,
@@ -193,7 +174,7 @@ impl Context {
         envelope: &Envelope,
         id: &str,
         claim: Option<&Claim<'_>>,
-    ) -> Finish {
+    ) -> Finished {
         let mut attempts = job.attempts_so_far();
         let position = Position {
             topic: &job.main_topic,
@@ -207,12 +188,11 @@ impl Context {
         } else {
             self.attempts.max(1)
         };
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.backoff.0)
-            .with_max_delay(self.backoff.1)
-            .with_max_times(usize::try_from(in_process - 1).unwrap_or(0))
-            .with_jitter()
-            .build();
+        let mut waits = backoff::delivery_retry(
+            self.backoff.0,
+            self.backoff.1,
+            usize::try_from(in_process - 1).unwrap_or(0),
+        );
         let reason = loop {
             attempts += 1;
             let started = Instant::now();
@@ -229,8 +209,7 @@ impl Context {
                     {
                         tracing::warn!(id, error = %e, "delivered, but the id was not stored; a redelivery would not be skipped");
                     }
-                    tracing::debug!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, attempts, "delivered");
-                    return Finish::Done(Outcome::delivered);
+                    return Finished::Delivered { attempts };
                 }
                 Verdict::Permanent { reason } => {
                     return Box::pin(self.dead_letter(job, attempts, &reason)).await;
@@ -239,7 +218,7 @@ impl Context {
                     reason,
                     retry_after,
                 } => {
-                    let Some(delay) = backoff.next() else {
+                    let Some(delay) = waits.next() else {
                         break reason;
                     };
                     let delay = delay.max(retry_after.unwrap_or_default());
@@ -250,7 +229,7 @@ impl Context {
                     tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, attempts, reason, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
                     tokio::time::sleep(delay).await;
                     if !self.assignment.is_current(&job.tp, job.generation) {
-                        return Finish::Abandoned;
+                        return Finished::Abandoned;
                     }
                 }
             }
@@ -269,17 +248,13 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = super::dedup::Result<T>>,
     {
-        let mut backoff = ExponentialBuilder::default()
-            .with_max_delay(COPY_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::dedup_store_unavailable();
         loop {
             match op().await {
                 Ok(v) => return Some(v),
                 Err(e) => {
                     tracing::warn!(error = %e, "idempotency store unavailable; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+                    tokio::time::sleep(waits.next().unwrap_or(backoff::COPY_WRITE_MAX)).await;
                     if !self.assignment.is_current(&job.tp, job.generation) {
                         return None;
                     }
@@ -290,27 +265,28 @@ impl Context {
 
     /// Copies the record to tier `tier`, on its original partition number; a copy the tier
     /// refuses for good sends the record on to the dead-letter topic instead.
-    async fn park(&self, job: &Job, tier: usize, attempts: u32, reason: &str) -> Finish {
+    async fn park(&self, job: &Job, tier: usize, attempts: u32, reason: &str) -> Finished {
         let Some(topic) = self.tiers.topic(&job.main_topic, tier) else {
             return Box::pin(self.dead_letter(job, attempts, reason)).await;
         };
         let not_before = retry::unix_millis(self.tiers.not_before(tier, SystemTime::now()));
         let headers = self.copy_headers(job, attempts, reason).insert(Header {
-            key: retry::NOT_BEFORE_HEADER,
+            key: headers::NOT_BEFORE,
             value: Some(&not_before.to_string()),
         });
         match self
             .write_copy(job, topic, Some(job.origin.0), Copy::Full(headers))
             .await
         {
-            Copied::Written => {
-                tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, attempts, reason, "moved to retry tier");
-                Finish::Parked { tier }
-            }
-            Copied::Revoked => Finish::Abandoned,
+            Copied::Written => Finished::Parked {
+                tier,
+                retry_topic: topic.to_owned(),
+                attempts,
+                reason: reason.to_owned(),
+            },
+            Copied::Revoked => Finished::Abandoned,
             Copied::Refused(e) => {
-                self.metrics.copy_refused(CopyKind::retry);
-                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), retry_topic = topic, error = %e, "the retry tier refuses the copy for good; dead-lettering instead");
+                self.refused(job, CopyKind::retry, topic, &e);
                 Box::pin(self.dead_letter(job, attempts, reason)).await
             }
         }
@@ -318,61 +294,79 @@ impl Context {
 
     /// Copies the record to the dead-letter topic with the reason; if the topic refuses the
     /// copy for good, writes a reference copy there (see [`super::copy`]).
-    async fn dead_letter(&self, job: &Job, attempts: u32, reason: &str) -> Finish {
+    async fn dead_letter(&self, job: &Job, attempts: u32, reason: &str) -> Finished {
         let failed_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let headers = self
-            .copy_headers(job, attempts, reason)
-            .insert(Header {
-                key: retry::GROUP_HEADER,
-                value: Some(&self.group),
-            })
-            .insert(Header {
-                key: retry::FAILED_AT_HEADER,
-                value: Some(&failed_at),
-            });
+        let headers =
+            self.dead_letter_headers(self.copy_headers(job, attempts, reason), &failed_at);
         let topic = &self.dead_letter_topic;
         let refusal = match self.write_copy(job, topic, None, Copy::Full(headers)).await {
             Copied::Written => {
-                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, "dead-lettered");
-                return Finish::Done(Outcome::dead_lettered);
+                return Finished::DeadLettered {
+                    dead_letter_topic: topic.clone(),
+                    attempts,
+                    reason: reason.to_owned(),
+                };
             }
-            Copied::Revoked => return Finish::Abandoned,
+            Copied::Revoked => return Finished::Abandoned,
             Copied::Refused(e) => e,
         };
-        self.metrics.copy_refused(CopyKind::dead_letter);
+        self.refused(job, CopyKind::dead_letter, topic, &refusal);
         let refused = format!("{topic}: {refusal}");
-        let reference = Self::origin_headers(
-            OwnedHeaders::new().insert(Header {
-                key: retry::COPY_REFUSED_HEADER,
-                value: Some(&refused),
-            }),
-            job,
-            attempts,
-            reason,
-        )
-        .insert(Header {
-            key: retry::GROUP_HEADER,
-            value: Some(&self.group),
-        })
-        .insert(Header {
-            key: retry::FAILED_AT_HEADER,
-            value: Some(&failed_at),
-        });
+        let reference = self.dead_letter_headers(
+            Self::origin_headers(
+                OwnedHeaders::new().insert(Header {
+                    key: headers::COPY_REFUSED,
+                    value: Some(&refused),
+                }),
+                job,
+                attempts,
+                reason,
+            ),
+            &failed_at,
+        );
         match self
             .write_copy(job, topic, None, Copy::Reference(reference))
             .await
         {
-            Copied::Written => {
-                tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, copy_refused = %refusal, "dead-lettered as a reference without the payload: the dead-letter topic refuses the record itself");
-                Finish::Done(Outcome::referenced)
-            }
-            Copied::Revoked => Finish::Abandoned,
+            Copied::Written => Finished::Referenced {
+                dead_letter_topic: topic.clone(),
+                attempts,
+                reason: reason.to_owned(),
+                copy_refused: refusal.to_string(),
+            },
+            Copied::Revoked => Finished::Abandoned,
             Copied::Refused(e) => {
-                self.metrics.copy_refused(CopyKind::dead_letter);
-                tracing::error!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), dead_letter_topic = %topic, attempts, reason, copy_refused = %refusal, reference_refused = %e, "given up: the dead-letter topic refuses even a reference copy; the record remains only in its own topic at this offset");
-                Finish::Done(Outcome::lost)
+                self.refused(job, CopyKind::dead_letter, topic, &e);
+                Finished::Lost {
+                    dead_letter_topic: topic.clone(),
+                    attempts,
+                    reason: reason.to_owned(),
+                    copy_refused: refusal.to_string(),
+                    reference_refused: e.to_string(),
+                }
             }
         }
+    }
+
+    /// A copy Kafka refused for good: logged and counted here, in one place (alert on the
+    /// count; what became of the record is the outcome's own line).
+    fn refused(&self, job: &Job, copy: CopyKind, topic: &str, error: &rdkafka::error::KafkaError) {
+        self.metrics.copy_refused(copy);
+        tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id = job.event_id().as_deref(), copy = ?copy, copy_topic = topic, error = %error, "Kafka refuses the copy for good; the record takes the next way");
+    }
+
+    /// `headers` plus what only dead-letter copies (full or reference) carry: the group that
+    /// gave up and when.
+    fn dead_letter_headers(&self, headers: OwnedHeaders, failed_at: &str) -> OwnedHeaders {
+        headers
+            .insert(Header {
+                key: headers::GROUP,
+                value: Some(&self.group),
+            })
+            .insert(Header {
+                key: headers::FAILED_AT,
+                value: Some(failed_at),
+            })
     }
 
     /// The record's own headers (without older `ferry-*` ones) plus the copy's.
@@ -398,23 +392,23 @@ impl Context {
     ) -> OwnedHeaders {
         headers
             .insert(Header {
-                key: retry::ERROR_HEADER,
+                key: headers::ERROR,
                 value: Some(reason),
             })
             .insert(Header {
-                key: retry::ORIGINAL_TOPIC_HEADER,
+                key: headers::ORIGINAL_TOPIC,
                 value: Some(&*job.main_topic),
             })
             .insert(Header {
-                key: retry::ORIGINAL_PARTITION_HEADER,
+                key: headers::ORIGINAL_PARTITION,
                 value: Some(&job.origin.0.to_string()),
             })
             .insert(Header {
-                key: retry::ORIGINAL_OFFSET_HEADER,
+                key: headers::ORIGINAL_OFFSET,
                 value: Some(&job.origin.1.to_string()),
             })
             .insert(Header {
-                key: retry::ATTEMPTS_HEADER,
+                key: headers::ATTEMPTS,
                 value: Some(&attempts.to_string()),
             })
     }
@@ -441,11 +435,7 @@ impl Context {
                 headers,
             ),
         };
-        let mut backoff = ExponentialBuilder::default()
-            .with_max_delay(COPY_BACKOFF_MAX)
-            .without_max_times()
-            .with_jitter()
-            .build();
+        let mut waits = backoff::copy_write();
         loop {
             let Some(fence) = self.assignment.begin_copy(&job.tp, job.generation) else {
                 return Copied::Revoked;
@@ -466,10 +456,11 @@ impl Context {
                 Ok(_) => return Copied::Written,
                 Err((e, _)) if super::copy::is_permanent(&e) => return Copied::Refused(e),
                 Err((e, _)) => {
-                    tracing::error!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), copy_topic = topic, error = %e, "cannot write the copy; the record stays uncommitted and is retried");
+                    // Retried, not lost: WARN (ERROR is for a record that is lost).
+                    tracing::warn!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), copy_topic = topic, error = %e, "cannot write the copy; the record stays uncommitted and is retried");
                 }
             }
-            tokio::time::sleep(backoff.next().unwrap_or(COPY_BACKOFF_MAX)).await;
+            tokio::time::sleep(waits.next().unwrap_or(backoff::COPY_WRITE_MAX)).await;
         }
     }
 }

@@ -25,6 +25,8 @@ use rdkafka::{
     error::KafkaError,
 };
 
+use ferry_common::headers;
+
 use super::retry::{self, Origin};
 
 /// Timeout of each metadata or offset request of a scan.
@@ -134,10 +136,10 @@ impl Scan {
                     let topic = message.topic();
                     let value = |name: &str| retry::header_i64(&message, name);
                     let origin = (
-                        value(retry::ORIGINAL_PARTITION_HEADER)
+                        value(headers::ORIGINAL_PARTITION)
                             .and_then(|p| i32::try_from(p).ok())
                             .unwrap_or(partition),
-                        value(retry::ORIGINAL_OFFSET_HEADER).unwrap_or(message.offset()),
+                        value(headers::ORIGINAL_OFFSET).unwrap_or(message.offset()),
                     );
                     if let Some(tier) = tier_of.get(topic) {
                         self.found

@@ -17,40 +17,22 @@ use std::{
 
 use tokio::time::Instant;
 
+use ferry_common::headers;
+
 use super::config::Delay;
 
-/// Header: when a tier record becomes due, in Unix milliseconds.
-pub const NOT_BEFORE_HEADER: &str = "ferry-not-before";
-/// Header: delivery attempts so far, carried across tiers.
-pub const ATTEMPTS_HEADER: &str = "ferry-attempts";
-/// Header: why the record left its topic.
-pub const ERROR_HEADER: &str = "ferry-error";
-/// Header: the topic the record was first read from.
-pub const ORIGINAL_TOPIC_HEADER: &str = "ferry-original-topic";
-/// Header: the partition it was first read from.
-pub const ORIGINAL_PARTITION_HEADER: &str = "ferry-original-partition";
-/// Header: the offset it was first read from.
-pub const ORIGINAL_OFFSET_HEADER: &str = "ferry-original-offset";
-/// Header (dead letters): the consumer group that gave up.
-pub const GROUP_HEADER: &str = "ferry-group";
-/// Header (dead letters): when it gave up, RFC 3339.
-pub const FAILED_AT_HEADER: &str = "ferry-failed-at";
-
-/// Header (reference copies in the dead-letter topic): why Kafka refused the record's copy,
-/// which is why the reference carries no payload.
-pub const COPY_REFUSED_HEADER: &str = "ferry-copy-refused";
-
-/// The headers the worker writes itself; copies drop older values of these.
+/// The headers the worker writes itself; copies drop older values of these (their names and
+/// meanings are in [`ferry_common::headers`], shared with the relay).
 pub const FERRY_HEADERS: [&str; 9] = [
-    NOT_BEFORE_HEADER,
-    ATTEMPTS_HEADER,
-    ERROR_HEADER,
-    ORIGINAL_TOPIC_HEADER,
-    ORIGINAL_PARTITION_HEADER,
-    ORIGINAL_OFFSET_HEADER,
-    GROUP_HEADER,
-    FAILED_AT_HEADER,
-    COPY_REFUSED_HEADER,
+    headers::NOT_BEFORE,
+    headers::ATTEMPTS,
+    headers::ERROR,
+    headers::ORIGINAL_TOPIC,
+    headers::ORIGINAL_PARTITION,
+    headers::ORIGINAL_OFFSET,
+    headers::GROUP,
+    headers::FAILED_AT,
+    headers::COPY_REFUSED,
 ];
 
 /// The topic of one retry tier, named as the operator names it when it grants access.
@@ -301,7 +283,7 @@ mod tests {
             .iter()
             .map(|l| Delay {
                 label: (*l).to_owned(),
-                duration: humantime::parse_duration(l).expect("valid"),
+                duration: ferry_common::duration::parse(l).expect("valid"),
             })
             .collect()
     }

@@ -4,5 +4,4 @@
 pub mod cli;
 pub mod envelope;
 pub mod relay;
-pub mod telemetry;
 pub mod worker;

@@ -346,9 +346,8 @@ impl RunArgs {
             // All drain on the same signal; any stopping by itself is a bug.
             Box::pin(async move {
                 let registered = async {
-                    match registered {
-                        Some(r) => r.await,
-                        None => {}
+                    if let Some(r) = registered {
+                        r.await;
                     }
                 };
                 tokio::join!(topics, access, registered);

@@ -75,7 +75,7 @@ impl Webhook {
             async move {
                 let c = configs.get(&name).await.ok()?;
                 let bundle = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
-                Some(String::from_utf8(bundle.0).ok()?)
+                String::from_utf8(bundle.0).ok()
             }
         })
         .await

@@ -215,7 +215,7 @@ fn topic(value: &str) -> Option<String> {
 
 /// A duration the relay's flags accept, non-zero.
 fn duration(value: &str) -> Option<String> {
-    humantime::parse_duration(value)
+    ferry_common::duration::parse(value)
         .ok()
         .filter(|d| *d > Duration::ZERO)
         .map(|_| value.to_owned())

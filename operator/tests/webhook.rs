@@ -7,7 +7,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use ferry_operator::webhook::{annotations, cert, registration, sidecar};
-use ferry_testkit::{TempNamespace, TestEnv, require_env, unique_name};
+use ferry_testkit::{TempNamespace, TestEnv, eventually, free_port, require_env, unique_name};
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
@@ -18,7 +18,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::{MANAGER, Operator, eventually, free_port, install_crds};
+use support::{MANAGER, Operator, install_crds};
 
 /// An operator starts, makes its certificate, syncs its cache and registers within this on a
 /// loaded 2-core CI.
@@ -69,7 +69,7 @@ impl Webhook {
     async fn wait_registered(&self, client: &Client) -> String {
         let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
         let name = self.configuration.clone();
-        eventually(WITHIN, || {
+        eventually("what the expect below names", WITHIN, || {
             let configs = configs.clone();
             let name = name.clone();
             async move {
@@ -217,7 +217,7 @@ async fn a_labelled_deployments_pods_carry_exactly_one_relay() {
         .expect("Deployment created");
 
     let pods = Api::<Pod>::namespaced(ns.client(), ns.name());
-    let created = eventually(WITHIN, || async {
+    let created = eventually("what the expect below names", WITHIN, || async {
         let list = pods
             .list(&ListParams::default().labels("app=order"))
             .await
@@ -421,7 +421,7 @@ async fn a_deleted_certificate_is_replaced_and_admission_keeps_working() {
         .await
         .expect("Secret deleted");
     let configs = Api::<MutatingWebhookConfiguration>::all(ns.client());
-    let new_ca = eventually(WITHIN, || async {
+    let new_ca = eventually("what the expect below names", WITHIN, || async {
         let secret = secrets.get("ferry-webhook-tls").await.ok()?;
         let stored = cert::bundle_of(&secret)?;
         let c = configs.get(&webhook.configuration).await.ok()?;
@@ -434,7 +434,7 @@ async fn a_deleted_certificate_is_replaced_and_admission_keeps_working() {
     assert_ne!(new_ca, first_ca);
 
     // The API server trusts what the operator now serves.
-    let pod = eventually(WITHIN, || async {
+    let pod = eventually("what the expect below names", WITHIN, || async {
         create_pod(
             &ns,
             pod(
@@ -466,15 +466,17 @@ async fn two_replicas_serve_one_certificate() {
     let b = start(env, ns.name(), "b", &configuration, port_b);
 
     let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
-    let stored = eventually(WITHIN, || async {
+    let stored = eventually("what the expect below names", WITHIN, || async {
         cert::bundle_of(&secrets.get("ferry-webhook-tls").await.ok()?)
     })
     .await
     .expect("the certificate Secret");
     for port in [port_a, port_b] {
-        let served = eventually(WITHIN, || served_certificate(port, &stored.ca_cert))
-            .await
-            .unwrap_or_else(|_| panic!("replica on {port} serves a certificate of the CA"));
+        let served = eventually("what the expect below names", WITHIN, || {
+            served_certificate(port, &stored.ca_cert)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("replica on {port} serves a certificate of the CA"));
         assert_eq!(served, pem_der(&stored.cert), "replica on {port}");
     }
     drop((a, b));

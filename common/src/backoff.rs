@@ -118,13 +118,11 @@ pub fn copy_write() -> ExponentialBackoff {
         .build()
 }
 
-/// The worker's retries of an idempotency-store (PostgreSQL) call that failed: the same 1 s to
-/// [`COPY_WRITE_MAX`] as [`copy_write`], since a record waiting on the store waits just as a
-/// record waiting on its copy does (offsets hold); without end, with jitter.
+/// The worker's retries of an idempotency-store (PostgreSQL) call that failed: the schedule of
+/// [`copy_write`] (1 s to [`COPY_WRITE_MAX`], endless, jitter), since a record waiting on the
+/// store holds its offsets just as a record waiting on its copy does.
 pub fn dedup_store_unavailable() -> ExponentialBackoff {
-    unbounded(Duration::from_secs(1), COPY_WRITE_MAX)
-        .with_jitter()
-        .build()
+    copy_write()
 }
 
 /// The longest wait for another worker's claim on an event id: the holder's delivery usually

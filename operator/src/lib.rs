@@ -6,18 +6,25 @@
 //!  kube-apiserver ──watch EventTopic──▶ topic (Controller) ──admin calls──▶ kafka ──▶ broker
 //!        ▲                                   │
 //!        ├──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
-//!        │                                   ▲ access (AccessBook)
+//!        │                                   ▲ access_status (AccessBook)
 //!        └─watch all──▶ identity ────────────┴──── credentials, ACLs ──▶ kafka ──▶ broker
 //! ```
+//!
+//! Every controller has one shape (`reconcile` → `finalizer` → apply/cleanup, an `error_policy`
+//! counted by `metric_label`): [`topic`] is the one to copy; [`identity`] reconciles the whole
+//! scope as one object in the same shape. [`events`] and [`field_manager`] are what every
+//! controller writes with.
 
-pub mod access;
-pub mod acl;
+pub mod access_status;
 pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod crdgen;
+pub mod events;
+pub mod field_manager;
 pub mod identity;
 pub mod kafka;
+pub mod leader;
 pub mod metrics;
 pub mod ownership;
 pub mod run;

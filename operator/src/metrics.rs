@@ -12,10 +12,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// Labels of the reconcile counters: which kind, and how it ended.
+/// Labels of the reconcile counters: which controller, and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
-    /// `EventTopic` or `EventConsumer`.
+    /// The controller, by the kind it reconciles: `EventTopic`, `EventConsumer`, or `Identity`
+    /// (the identity controller's pass over the whole scope).
     pub kind: &'static str,
     /// `ready`, `progressing`, `stalled`, `retrying` or `error`.
     pub outcome: &'static str,
@@ -24,7 +25,7 @@ pub struct ReconcileLabels {
 /// Labels of the error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `EventTopic` or `EventConsumer`.
+    /// The controller, as in [`ReconcileLabels::kind`].
     pub kind: &'static str,
     /// The error variant's `metric_label()`.
     pub error: &'static str,
@@ -33,7 +34,7 @@ pub struct ErrorLabels {
 /// Labels of the duration histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    /// `EventTopic` or `EventConsumer`.
+    /// The controller, as in [`ReconcileLabels::kind`].
     pub kind: &'static str,
 }
 

@@ -15,30 +15,30 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
-use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
+use ferry_common::{
+    duration,
+    kafka::KafkaArgs,
+    shutdown::{self, stopped},
+    telemetry::LogArgs,
+};
 use kube::{
     Api, Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
-    access::AccessBook,
+    access_status::AccessBook,
     api::EventTopic,
+    events::Publisher,
     identity::{self, credentials::ClientSettings},
     kafka::{Batched, KafkaAdmin},
+    leader,
     metrics::Metrics,
     topic, webhook,
 };
-
-/// Parses a duration such as `30s`, `5m` or `1h` (jiff's friendly format).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
-    Duration::try_from(signed).map_err(|e| format!("{e}"))
-}
 
 /// Flags of `ferry-operator run`.
 #[derive(Debug, Args)]
@@ -63,15 +63,15 @@ pub struct RunArgs {
     /// How often an in-sync topic is checked again, to revert drift made directly in Kafka.
     // 5 minutes: drift is reverted within minutes while 1,000 topics cost a few describe
     // requests per minute.
-    #[arg(long, env = "FERRY_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_RESYNC_INTERVAL", default_value = "5m", value_parser = duration::parse)]
     resync_interval: Duration,
 
     /// Deadline of one Kafka admin request.
     // 30 s: librdkafka's default request.timeout.ms.
-    #[arg(long, env = "FERRY_KAFKA_ADMIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_KAFKA_ADMIN_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     kafka_admin_timeout: Duration,
 
-    /// Namespace of the leader-election Lease (the operator's own namespace).
+    /// Namespace of the leader-election Lease (the operator's own namespace); it must exist.
     #[arg(long, env = "FERRY_LEASE_NAMESPACE", default_value = "ferry-system")]
     lease_namespace: String,
 
@@ -79,11 +79,12 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_LEASE_NAME", default_value = "ferry-operator")]
     lease_name: String,
 
-    /// Seconds a Lease is valid without renewal; a new leader waits this long after a crash.
+    /// How long a Lease is valid without renewal (`15s`; a bare number is seconds); a new
+    /// leader waits this long after a crash.
     // 15 s: the duration kube-controller-manager uses for its own leader election.
-    #[arg(long, env = "FERRY_LEASE_DURATION", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(2..))]
-    lease_duration: u64,
+    #[arg(long, env = "FERRY_LEASE_DURATION", default_value = "15s",
+          value_parser = leader::parse_lease_duration)]
+    lease_duration: Duration,
 
     /// This replica's identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "FERRY_POD_NAME")]
@@ -207,22 +208,6 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     })
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 impl RunArgs {
     /// Runs the operator until SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -265,15 +250,14 @@ impl RunArgs {
         info!(addr = %listener.local_addr()?, "serving metrics");
         let server = tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
 
-        let lease = LeaseManagerBuilder::new(client.clone(), &lease_name)
-            .with_namespace(&lease_namespace)
-            .with_identity(&identity)
-            .with_duration(lease_duration)
-            .with_grace((lease_duration / 3).max(1))
-            .with_field_manager(crate::topic::FIELD_MANAGER)
-            .build()
-            .await
-            .context("setting up the leader Lease")?;
+        let lease = leader::lease(
+            client.clone(),
+            &lease_namespace,
+            &lease_name,
+            &identity,
+            lease_duration,
+        )
+        .await?;
         // Every replica serves admission (the Service may route to any); only the leader
         // registers it.
         let (webhook, served) = match webhook.settings(&lease_namespace, namespace.as_ref()) {
@@ -301,7 +285,8 @@ impl RunArgs {
             let ctx_client = client.clone();
             let ctx_batched = batched.clone();
             let ctx_metrics = metrics.clone();
-            let recorder = Recorder::new(client.clone(), reporter.clone());
+            let events = Publisher::new(client.clone(), reporter.clone());
+            let topic_events = events.clone();
             // Fresh each leadership term: what the identity controller finds, for the topics.
             let (book, access_changed) = AccessBook::new();
             let topic_book = book.clone();
@@ -311,7 +296,7 @@ impl RunArgs {
                     topic::Context::new(
                         ctx_client,
                         ctx_batched,
-                        recorder,
+                        topic_events,
                         ctx_metrics,
                         store,
                         resync_interval,
@@ -322,16 +307,16 @@ impl RunArgs {
                 stopped(term_rx.clone()),
             );
             let access = identity::run(
-                identity::Context {
-                    client: client.clone(),
-                    admin: admin.clone(),
-                    settings: client_settings.clone(),
-                    namespace: namespace.clone(),
-                    recorder: Recorder::new(client.clone(), reporter.clone()),
-                    asserted: Default::default(),
+                std::sync::Arc::new(identity::Context::new(
+                    client.clone(),
+                    admin.clone(),
+                    client_settings.clone(),
+                    namespace.clone(),
+                    events,
                     book,
-                },
-                resync_interval,
+                    metrics.clone(),
+                    resync_interval,
+                )),
                 stopped(term_rx.clone()),
             );
             let registered = webhook.as_ref().map(|(running, registration)| {
@@ -354,7 +339,7 @@ impl RunArgs {
             })
         };
 
-        let signal = termination();
+        let signal = shutdown::signal();
         tokio::pin!(signal);
         let webhook_served = async {
             match served {
@@ -421,24 +406,5 @@ impl RunArgs {
         let _ = stop_tx.send(true);
         let _ = server.await;
         outcome
-    }
-}
-
-/// Resolves once `rx` says true (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-5s").is_err());
     }
 }

@@ -11,7 +11,7 @@ use ferry_operator::{
     api::{ConditionStatus, EventConsumer},
     kafka::acls::{AclBinding, Operation, ResourceType},
 };
-use ferry_testkit::{eventually, require_env, unique_name};
+use ferry_testkit::{eventually, require_env, unique_name, wait_for};
 use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api,
@@ -309,4 +309,122 @@ async fn an_admin_lacking_acl_rights_shows_as_a_condition_and_recovers_when_gran
         .delete_scram_credential(&user)
         .await
         .expect("clean up credential");
+}
+
+/// The consumer controller writes an EventConsumer's Ready, lag and replicas under the
+/// operator's field manager, the identity controller its access part under its own; neither
+/// write removes the other's (conditions merge by `type`).
+#[tokio::test]
+async fn the_consumer_status_and_its_access_part_do_not_undo_each_other() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let _operator = f.operator("access-c");
+    let ns = f.ns.name().to_owned();
+    f.apply("events", json!({"topicName": unique_name("events")}))
+        .await;
+    let consumers: Api<EventConsumer> = Api::namespaced(f.ns.client(), &ns);
+    let apply_consumer = |url: &'static str| {
+        let consumers = consumers.clone();
+        async move {
+            consumers
+                .patch(
+                    "reader",
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
+                        "metadata": {"name": "reader"},
+                        "spec": {"topics": ["events"], "serviceAccount": "reader",
+                                 "delivery": {"http": {"url": url}}}
+                    })),
+                )
+                .await
+                .expect("EventConsumer applied")
+        }
+    };
+    let has = |c: &EventConsumer, type_: &str| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_))
+    };
+    let access_for_generation = || async {
+        wait_for(
+            "AccessGranted for the current generation",
+            WITHIN,
+            || async {
+                let c = consumers.get("reader").await.ok()?;
+                let granted = c
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "AccessGranted")?
+                    .clone();
+                (granted.observed_generation == c.metadata.generation).then_some(c)
+            },
+        )
+        .await
+    };
+    apply_consumer("http://reader:8000/a").await;
+    access_for_generation().await;
+
+    // What the consumer controller writes (its own field manager: the operator's).
+    let ready = json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
+        "status": {"replicas": 1, "conditions": [{
+            "type": "Ready", "status": "True", "reason": "Ready", "message": "workers run",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}
+    });
+    let after = consumers
+        .patch_status(
+            "reader",
+            &PatchParams::apply(ferry_operator::field_manager::OPERATOR).force(),
+            &Patch::Apply(&ready),
+        )
+        .await
+        .expect("status applied");
+    assert!(
+        has(&after, "AccessGranted") && has(&after, "Ready"),
+        "the consumer controller's write kept AccessGranted: {:?}",
+        after.status
+    );
+    let access = after.status.as_ref().and_then(|s| s.access.clone());
+    assert!(access.is_some(), "and status.access: {:?}", after.status);
+
+    // A new generation: the identity controller writes its part again, and Ready stays.
+    apply_consumer("http://reader:8000/b").await;
+    let c = access_for_generation().await;
+    assert!(
+        has(&c, "Ready"),
+        "AccessGranted's write kept Ready: {:?}",
+        c.status
+    );
+    assert_eq!(c.status.as_ref().and_then(|s| s.replicas), Some(1));
+}
+
+/// The identity controller's passes are timed and counted like the EventTopic controller's
+/// reconciles, in the same metric families (kind `Identity`).
+#[tokio::test]
+async fn identity_passes_are_timed_and_counted() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let operator = f.operator("access-m");
+    f.apply(
+        "counted",
+        json!({"topicName": unique_name("counted"), "producers": [{"serviceAccount": "app"}]}),
+    )
+    .await;
+    f.wait_ready("counted", ConditionStatus::True, "Ready", WITHIN)
+        .await;
+    let text = wait_for("identity reconcile metrics", WITHIN, || async {
+        let text = operator.metrics().await?;
+        (text.contains(r#"ferry_operator_reconciles_total{kind="Identity",outcome="ready"}"#)
+            && text.contains(r#"ferry_operator_reconcile_duration_seconds_count{kind="Identity"}"#))
+        .then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains(r#"ferry_operator_reconciles_total{kind="EventTopic",outcome="ready"}"#),
+        "beside the EventTopic controller's: {text}"
+    );
 }

@@ -4,10 +4,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ferry_operator::{
+    access_status::AccessBook,
     api::{EventConsumer, EventTopic},
+    events::Publisher,
     identity::{self, credentials::ClientSettings},
     kafka::{
         KafkaAdmin,
@@ -22,7 +24,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
     api::{Patch, PatchParams},
-    runtime::events::{Recorder, Reporter},
+    runtime::events::Reporter,
 };
 use rdkafka::{
     Message,
@@ -35,6 +37,17 @@ use tokio::task::JoinHandle;
 /// Kafka applies ACL and credential changes through its metadata log a moment after the admin
 /// call; with a 300 ms debounce and a 2 s resync, every change shows within this.
 const WITHIN: Duration = Duration::from_secs(30);
+
+/// Events as the operator records them.
+fn publisher(ns: &TempNamespace) -> Publisher {
+    Publisher::new(
+        ns.client(),
+        Reporter {
+            controller: "ferry-operator".into(),
+            instance: None,
+        },
+    )
+}
 
 struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -52,24 +65,18 @@ impl Operator {
                 .to_owned(),
             security_protocol: "SASL_PLAINTEXT".to_owned(),
         };
-        let recorder = Recorder::new(
+        let ctx = identity::Context::new(
             ns.client(),
-            Reporter {
-                controller: "ferry-operator".into(),
-                instance: None,
-            },
-        );
-        let ctx = identity::Context {
-            client: ns.client(),
             admin,
             settings,
-            namespace: Some(ns.name().to_owned()),
-            recorder,
-            asserted: Default::default(),
-            book: ferry_operator::access::AccessBook::new().0,
-        };
+            Some(ns.name().to_owned()),
+            publisher(ns),
+            AccessBook::new().0,
+            Default::default(),
+            Duration::from_secs(2),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(identity::run(ctx, Duration::from_secs(2), async move {
+        let task = tokio::spawn(identity::run(Arc::new(ctx), async move {
             let _ = stopped.await;
         }));
         Operator {
@@ -437,25 +444,21 @@ async fn an_admin_without_rights_is_reported_on_the_resources() {
         .client_config()
         .expect("settings");
     let admin = KafkaAdmin::new(&weak, Duration::from_secs(10)).expect("admin client");
-    let ctx = identity::Context {
-        client: ns.client(),
+    let ctx = identity::Context::new(
+        ns.client(),
         admin,
-        settings: ClientSettings {
+        ClientSettings {
             bootstrap_servers: "unused:9092".into(),
             security_protocol: "SASL_PLAINTEXT".into(),
         },
-        namespace: Some(ns.name().to_owned()),
-        recorder: Recorder::new(
-            ns.client(),
-            Reporter {
-                controller: "ferry-operator".into(),
-                instance: None,
-            },
-        ),
-        asserted: Default::default(),
-        book: ferry_operator::access::AccessBook::new().0,
-    };
-    let error = identity::reconcile_all(&ctx)
+        Some(ns.name().to_owned()),
+        publisher(&ns),
+        AccessBook::new().0,
+        Default::default(),
+        Duration::from_secs(2),
+    );
+    let error = identity::Scope::new(Some(ns.name()))
+        .reconcile(&ctx)
         .await
         .expect_err("an admin without rights fails");
     assert_eq!(error.metric_label(), "kafka");

@@ -82,7 +82,7 @@ async fn kill_9_of_the_leader_broker_mid_stream_loses_nothing_and_keeps_key_orde
         })
     };
     let batch = format!("--batch-size={BATCH}");
-    let mut relay = spawn_relay(
+    let relay = spawn_relay(
         "relay-broker-failover",
         env,
         &outbox.url(),
@@ -140,14 +140,7 @@ async fn kill_9_of_the_leader_broker_mid_stream_loses_nothing_and_keeps_key_orde
     let writing_when_back = writing.load(Ordering::SeqCst);
 
     writer.await.expect("writer");
-    wait_for("the backlog to drain", PATIENCE, || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(30))
-        .await
-        .expect("terminate");
+    outbox.stop_once_settled(relay, PATIENCE).await;
     let failed: i64 = outbox
         .client
         .query_one(

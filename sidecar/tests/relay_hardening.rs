@@ -86,27 +86,12 @@ async fn null_key_on_a_compacted_topic(describe_configs: bool) {
     outbox.insert(topic.name(), &after).await;
     let good: Vec<(String, i64)> = before.into_iter().chain(after).collect();
 
-    let mut relay = spawn_relay(
-        "relay-null-key",
-        env,
-        &outbox.url(),
-        user,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
+    let relay = spawn_relay_dead_lettering("relay-null-key", env, &outbox.url(), user, dlt.name());
     let records = read_distinct(env, topic.name(), good.len(), Duration::from_secs(60)).await;
     let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| !r.is_empty()).await;
-    wait_for("every row settled", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
     // Per-key order is promised only where the topic's config is readable (the operator
     // grants DESCRIBE_CONFIGS to producers); without it a re-sent row may land after a later
     // row of its key once (docs/outbox.md). Seen here: one key's row 29 before its 0..28.
@@ -174,27 +159,13 @@ async fn small_max_message_bytes(describe_configs: bool) {
         .await
         .expect("insert");
 
-    let mut relay = spawn_relay(
-        "relay-small-topic",
-        env,
-        &outbox.url(),
-        user,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
+    let relay =
+        spawn_relay_dead_lettering("relay-small-topic", env, &outbox.url(), user, dlt.name());
     let records = read_distinct(env, topic.name(), good.len(), Duration::from_secs(120)).await;
     let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| !r.is_empty()).await;
-    wait_for("every row settled", Duration::from_secs(60), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(60))
+        .await;
     // Per-key order is promised only where the topic's config is readable (the operator
     // grants DESCRIBE_CONFIGS to producers); without it a re-sent row may land after a later
     // row of its key once (docs/outbox.md). Seen here: one key's row 29 before its 0..28.
@@ -328,7 +299,7 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
     outbox.insert(existing.name(), &rows("f", 3, 2)).await;
     outbox.insert(&late, &waiting[6..]).await;
     let port = free_port();
-    let mut relay = spawn_relay_on(
+    let relay = spawn_relay_on(
         "relay-late-topic",
         env,
         &outbox.url(),
@@ -366,14 +337,9 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
         .expect("the late topic");
     let records = read_distinct(env, created.name(), waiting.len(), Duration::from_secs(90)).await;
     check_per_key_order(&records, &expected(&waiting));
-    wait_for("every row marked", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
 }
 
 /// A relay whose identity may not write its topic yet (ACLs still propagating) holds the
@@ -387,7 +353,7 @@ async fn rows_denied_by_acl_wait_for_the_grant_then_flow_in_order() {
     let all = rows("a", 3, 4);
     outbox.insert(topic.name(), &all).await;
     let port = free_port();
-    let mut relay = spawn_relay_with_port(
+    let relay = spawn_relay_with_port(
         "relay-denied-wait",
         env,
         &outbox.url(),
@@ -419,14 +385,9 @@ async fn rows_denied_by_acl_wait_for_the_grant_then_flow_in_order() {
     .await;
     let records = read_distinct(env, topic.name(), all.len(), Duration::from_secs(120)).await;
     check_per_key_order(&records, &expected(&all));
-    wait_for("every row marked", Duration::from_secs(30), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
 }
 
 /// Numbers reach Kafka as written: a key that is a number past 2^64, an object key with one,
@@ -479,4 +440,66 @@ async fn numbers_in_keys_headers_and_payloads_reach_kafka_as_written() {
         records[1].key.as_deref(),
         Some(r#"{"a":1.50,"order":18446744073709551617}"#)
     );
+}
+
+/// A dead-letter topic that takes smaller batches than the producer builds: Kafka refuses a
+/// batch of copies whole and reports it on every copy. Each copy fits alone, so every poison
+/// row reaches the dead-letter topic with its payload and is marked published; none is
+/// misfiled as refused by the dead-letter topic (`publish_error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_of_dead_letter_copies_is_re_sent_alone() {
+    let env = require_env!();
+    let topic = TempTopic::create(env, 1).await.expect("topic");
+    let dlt = TempTopic::create_with(
+        env,
+        &unique_name("test"),
+        1,
+        &[("max.message.bytes", "4000")],
+    )
+    .await
+    .expect("dead-letter topic with a small max.message.bytes");
+    let outbox = TestOutbox::create(env).await;
+    // Eight rows that are not envelopes, ~1.1 kB each: any copy fits alone, four do not.
+    const POISON: i64 = 8;
+    outbox
+        .client
+        .execute(
+            "INSERT INTO outbox (topic, key, payload) \
+             SELECT $1, to_jsonb('p-' || n), jsonb_build_object('not', 'an envelope', 'n', n, 'pad', repeat('x', 1000)) \
+             FROM generate_series(1, $2::int8) AS n",
+            &[&topic.name(), &POISON],
+        )
+        .await
+        .expect("insert");
+    let relay = spawn_relay_dead_lettering("relay-dlt-batch", env, &outbox.url(), None, dlt.name());
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(60))
+        .await;
+    let misfiled: Vec<(i64, String)> = outbox
+        .client
+        .query(
+            "SELECT id, publish_error FROM outbox WHERE publish_error IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        misfiled.is_empty(),
+        "rows whose copy fits the dead-letter topic were marked failed: {misfiled:?}"
+    );
+    let dead = read_topic(env, dlt.name(), Duration::from_secs(30), |r| {
+        r.len() >= POISON as usize
+    })
+    .await;
+    assert_eq!(dead.len(), POISON as usize, "one copy per poison row");
+    for record in &dead {
+        assert!(record.raw_len > 1_000, "the copy keeps the payload");
+        assert_eq!(
+            record.headers.get("ferry-error-kind").map(String::as_str),
+            Some("not_envelope")
+        );
+    }
 }

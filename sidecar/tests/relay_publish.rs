@@ -24,7 +24,7 @@ async fn a_transaction_that_commits_late_with_a_lower_id_is_still_published() {
     let env = require_env!();
     let topic = TempTopic::create(env, 1).await.expect("topic");
     let outbox = TestOutbox::create(env).await;
-    let mut relay = spawn_relay(
+    let relay = spawn_relay(
         "relay-gap",
         env,
         &outbox.url(),
@@ -67,14 +67,9 @@ async fn a_transaction_that_commits_late_with_a_lower_id_is_still_published() {
         Some("late:0")
     );
     assert!(records[1].headers.contains_key("traceparent"));
-    wait_for("both rows marked", Duration::from_secs(10), || async {
-        outbox.unpublished().await == 0
-    })
-    .await;
-    relay
-        .terminate(Duration::from_secs(10))
-        .await
-        .expect("terminate");
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(30))
+        .await;
 }
 
 /// The words each poison kind's reason text contains.
@@ -133,17 +128,8 @@ async fn poison_rows_go_to_the_dead_letter_topic_with_their_reason_while_others_
     let dlt = TempTopic::create(env, 1).await.expect("dead-letter topic");
     let outbox = TestOutbox::create(env).await;
     let (poison, good) = insert_poison(&outbox, topic.name()).await;
-    let mut relay = spawn_relay(
-        "relay-poison-dlt",
-        env,
-        &outbox.url(),
-        None,
-        &[
-            "--dead-letter-topic",
-            dlt.name(),
-            "--idle-poll-interval=100ms",
-        ],
-    );
+    let mut relay =
+        spawn_relay_dead_lettering("relay-poison-dlt", env, &outbox.url(), None, dlt.name());
 
     let published = read_topic(env, topic.name(), Duration::from_secs(60), |r| {
         r.len() >= good.len()
@@ -344,11 +330,11 @@ async fn published_rows_are_deleted_after_the_retention_or_at_once_and_telemetry
     );
     let metrics = metrics_body(port, "/metrics").await.expect("metrics");
     assert!(
-        metrics.contains("ferry_outbox_published_total 100"),
+        metrics.contains("ferry_relay_published_total 100"),
         "{metrics}"
     );
     assert!(metrics.contains("ferry_relay_leader 1"), "{metrics}");
-    assert!(metrics.contains("ferry_outbox_backlog_rows"), "{metrics}");
+    assert!(metrics.contains("ferry_relay_backlog_rows"), "{metrics}");
     assert!(
         metrics.contains("ferry_relay_batch_duration_seconds_count"),
         "{metrics}"

@@ -409,8 +409,11 @@ pub struct EventConsumerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<super::AccessStatus>,
     /// Ready, Reconciling and Stalled, as kstatus reads them, and AccessGranted: whether Kafka
-    /// holds the ACLs in `access`.
+    /// holds the ACLs in `access`. A map keyed by `type`, so the two controllers that write
+    /// conditions (consumer: the kstatus three; identity: AccessGranted) merge under
+    /// server-side apply instead of replacing each other's.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

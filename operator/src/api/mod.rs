@@ -6,12 +6,12 @@
 //! "partitions never decrease") from `#[x_kube(validation = ..)]`. Each rule's message is the
 //! sentence a person reads when the apply is refused.
 
-mod access;
+mod access_status;
 mod condition;
 mod consumer;
 mod topic;
 
-pub use access::AccessStatus;
+pub use access_status::AccessStatus;
 pub use condition::{Condition, ConditionStatus};
 pub use consumer::{
     ContainerDelivery, DeadLetter, Delivery, EnvVar, EventConsumer, EventConsumerSpec,

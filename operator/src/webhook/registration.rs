@@ -145,7 +145,7 @@ impl Registration {
         Api::<MutatingWebhookConfiguration>::all(client.clone())
             .patch(
                 &self.name,
-                &PatchParams::apply(crate::topic::FIELD_MANAGER).force(),
+                &PatchParams::apply(crate::field_manager::OPERATOR).force(),
                 &Patch::Apply(&self.configuration(ca_pem)),
             )
             .await

@@ -8,61 +8,128 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::value::RawValue;
+
 /// The text is not JSON.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NotJson(String);
 
-/// What a JSON text holds, for a caller that treats objects, strings and `null` apart.
+/// What a JSON text holds, one level deep, for a caller that treats objects, strings and
+/// `null` apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Json {
     /// `null`.
     Null,
     /// A string, unescaped.
     String(String),
-    /// An object: its members by name, each value's canonical text.
-    Object(BTreeMap<String, String>),
-    /// A number, `true`, `false` or an array, as canonical text.
+    /// An object: its members by name (the last of duplicate names wins), each one level
+    /// deep (an object inside it is [`Json::Other`], its canonical text).
+    Object(BTreeMap<String, Json>),
+    /// A number, `true`, `false`, an array, or an object inside an object, as canonical text.
     Other(String),
+}
+
+impl Json {
+    /// The canonical text of the value (strings quoted and escaped as serde_json does).
+    pub fn to_text(&self) -> String {
+        match self {
+            Json::Null => "null".to_owned(),
+            Json::String(s) => {
+                let mut out = String::with_capacity(s.len() + 2);
+                push_string(&mut out, s);
+                out
+            }
+            Json::Object(members) => {
+                let mut out = String::from("{");
+                for (i, (name, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_string(&mut out, name);
+                    out.push(':');
+                    match value {
+                        Json::Other(text) => out.push_str(text),
+                        other => out.push_str(&other.to_text()),
+                    }
+                }
+                out.push('}');
+                out
+            }
+            Json::Other(text) => text.clone(),
+        }
+    }
 }
 
 /// The canonical text of `text`.
 pub fn canonical(text: &str) -> Result<String, NotJson> {
     validate(text)?;
+    walk(text)
+}
+
+/// `text` parsed one level deep. One pass of serde_json for the shapes rows carry most (a
+/// string key, a headers object of strings); numbers stay as written everywhere.
+pub fn parse(text: &str) -> Result<Json, NotJson> {
+    match text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first()
+    {
+        Some(b'"') => serde_json::from_str(text)
+            .map(Json::String)
+            .map_err(not_json),
+        Some(b'{') => {
+            // serde_json checks the whole text and delimits each member's value; a
+            // `BTreeMap` sorts the names and keeps the last of duplicates.
+            let members: BTreeMap<String, &RawValue> =
+                serde_json::from_str(text).map_err(not_json)?;
+            members
+                .into_iter()
+                .map(|(name, value)| Ok((name, member(value.get())?)))
+                .collect::<Result<_, NotJson>>()
+                .map(Json::Object)
+        }
+        _ => canonical(text).map(|out| {
+            if out == "null" {
+                Json::Null
+            } else {
+                Json::Other(out)
+            }
+        }),
+    }
+}
+
+/// One member's value, from its raw text (valid JSON, no surrounding space).
+fn member(raw: &str) -> Result<Json, NotJson> {
+    match raw.as_bytes().first() {
+        Some(b'"') => unescape(raw).map(Json::String),
+        Some(b'{' | b'[') => walk(raw).map(Json::Other),
+        _ if raw == "null" => Ok(Json::Null),
+        // A number, `true` or `false`: already canonical, as written.
+        _ => Ok(Json::Other(raw.to_owned())),
+    }
+}
+
+/// The canonical text of `text`, which serde_json found valid.
+fn walk(text: &str) -> Result<String, NotJson> {
     let mut out = String::with_capacity(text.len());
     Cursor::new(text).value(&mut out)?;
     Ok(out)
 }
 
-/// `text` parsed one level deep, the members of an object in canonical text.
-pub fn parse(text: &str) -> Result<Json, NotJson> {
-    validate(text)?;
-    let mut cursor = Cursor::new(text);
-    cursor.skip_space();
-    match cursor.peek() {
-        Some(b'{') => cursor.members().map(Json::Object),
-        Some(b'"') => unescape(cursor.string()?).map(Json::String),
-        _ => {
-            let mut out = String::new();
-            cursor.value(&mut out)?;
-            Ok(if out == "null" {
-                Json::Null
-            } else {
-                Json::Other(out)
-            })
-        }
-    }
+fn not_json(e: serde_json::Error) -> NotJson {
+    NotJson(e.to_string())
 }
 
 /// Checks the syntax without building anything (serde_json's own check).
 fn validate(text: &str) -> Result<(), NotJson> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|e| NotJson(e.to_string()))
+        .map_err(not_json)
 }
 
 fn unescape(quoted: &str) -> Result<String, NotJson> {
-    serde_json::from_str(quoted).map_err(|e| NotJson(e.to_string()))
+    serde_json::from_str(quoted).map_err(not_json)
 }
 
 fn malformed() -> NotJson {
@@ -271,22 +338,61 @@ mod tests {
             parse("12345678901234567890123").expect("json"),
             Json::Other("12345678901234567890123".into())
         );
-        let Json::Object(members) = parse(r#"{"b": {"y": 2, "x": 1}, "a": "s"}"#).expect("json")
-        else {
-            panic!("an object");
+        let members = |text: &str| match parse(text).expect("json") {
+            Json::Object(members) => members.into_iter().collect::<Vec<_>>(),
+            other => panic!("an object: {other:?}"),
         };
         assert_eq!(
-            members.into_iter().collect::<Vec<_>>(),
+            members(r#"{"b": {"y": 2, "x": 1}, "a": "s"}"#),
             vec![
-                ("a".to_owned(), r#""s""#.to_owned()),
-                ("b".to_owned(), r#"{"x":1,"y":2}"#.to_owned())
+                ("a".to_owned(), Json::String("s".into())),
+                ("b".to_owned(), Json::Other(r#"{"x":1,"y":2}"#.into()))
             ]
+        );
+        assert_eq!(
+            members(r#" {"n": 1.50, "z": null, "l": [ 1, {"b":2,"a":1} ], "a": 1, "a": 2} "#),
+            vec![
+                ("a".to_owned(), Json::Other("2".into())),
+                ("l".to_owned(), Json::Other(r#"[1,{"a":1,"b":2}]"#.into())),
+                ("n".to_owned(), Json::Other("1.50".into())),
+                ("z".to_owned(), Json::Null),
+            ]
+        );
+        assert_eq!(
+            parse(" \"k\\u0041\" ").expect("json"),
+            Json::String("kA".into())
         );
     }
 
     #[test]
+    fn a_parsed_value_writes_back_its_canonical_text() {
+        for text in [
+            r#"{"b": 1, "a": {"d": [1, 2], "c": "x\"y"}, "n": null, "s": "\u00e9"}"#,
+            r#""tab\there""#,
+            "12345678901234567890123",
+            "null",
+            "[ 1.50 ]",
+        ] {
+            assert_eq!(
+                parse(text).expect("json").to_text(),
+                canonical(text).expect("json"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn what_is_not_json_is_refused() {
-        for text in ["{nope", "", "[1,", r#"{"a" 1}"#, "1 2"] {
+        for text in [
+            "{nope",
+            "",
+            "[1,",
+            r#"{"a" 1}"#,
+            "1 2",
+            r#""a" 1"#,
+            r#"{"a":1} x"#,
+            r#"{"a":01}"#,
+        ] {
             assert!(canonical(text).is_err(), "{text}");
             assert!(parse(text).is_err(), "{text}");
         }

@@ -7,6 +7,11 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
 
+/// The outbox table's name when `--outbox-table` is not given: the reference table of
+/// docs/outbox.md (`CREATE TABLE outbox`). A Django model's table is `<app>_outbox` unless its
+/// `db_table` says `outbox`, so Django projects usually set the flag.
+pub const DEFAULT_OUTBOX_TABLE: &str = "outbox";
+
 /// Rows per batch (two pipelined chunks of 500). 1,000 keeps a batch well inside librdkafka's
 /// default producer queue (`queue.buffering.max.messages` = 100,000) and one
 /// `UPDATE .. WHERE id = ANY($1)` small, while amortising the round trips enough for the
@@ -35,7 +40,7 @@ pub struct RelayArgs {
 
     /// The outbox table, optionally schema-qualified (`shop.outbox`); resolved with the
     /// session's `search_path` like any SQL name.
-    #[arg(long, env = "FERRY_OUTBOX_TABLE", default_value = "outbox")]
+    #[arg(long, env = "FERRY_OUTBOX_TABLE", default_value = DEFAULT_OUTBOX_TABLE)]
     pub outbox_table: String,
 
     /// Topic that receives rows that can never be published (not an envelope, missing or
@@ -61,7 +66,7 @@ pub struct RelayArgs {
         long,
         env = "FERRY_OUTBOX_IDLE_POLL_INTERVAL",
         default_value = DEFAULT_IDLE_POLL_INTERVAL,
-        value_parser = humantime::parse_duration
+        value_parser = ferry_common::duration::parse
     )]
     pub idle_poll_interval: Duration,
 
@@ -84,7 +89,7 @@ pub struct RelayArgs {
     #[arg(
         long,
         env = "FERRY_OUTBOX_PUBLISHED_RETENTION",
-        value_parser = humantime::parse_duration
+        value_parser = ferry_common::duration::parse
     )]
     pub published_retention: Option<Duration>,
 
@@ -146,7 +151,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let args = parse(&[]).expect("valid");
-        assert_eq!(args.outbox_table, "outbox");
+        assert_eq!(args.outbox_table, DEFAULT_OUTBOX_TABLE);
         assert_eq!(args.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(args.idle_poll_interval, Duration::from_secs(1));
         assert_eq!(args.disposal(), Disposal::Mark);

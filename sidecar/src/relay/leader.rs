@@ -11,15 +11,22 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Error, Result, session};
+use super::{
+    error::{Error, Result},
+    session,
+};
 
 /// How often a standby tries to take the lock: the "takes over within seconds" of DESIGN §4.
 pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
-/// How often the leader checks that its lock session is alive.
+/// How often the leader checks that its lock session is alive: as often as a standby tries
+/// the lock ([`STANDBY_RETRY`]), so a leader that lost it stops publishing about as soon as
+/// another can take over (docs/outbox.md, "Several replicas").
 pub const LOCK_PING: Duration = Duration::from_secs(1);
 
-/// How long a ping may take before the session counts as lost.
+/// How long a ping may take before the session counts as lost: three pings' worth, so one
+/// slow answer from a busy database does not end a leadership, and still well inside the
+/// 6 s after which the sessions' TCP settings (`session.rs`) drop a silent peer.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The upper 32 bits of Ferry's advisory-lock keys ("FERY"), so they do not collide with

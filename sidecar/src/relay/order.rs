@@ -18,14 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
-/// The first wait of a held key; short, since most failures (a leader election, a full
-/// queue) pass within a second.
-pub const HOLD_MIN: Duration = Duration::from_millis(500);
-
-/// The longest wait of a held key; bounds how stale a recovered key can get.
-pub const HOLD_MAX: Duration = Duration::from_secs(30);
+pub use ferry_common::backoff::{HOLD_MAX, HOLD_MIN};
 
 /// How long a hold whose key has not been retried is remembered (its rows may have been
 /// handled elsewhere, e.g. marked by hand); keeps the map from growing without bound.
@@ -76,12 +69,7 @@ impl Holds {
             failures: 0,
         });
         hold.failures += 1;
-        let delay = ExponentialBuilder::new()
-            .with_min_delay(HOLD_MIN)
-            .with_max_delay(HOLD_MAX)
-            .with_factor(2.0)
-            .without_max_times()
-            .build()
+        let delay = ferry_common::backoff::held_key()
             .nth(hold.failures - 1)
             .unwrap_or(HOLD_MAX);
         hold.until = now + delay;

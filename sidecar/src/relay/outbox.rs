@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Statement};
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// Columns every outbox table has (DESIGN §4; a plain Django `Outbox` model's table).
 pub const REQUIRED_COLUMNS: [&str; 7] = [

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use ferry_common::backoff::{self, ExponentialBackoff};
 
 /// The shortest time between the starts of two reads while rows trickle in, and the first
 /// step of the idle backoff. 5 ms is a tenth of the 50 ms p99 commit→ack target (DESIGN §10)
@@ -34,12 +34,7 @@ impl Pacer {
     }
 
     fn schedule(idle: Duration) -> ExponentialBackoff {
-        ExponentialBuilder::new()
-            .with_min_delay(MIN_POLL_DELAY)
-            .with_max_delay(idle)
-            .with_factor(2.0)
-            .without_max_times()
-            .build()
+        backoff::idle_poll(MIN_POLL_DELAY, idle)
     }
 
     /// The wait after a poll that returned `rows` of at most `batch_size` and started

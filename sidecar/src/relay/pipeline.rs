@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use super::publish::BatchOutcome;
+use super::batch::BatchOutcome;
 
 /// Chunks sent to Kafka and not yet marked at any time: the one being marked and the one in
 /// Kafka.
@@ -51,13 +51,13 @@ impl Marks {
     /// The marks a chunk's outcome calls for.
     pub fn of(outcome: &BatchOutcome, read_at: Instant) -> Self {
         let mut delivered = outcome.published.clone();
-        delivered.extend(outcome.dead_lettered.iter().map(|(id, _)| *id));
+        delivered.extend(outcome.dead_lettered.iter().map(|row| row.id));
         Self {
             delivered,
             failed: outcome
                 .failed
                 .iter()
-                .map(|(id, _, text)| (*id, text.clone()))
+                .map(|(row, text)| (row.id, text.clone()))
                 .collect(),
             read_at: Some(read_at),
         }
@@ -75,7 +75,16 @@ impl Marks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::publish::Reason;
+    use crate::relay::{batch::SetAside, failure::Reason};
+
+    fn set_aside(id: i64) -> SetAside {
+        SetAside {
+            id,
+            event_id: None,
+            topic: None,
+            reason: Reason::MissingTopic,
+        }
+    }
 
     #[test]
     fn the_unmarked_window_never_exceeds_the_batch_size() {
@@ -103,8 +112,8 @@ mod tests {
     fn marks_cover_exactly_the_settled_rows() {
         let outcome = BatchOutcome {
             published: vec![1, 3],
-            dead_lettered: vec![(4, Reason::MissingTopic)],
-            failed: vec![(5, Reason::MissingTopic, "missing".into())],
+            dead_lettered: vec![set_aside(4)],
+            failed: vec![(set_aside(5), "missing".into())],
             held: 1,
             ..BatchOutcome::default()
         };

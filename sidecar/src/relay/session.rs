@@ -16,7 +16,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// Idle time before the first keepalive probe, on both ends of a session.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(3);

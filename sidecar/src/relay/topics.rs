@@ -27,7 +27,7 @@ use rdkafka::{
     producer::{FutureProducer, Producer},
 };
 
-use super::publish::Reason;
+use super::failure::Reason;
 
 /// How long what was learned about a topic that exists stays valid before it is looked up
 /// again (a changed `max.message.bytes` is noticed within this).
@@ -181,7 +181,10 @@ impl Topics {
         names: impl Iterator<Item = &'a str>,
     ) -> HashMap<String, TopicCheck> {
         let now = Instant::now();
+        // Rows come in runs of one topic: look each run up once, not each row.
+        let mut previous = None;
         let unchecked: HashSet<&str> = names
+            .filter(|name| previous.replace(*name) != Some(*name))
             .filter(|name| {
                 self.entries
                     .get(*name)

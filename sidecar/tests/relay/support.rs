@@ -65,6 +65,18 @@ impl TestOutbox {
         insert(&self.client, topic, rows, 0).await.expect("insert")
     }
 
+    /// Waits (up to `within`) until every row is published or set aside, then stops `relay`.
+    pub async fn stop_once_settled(&self, mut relay: ChildProcess, within: Duration) {
+        wait_for("every row settled", within, || async {
+            self.unpublished().await == 0
+        })
+        .await;
+        relay
+            .terminate(Duration::from_secs(30))
+            .await
+            .expect("terminate");
+    }
+
     /// Rows not yet marked (nor marked failed).
     pub async fn unpublished(&self) -> i64 {
         self.client
@@ -151,6 +163,28 @@ pub fn spawn_relay(
     spawn_relay_with_port(name, env, url, user, free_port(), extra)
 }
 
+/// Like [`spawn_relay`] as `user`, setting poison rows aside on `dead_letter_topic` and
+/// polling an idle table every 100 ms.
+pub fn spawn_relay_dead_lettering(
+    name: &str,
+    env: &TestEnv,
+    url: &str,
+    user: Option<(&str, &str)>,
+    dead_letter_topic: &str,
+) -> ChildProcess {
+    spawn_relay(
+        name,
+        env,
+        url,
+        user,
+        &[
+            "--dead-letter-topic",
+            dead_letter_topic,
+            "--idle-poll-interval=100ms",
+        ],
+    )
+}
+
 /// Like [`spawn_relay`] as `user`, with a telemetry port the caller knows.
 pub fn spawn_relay_with_port(
     name: &str,
@@ -170,7 +204,7 @@ pub fn spawn_relay_with_port(
         std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
     ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn(name, &sidecar_binary(), &args, &envs).expect("spawn relay")
+    ChildProcess::spawn(name, sidecar_binary(), &args, &envs).expect("spawn relay")
 }
 
 /// Like [`spawn_relay`] with a telemetry port the caller knows.

@@ -1,15 +1,16 @@
-//! Which Kafka ACLs each service account should hold: a pure function of the declared
-//! EventTopics and EventConsumers (DESIGN §3), and the difference to what Kafka holds.
+//! The desired ACL set: which Kafka ACLs each principal should hold, a pure function of the
+//! grants ([`super::grants`]), and the difference to what Kafka holds (DESIGN §3).
 //!
 //! ```text
-//!  EventTopic.producers ─┐                      ┌─ create what is missing
-//!                        ├─ desired_acls() ── diff() ─┤
-//!  EventConsumer ────────┘        ▲             └─ delete what is no longer declared
-//!                                 │                   (only for principals Ferry manages)
-//!                     DescribeAcls (actual)
+//!  ProducerGrant ─┐                      ┌─ create what is missing
+//!                 ├─ desired_acls() ── diff() ─┤
+//!  ConsumerGrant ─┘        ▲             └─ delete what is no longer declared
+//!                          │                   (only for principals Ferry manages)
+//!              DescribeAcls (actual)
 //! ```
 //!
-//! Every service account gets one principal, `User:<namespace>.<serviceAccount>`:
+//! Every service account gets one principal, `User:<namespace>.<serviceAccount>`
+//! ([`super::principal`]):
 //! - a producer: WRITE + DESCRIBE + DESCRIBE_CONFIGS on each topic it produces to (the relay
 //!   reads the topic's `max.message.bytes` and `cleanup.policy` to refuse a record the broker
 //!   would reject before sending it);
@@ -22,59 +23,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::{
+    grants::{ConsumerGrant, ProducerGrant},
+    principal::{is_ferry_shaped, principal},
+};
 use crate::kafka::acls::{AclBinding, Operation, ResourceType};
-
-/// A service account allowed to publish to one Kafka topic (from an EventTopic).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProducerGrant {
-    /// The resource that declares it (`EventTopic/<ns>/<name>`), whose status shows it.
-    pub resource: String,
-    pub namespace: String,
-    pub service_account: String,
-    pub topic: String,
-}
-
-/// A service account consuming as one group (from an EventConsumer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerGrant {
-    /// The resource that declares it (`EventConsumer/<ns>/<name>`), whose status shows it.
-    pub resource: String,
-    pub namespace: String,
-    pub service_account: String,
-    pub group: String,
-    pub topics: Vec<String>,
-    pub retry_topics: Vec<String>,
-    pub dead_letter_topic: Option<String>,
-}
-
-/// The SCRAM user name of a service account: `<namespace>.<serviceAccount>`. Namespaces cannot
-/// contain dots, so the first dot always separates the two.
-pub fn username(namespace: &str, service_account: &str) -> String {
-    format!("{namespace}.{service_account}")
-}
-
-/// The Kafka principal of a service account.
-pub fn principal(namespace: &str, service_account: &str) -> String {
-    format!("User:{}", username(namespace, service_account))
-}
-
-/// Whether a principal has the shape Ferry gives its own (`User:<ns>.<sa>`). The admin,
-/// `User:ANONYMOUS`, `User:*` and other tools' principals never do.
-pub fn is_ferry_shaped(principal: &str) -> bool {
-    principal
-        .strip_prefix("User:")
-        .and_then(|user| user.split_once('.'))
-        .is_some_and(|(ns, sa)| is_dns_label(ns) && !sa.is_empty() && !sa.contains('*'))
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
 
 /// The ACLs each principal should hold, keyed by principal.
 pub fn desired_acls(
@@ -347,22 +300,5 @@ mod tests {
         let desired = desired_acls(&[producer("a", "p", "t")], &[consumer("a", "c")]);
         let actual: Vec<AclBinding> = desired.values().flatten().cloned().collect();
         assert!(diff(&desired, &actual, &BTreeSet::new()).is_empty());
-    }
-
-    #[test]
-    fn ferry_shaped_principals() {
-        assert!(is_ferry_shaped("User:shop.user-service"));
-        assert!(is_ferry_shaped("User:shop.svc.with.dots"));
-        for p in [
-            "User:admin",
-            "User:ANONYMOUS",
-            "User:*",
-            "User:.x",
-            "User:Shop.x",
-            "Group:a.b",
-            "User:a.*",
-        ] {
-            assert!(!is_ferry_shaped(p), "{p}");
-        }
     }
 }

@@ -1,0 +1,38 @@
+//! Why an EventTopic reconcile failed, as a bounded metric label.
+
+use kube::runtime::finalizer;
+
+use crate::kafka;
+
+/// Why a reconcile failed; the controller retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kafka admin request failed")]
+    Kafka(#[source] kafka::Error),
+    #[error("Kubernetes API request failed")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer failed")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("EventTopic has no namespace")]
+    MissingNamespace,
+}
+
+impl Error {
+    /// A bounded label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kafka(e) => e.metric_label(),
+            Error::Kube(_) => "kube",
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
+            Error::MissingNamespace => "missing_namespace",
+        }
+    }
+}
+
+/// Results of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,89 @@
+//! The one write of an EventTopic's status: what the reconcile found, with its producers'
+//! access folded in ([`crate::access_status`]), applied under the operator's field manager
+//! unless nothing changed.
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{Context, Error, KIND, Result};
+use crate::{
+    access_status::{self, Access},
+    api::{EventTopic, EventTopicStatus},
+    field_manager,
+    kafka::TopicState,
+    status::{self, Outcome},
+};
+
+impl EventTopic {
+    /// Writes the status for `outcome` (server-side apply), unless nothing changed.
+    pub(super) async fn finish(
+        &self,
+        ctx: &Context,
+        outcome: Outcome,
+        actual: Option<&TopicState>,
+    ) -> Result<()> {
+        let previous = self.status.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now().to_string();
+        let generation = self.metadata.generation;
+        let namespace = self.namespace().ok_or(Error::MissingNamespace)?;
+        let entry = ctx.access.get(
+            access_status::Kind::EventTopic,
+            &namespace,
+            &self.name_any(),
+        );
+        let access = Access::state(entry.as_ref(), generation, !self.spec.producers.is_empty());
+        let outcome = access.fold(outcome);
+        ctx.metrics.reconciled(KIND, outcome_label(&outcome));
+        let mut conditions = status::conditions(&previous.conditions, &outcome, generation, &now);
+        conditions.push(access.condition(&previous.conditions, generation, &now));
+        let status = EventTopicStatus {
+            observed_generation: self.metadata.generation,
+            topic_name: Some(self.kafka_topic_name()),
+            topic_id: actual
+                .map(|a| a.topic_id.clone())
+                .or_else(|| previous.topic_id.clone()),
+            partitions: actual.map(|a| a.partitions).or(previous.partitions),
+            replication_factor: actual
+                .map(|a| a.replication_factor)
+                .or(previous.replication_factor),
+            // What the identity controller confirmed for this generation; until then, the last
+            // access shown.
+            access: match entry {
+                Some(e) if e.generation == generation => {
+                    Some(e.declared).filter(|d| !d.principals.is_empty())
+                }
+                _ => previous.access.clone(),
+            },
+            conditions,
+        };
+        if status == previous {
+            return Ok(());
+        }
+        let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "EventTopic",
+            "status": status,
+        });
+        api.patch_status(
+            &self.name_any(),
+            &PatchParams::apply(field_manager::OPERATOR).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+        Ok(())
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ready { .. } => "ready",
+        Outcome::Progressing { .. } => "progressing",
+        Outcome::Retrying { .. } => "retrying",
+        Outcome::Stalled { .. } => "stalled",
+    }
+}

@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down images demo test lint generate generate-check bench-operator bench-relay bench-worker
+.PHONY: help env-up env-down images demo test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ generate-check: ## fail when crds/ differs from what the Rust types generate
 bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator
 	bash bench/operator/run.sh
+
+bench-webhook: env-up ## 1,000 opted-in pod creations with the injection webhook and without: p50/p99 added (release)
+	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-webhook
+	target/release/bench-webhook target/release/ferry-operator
 
 bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
 	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-relay

@@ -30,3 +30,4 @@ pub mod ownership;
 pub mod run;
 pub mod status;
 pub mod topic;
+pub mod webhook;

@@ -37,7 +37,7 @@ use crate::{
     kafka::{Batched, KafkaAdmin},
     leader,
     metrics::Metrics,
-    topic,
+    topic, webhook,
 };
 
 /// Flags of `ferry-operator run`.
@@ -94,6 +94,105 @@ pub struct RunArgs {
     /// by another address than the operator does; the operator's own when unset.
     #[arg(long, env = "FERRY_CLIENT_BOOTSTRAP")]
     client_bootstrap: Option<String>,
+
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// Flags of the injection webhook (DESIGN §6). It runs when `--webhook-addr` is given.
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    /// Where to serve the injection webhook (`/mutate`, TLS); off when unset.
+    #[arg(long, env = "FERRY_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+
+    /// The URL the API server calls instead of the Service, for an operator outside the
+    /// cluster (tests, the demo), e.g. `https://127.0.0.1:9443`.
+    #[arg(long, env = "FERRY_WEBHOOK_URL", value_parser = parse_https_url)]
+    webhook_url: Option<String>,
+
+    /// The Service in front of the operator's pods (in the operator's namespace, port 443),
+    /// when no --webhook-url is given.
+    #[arg(
+        long,
+        env = "FERRY_WEBHOOK_SERVICE",
+        default_value = "ferry-operator-webhook"
+    )]
+    webhook_service: String,
+
+    /// Name of the MutatingWebhookConfiguration the leader keeps current.
+    #[arg(
+        long,
+        env = "FERRY_WEBHOOK_CONFIGURATION",
+        default_value = "ferry-operator"
+    )]
+    webhook_configuration: String,
+
+    /// Secret (in the operator's namespace) holding the webhook's CA and certificate.
+    #[arg(
+        long,
+        env = "FERRY_WEBHOOK_SECRET",
+        default_value = "ferry-webhook-tls"
+    )]
+    webhook_secret: String,
+
+    /// What the API server does with an opted-in pod when the webhook cannot answer: `Fail`
+    /// refuses it (its relay would be missing and its outbox would pile up unseen), `Ignore`
+    /// creates it without Ferry's containers.
+    #[arg(long, env = "FERRY_WEBHOOK_FAILURE_POLICY", default_value = "Fail",
+          value_parser = ["Fail", "Ignore"])]
+    webhook_failure_policy: String,
+
+    /// Image of `ferry-sidecar`, injected as the relay.
+    #[arg(long, env = "FERRY_SIDECAR_IMAGE", default_value = concat!("ferry-sidecar:", env!("CARGO_PKG_VERSION")))]
+    sidecar_image: String,
+
+    /// Pull policy of the injected containers.
+    #[arg(long, env = "FERRY_SIDECAR_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["IfNotPresent", "Always", "Never"])]
+    sidecar_pull_policy: String,
+}
+
+fn parse_https_url(s: &str) -> Result<String, String> {
+    if s.starts_with("https://") && s.len() > "https://".len() {
+        Ok(s.to_owned())
+    } else {
+        Err("the API server calls webhooks over TLS only: expected https://HOST[:PORT]".into())
+    }
+}
+
+impl WebhookArgs {
+    /// The webhook's settings, when it is enabled.
+    fn settings(
+        &self,
+        operator_namespace: &str,
+        watch_namespace: Option<&String>,
+    ) -> Option<webhook::Settings> {
+        let addr = self.webhook_addr?;
+        let endpoint = match &self.webhook_url {
+            Some(url) => webhook::Endpoint::Url(url.clone()),
+            None => webhook::Endpoint::Service {
+                namespace: operator_namespace.to_owned(),
+                name: self.webhook_service.clone(),
+            },
+        };
+        Some(webhook::Settings {
+            addr,
+            registration: webhook::Registration {
+                name: self.webhook_configuration.clone(),
+                endpoint,
+                failure_policy: self.webhook_failure_policy.clone(),
+                namespace: watch_namespace.cloned(),
+            },
+            secret_namespace: operator_namespace.to_owned(),
+            secret_name: self.webhook_secret.clone(),
+            image: webhook::SidecarImage {
+                image: self.sidecar_image.clone(),
+                pull_policy: self.sidecar_pull_policy.clone(),
+            },
+            watch_namespace: watch_namespace.cloned(),
+        })
+    }
 }
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -125,6 +224,7 @@ impl RunArgs {
             lease_duration,
             identity,
             client_bootstrap,
+            webhook,
         } = self;
         log.init();
         let client = kube_client(kubeconfig.as_ref()).await?;
@@ -158,6 +258,18 @@ impl RunArgs {
             lease_duration,
         )
         .await?;
+        // Every replica serves admission (the Service may route to any); only the leader
+        // registers it.
+        let (webhook, served) = match webhook.settings(&lease_namespace, namespace.as_ref()) {
+            Some(settings) => {
+                let registration = settings.registration.clone();
+                let (running, served) = webhook::start(client.clone(), settings)
+                    .await
+                    .context("starting the injection webhook")?;
+                (Some((running, registration)), Some(served))
+            }
+            None => (None, None),
+        };
         metrics.set_ready(true);
         info!(identity, lease = lease_name, "waiting for leadership");
 
@@ -205,16 +317,37 @@ impl RunArgs {
                     metrics.clone(),
                     resync_interval,
                 )),
-                stopped(term_rx),
+                stopped(term_rx.clone()),
             );
-            // Both drain on the same signal; either stopping by itself is a bug.
+            let registered = webhook.as_ref().map(|(running, registration)| {
+                webhook::keep_registered(
+                    client.clone(),
+                    registration.clone(),
+                    running.bundle.clone(),
+                    resync_interval,
+                    stopped(term_rx.clone()),
+                )
+            });
+            // All drain on the same signal; any stopping by itself is a bug.
             Box::pin(async move {
-                tokio::join!(topics, access);
+                let registered = async {
+                    if let Some(r) = registered {
+                        r.await;
+                    }
+                };
+                tokio::join!(topics, access, registered);
             })
         };
 
         let signal = shutdown::signal();
         tokio::pin!(signal);
+        let webhook_served = async {
+            match served {
+                Some(served) => served.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(webhook_served);
         // While leading: the controller future and the sender that drains it on SIGTERM.
         let mut leading = None;
         let outcome: anyhow::Result<()> = loop {
@@ -253,6 +386,7 @@ impl RunArgs {
                     }
                 },
                 () = controller => break Err(anyhow::anyhow!("the controllers stopped by themselves")),
+                served = &mut webhook_served => break Err(anyhow::anyhow!("the injection webhook stopped serving: {served:?}")),
             }
         };
         if let Some((controller, term_tx)) = leading.take() {
@@ -265,6 +399,9 @@ impl RunArgs {
             Ok(Ok(())) => info!("released the leader Lease"),
             Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease"),
             Err(_) => warn!("timed out releasing the leader Lease"),
+        }
+        if let Some((running, _)) = webhook {
+            running.shutdown().await;
         }
         let _ = stop_tx.send(true);
         let _ = server.await;

@@ -1,0 +1,308 @@
+//! The webhook's decision for one pod: inject (as a JSON patch), leave alone, or deny.
+//!
+//! Pure: pod in, [`Decision`] out, so every pod shape is a unit test (with and without init
+//! containers, several containers, ports in the way, an already-injected pod). The patch is the
+//! difference between the pod and the pod with Ferry's containers added, so nothing else in the
+//! pod can change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{
+    annotations::{self, INJECTED},
+    sidecar::{self, RELAY_CONTAINER, RELAY_METRICS_PORT, SidecarImage},
+};
+
+/// What the webhook answers for a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing to do: no injection asked for, or already injected.
+    Unchanged { reason: &'static str },
+    /// Add these containers: the patch, and what it injects (for the pod annotation and logs).
+    Inject {
+        patch: json_patch::Patch,
+        injected: Vec<String>,
+    },
+    /// Refuse the pod, with a message for the person who applied it.
+    Deny(String),
+}
+
+/// Decides for `pod` (as the API server sends it: on CREATE, after built-in defaulting, so
+/// `serviceAccountName` is set).
+pub fn decide(pod: &Pod, image: &SidecarImage) -> Decision {
+    let empty = BTreeMap::new();
+    let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let requested = match annotations::parse(pod_annotations) {
+        Ok(r) => r,
+        Err(e) => return Decision::Deny(e.to_string()),
+    };
+    let spec = pod.spec.as_ref();
+    let has_relay = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .any(|c| c.name == RELAY_CONTAINER);
+    if requested.already_injected || has_relay {
+        // Reinvocation, or a pod re-applied from an injected one: never two relays.
+        return Decision::Unchanged {
+            reason: "already injected",
+        };
+    }
+    let Some(relay) = requested.relay else {
+        return Decision::Unchanged {
+            reason: "nothing requested",
+        };
+    };
+    let Some(spec) = spec else {
+        return Decision::Deny("the pod has no spec".into());
+    };
+    let service_account = spec
+        .service_account_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let used: BTreeSet<i32> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| p.container_port)
+        .collect();
+    if let Some(clash) = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(sidecar::RELAY_PORT_NAME))
+    {
+        return Decision::Deny(format!(
+            "the pod already names a port {:?} ({}), which Ferry's relay needs for its probes; rename it",
+            sidecar::RELAY_PORT_NAME,
+            clash.container_port
+        ));
+    }
+    let port = sidecar::free_port(&used, RELAY_METRICS_PORT);
+    let container = sidecar::relay(&relay, image, service_account, port);
+    let injected = vec!["relay".to_owned()];
+
+    let mut after = pod.clone();
+    if let Some(spec) = after.spec.as_mut() {
+        // Last among the init containers: regular ones (a schema migration creating the outbox
+        // table) finish first, and as a native sidecar the relay still starts before, and
+        // stops after, the service's containers.
+        spec.init_containers
+            .get_or_insert_with(Vec::new)
+            .push(container);
+    }
+    after
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(INJECTED.into(), injected.join(","));
+    match (serde_json::to_value(pod), serde_json::to_value(&after)) {
+        (Ok(before), Ok(after)) => Decision::Inject {
+            patch: json_patch::diff(&before, &after),
+            injected,
+        },
+        (Err(e), _) | (_, Err(e)) => Decision::Deny(format!("cannot encode the pod: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::annotations::DATABASE_SECRET;
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec};
+    use serde_json::json;
+
+    fn image() -> SidecarImage {
+        SidecarImage {
+            image: "ferry-sidecar:0.1.0".into(),
+            pull_policy: "IfNotPresent".into(),
+        }
+    }
+
+    fn pod(value: serde_json::Value) -> Pod {
+        serde_json::from_value(value).expect("a pod")
+    }
+
+    fn service_pod() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": "order-",
+                "labels": {"ferry.dev/inject": "enabled", "app": "order"},
+                "annotations": {DATABASE_SECRET: "order-db"}
+            },
+            "spec": {
+                "serviceAccountName": "order-service",
+                "containers": [{
+                    "name": "web", "image": "shop/order:1",
+                    "ports": [{"containerPort": 8000, "name": "http"}],
+                    "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "order-db", "key": "DATABASE_URL"}}}]
+                }]
+            }
+        })
+    }
+
+    /// Applies the decision's patch as the API server would.
+    fn admitted(before: &serde_json::Value, decision: &Decision) -> serde_json::Value {
+        let Decision::Inject { patch, .. } = decision else {
+            panic!("expected an injection, got {decision:?}");
+        };
+        let mut doc = before.clone();
+        json_patch::patch(&mut doc, patch).expect("the patch applies");
+        doc
+    }
+
+    fn init_names(doc: &serde_json::Value) -> Vec<String> {
+        doc["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_relay_is_added_as_the_last_init_container_and_nothing_else_changes() {
+        let before = service_pod();
+        let decision = decide(&pod(before.clone()), &image());
+        let after = admitted(&before, &decision);
+        assert_eq!(init_names(&after), vec![RELAY_CONTAINER]);
+        assert_eq!(after["metadata"]["annotations"][INJECTED], "relay");
+        // Everything but the two additions is as it was.
+        let mut trimmed = after.clone();
+        trimmed["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .remove("initContainers");
+        trimmed["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations")
+            .remove(INJECTED);
+        assert_eq!(trimmed, before);
+    }
+
+    #[test]
+    fn existing_init_containers_run_first() {
+        let mut before = service_pod();
+        before["spec"]["initContainers"] =
+            json!([{"name": "migrate", "image": "shop/order:1", "args": ["migrate"]}]);
+        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        assert_eq!(init_names(&after), vec!["migrate", RELAY_CONTAINER]);
+    }
+
+    #[test]
+    fn the_marker_joins_the_pods_own_annotations() {
+        let mut before = service_pod();
+        before["metadata"]["annotations"] = json!({DATABASE_SECRET: "db"});
+        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        assert_eq!(after["metadata"]["annotations"][DATABASE_SECRET], "db");
+        assert_eq!(after["metadata"]["annotations"][INJECTED], "relay");
+    }
+
+    #[test]
+    fn the_metrics_port_avoids_every_port_of_the_pod() {
+        let mut before = service_pod();
+        before["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "exporter", "image": "x", "ports": [{"containerPort": 9464}]}));
+        before["spec"]["initContainers"] = json!([{"name": "proxy", "image": "y", "restartPolicy": "Always", "ports": [{"containerPort": 9465}]}]);
+        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        let relay = &after["spec"]["initContainers"][1];
+        assert_eq!(relay["name"], RELAY_CONTAINER);
+        assert_eq!(relay["ports"][0]["containerPort"], 9466);
+        let addr = relay["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == "FERRY_METRICS_ADDR")
+            .expect("metrics address");
+        assert_eq!(addr["value"], "0.0.0.0:9466");
+    }
+
+    #[test]
+    fn a_port_named_like_the_relays_is_denied() {
+        let mut before = service_pod();
+        before["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 7000, "name": "ferry-relay"}]);
+        let Decision::Deny(message) = decide(&pod(before), &image()) else {
+            panic!("expected a denial");
+        };
+        assert!(message.contains("ferry-relay"), "{message}");
+    }
+
+    #[test]
+    fn an_injected_pod_is_left_alone() {
+        let before = service_pod();
+        let once = admitted(&before, &decide(&pod(before.clone()), &image()));
+        assert_eq!(
+            decide(&pod(once.clone()), &image()),
+            Decision::Unchanged {
+                reason: "already injected"
+            }
+        );
+        // Re-applied without the marker (someone copied the pod): the container tells.
+        let mut copied = once;
+        copied["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations")
+            .remove(INJECTED);
+        assert!(matches!(
+            decide(&pod(copied), &image()),
+            Decision::Unchanged { .. }
+        ));
+    }
+
+    #[test]
+    fn a_pod_that_asks_for_nothing_is_left_alone() {
+        let mut before = service_pod();
+        before["metadata"]["annotations"] = json!({"team": "shop"});
+        assert_eq!(
+            decide(&pod(before), &image()),
+            Decision::Unchanged {
+                reason: "nothing requested"
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_annotation_denies_the_pod_with_its_name() {
+        let mut before = service_pod();
+        before["metadata"]["annotations"]["ferry.dev/outbox-batch-size"] = json!("lots");
+        let Decision::Deny(message) = decide(&pod(before), &image()) else {
+            panic!("expected a denial");
+        };
+        assert!(message.contains("ferry.dev/outbox-batch-size"), "{message}");
+    }
+
+    #[test]
+    fn the_default_service_account_is_used_when_none_is_named() {
+        let p = Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                annotations: Some([(DATABASE_SECRET.to_owned(), "db".to_owned())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ports: Some(vec![ContainerPort {
+                        container_port: 80,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let before = serde_json::to_value(&p).expect("json");
+        let after = admitted(&before, &decide(&p, &image()));
+        let env = after["spec"]["initContainers"][0]["env"].to_string();
+        assert!(env.contains("ferry-kafka-default"), "{env}");
+    }
+}

@@ -1,0 +1,249 @@
+//! The injection webhook (DESIGN §6): a mutating admission webhook that adds the outbox relay
+//! to opted-in service pods, so the service's Deployment in Git stays as written.
+//!
+//! ```text
+//!  kube-apiserver ──AdmissionReview (pod CREATE, label ferry.dev/inject=enabled)──▶ server
+//!        ▲                                                                            │
+//!        │ caBundle (leader: registration)          review: annotations → injection → patch
+//!        └──────── cert: CA + leaf in a Secret, renewed, hot-reloaded ◀──────────────┘
+//! ```
+//! Every replica serves (the Service may route to any of them) from the same certificate; only
+//! the leader writes the `MutatingWebhookConfiguration`.
+
+pub mod annotations;
+pub mod cert;
+pub mod injection;
+pub mod registration;
+pub mod review;
+pub mod sidecar;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::post};
+use axum_server::{Handle, tls_rustls::RustlsConfig};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    core::{DynamicObject, admission::AdmissionReview},
+    runtime::{WatchStreamExt as _, reflector, watcher},
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+pub use cert::Bundle;
+pub use registration::{Endpoint, Registration};
+pub use sidecar::SidecarImage;
+
+use crate::api::EventTopic;
+
+/// How often the certificate is checked for renewal when nothing else wakes the keeper. An
+/// hour: renewal is due months before expiry, and a deleted Secret wakes it at once anyway.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long start-up waits for the first list of EventTopics before serving.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a failed apply of the configuration, the next attempt (the leader keeps trying: until
+/// it succeeds, opted-in pods fail admission on a stale `caBundle`).
+const REGISTER_RETRY: Duration = Duration::from_secs(5);
+/// How long in-flight reviews may take to finish on shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the webhook cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Certificate(#[from] cert::Error),
+    #[error("loading the webhook certificate into rustls: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("binding the webhook on {0}: the server stopped before listening")]
+    Bind(SocketAddr),
+    #[error("the EventTopic cache did not sync within {0:?}")]
+    CacheSync(Duration),
+}
+
+/// How the webhook is run: the operator's flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to serve `/mutate`.
+    pub addr: SocketAddr,
+    pub registration: Registration,
+    /// The Secret holding the certificate, in the operator's namespace.
+    pub secret_namespace: String,
+    pub secret_name: String,
+    pub image: SidecarImage,
+    /// The namespace the operator watches, if only one.
+    pub watch_namespace: Option<String>,
+}
+
+/// A serving webhook. Dropping it stops the background tasks; [`Running::shutdown`] drains.
+pub struct Running {
+    /// Where it listens (the port, when the flag said 0).
+    pub local_addr: SocketAddr,
+    /// The current certificate bundle, for the registration.
+    pub bundle: watch::Receiver<Bundle>,
+    handle: Handle<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting reviews and lets in-flight ones finish.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(DRAIN));
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Makes sure the certificate exists, syncs the EventTopic cache, and starts serving. The
+/// handle ends only if the server fails.
+pub async fn start(
+    client: Client,
+    settings: Settings,
+) -> Result<(Running, JoinHandle<std::io::Result<()>>), Error> {
+    // rustls needs a process-wide crypto provider; ring is the one the workspace builds. A
+    // second call (another part installed it first) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names = settings.registration.endpoint.certificate_names();
+    let stored = cert::Stored {
+        api: Api::namespaced(client.clone(), &settings.secret_namespace),
+        name: settings.secret_name.clone(),
+    };
+    let bundle = stored.ensure(&names).await?;
+    let tls = RustlsConfig::from_pem(
+        bundle.cert.clone().into_bytes(),
+        bundle.key.clone().into_bytes(),
+    )
+    .await
+    .map_err(Error::Tls)?;
+
+    let topics = match &settings.watch_namespace {
+        Some(ns) => Api::<EventTopic>::namespaced(client.clone(), ns),
+        None => Api::<EventTopic>::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let cache = tokio::spawn(
+        reflector(writer, watcher(topics, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| std::future::ready(())),
+    );
+    tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready())
+        .await
+        .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?
+        .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?;
+
+    let (bundle_tx, bundle_rx) = watch::channel(bundle);
+    let keeper = tokio::spawn(keep_certificate(stored, names, tls.clone(), bundle_tx));
+
+    let reviewer = Arc::new(review::Reviewer {
+        image: settings.image.clone(),
+        topics: store,
+    });
+    let app = Router::new()
+        .route(registration::PATH, post(mutate))
+        .with_state(reviewer);
+    let handle = Handle::new();
+    let served = tokio::spawn(
+        axum_server::bind_rustls(settings.addr, tls)
+            .handle(handle.clone())
+            .serve(app.into_make_service()),
+    );
+    let local_addr = handle.listening().await.ok_or(Error::Bind(settings.addr))?;
+    tracing::info!(addr = %local_addr, "serving the injection webhook");
+    let running = Running {
+        local_addr,
+        bundle: bundle_rx,
+        handle,
+        tasks: vec![cache, keeper],
+    };
+    Ok((running, served))
+}
+
+async fn mutate(
+    State(reviewer): State<Arc<review::Reviewer>>,
+    Json(review): Json<AdmissionReview<Pod>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    Json(reviewer.review(review))
+}
+
+/// Renews the certificate when due and re-creates it when its Secret is deleted or changed,
+/// reloading rustls and telling the registration.
+async fn keep_certificate(
+    stored: cert::Stored,
+    names: Vec<String>,
+    tls: RustlsConfig,
+    bundle: watch::Sender<Bundle>,
+) {
+    let changes = watcher(
+        stored.api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", stored.name)),
+    )
+    .default_backoff();
+    tokio::pin!(changes);
+    let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            event = changes.next() => if event.is_none() { return },
+            _ = tick.tick() => {}
+        }
+        match stored.ensure(&names).await {
+            Ok(fresh) if fresh != *bundle.borrow() => {
+                match tls
+                    .reload_from_pem(
+                        fresh.cert.clone().into_bytes(),
+                        fresh.key.clone().into_bytes(),
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!("serving a new webhook certificate");
+                        bundle.send_replace(fresh);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the new webhook certificate; serving the old one")
+                    }
+                }
+            }
+            Ok(_) => {}
+            // The next event or tick tries again; until then the current certificate serves.
+            Err(e) => tracing::warn!(error = %e, "cannot check the webhook certificate"),
+        }
+    }
+}
+
+/// While leading: keeps the `MutatingWebhookConfiguration` applied with the current CA, again
+/// whenever the certificate changes and every `resync` (drift: someone edited it).
+pub async fn keep_registered(
+    client: Client,
+    registration: Registration,
+    mut bundle: watch::Receiver<Bundle>,
+    resync: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let ca = bundle.borrow_and_update().ca_cert.clone();
+        let wait = match registration.apply(&client, &ca).await {
+            Ok(()) => {
+                tracing::debug!(name = registration.name, "webhook configuration applied");
+                resync
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, name = registration.name, "cannot apply the webhook configuration; retrying");
+                REGISTER_RETRY
+            }
+        };
+        tokio::select! {
+            () = &mut stop => return,
+            changed = bundle.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

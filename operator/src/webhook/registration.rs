@@ -1,0 +1,206 @@
+//! The `MutatingWebhookConfiguration` that makes the API server call Ferry (DESIGN §6).
+//!
+//! Pure builder plus one apply. Scoped as tightly as admission allows: only pods, only on
+//! CREATE, only those labelled `ferry.dev/inject: enabled` (so an operator outage can never
+//! block another team's pods), and with `--namespace` only that namespace.
+
+use k8s_openapi::{
+    ByteString,
+    api::admissionregistration::v1::{
+        MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+        WebhookClientConfig,
+    },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, Patch, PatchParams},
+};
+
+/// The label a pod carries to be seen by the webhook.
+pub const INJECT_LABEL: &str = "ferry.dev/inject";
+/// Its value.
+pub const INJECT_ENABLED: &str = "enabled";
+/// The path the operator serves reviews on.
+pub const PATH: &str = "/mutate";
+/// The webhook's name inside the configuration (three DNS labels, as the API requires).
+const WEBHOOK_NAME: &str = "inject.ferry.dev";
+/// How long the API server waits for an answer. Five seconds: an answer takes microseconds
+/// from the operator's caches, and a pod creation should not hang for the API's default 10 s
+/// when the operator is unreachable.
+const TIMEOUT_SECONDS: i32 = 5;
+
+/// Where the API server reaches the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A URL (outside a cluster: tests, the demo), e.g. `https://127.0.0.1:9443`.
+    Url(String),
+    /// The operator's Service, on port 443.
+    Service { namespace: String, name: String },
+}
+
+impl Endpoint {
+    /// The names the serving certificate must carry for the API server to accept it.
+    pub fn certificate_names(&self) -> Vec<String> {
+        match self {
+            Self::Url(url) => vec![host_of(url).to_owned()],
+            Self::Service { namespace, name } => vec![
+                format!("{name}.{namespace}.svc"),
+                format!("{name}.{namespace}.svc.cluster.local"),
+                format!("{name}.{namespace}"),
+                name.clone(),
+            ],
+        }
+    }
+}
+
+/// The host of an `https://host[:port][/path]` URL (brackets of an IPv6 literal removed).
+fn host_of(url: &str) -> &str {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// What the API server is told.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The configuration's name (cluster-scoped).
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// `Fail` (the default: an opted-in pod never starts without its relay) or `Ignore`.
+    pub failure_policy: String,
+    /// Only pods of this namespace, when the operator watches one.
+    pub namespace: Option<String>,
+}
+
+impl Registration {
+    /// The configuration, trusting `ca_pem`.
+    pub fn configuration(&self, ca_pem: &str) -> MutatingWebhookConfiguration {
+        let client_config = match &self.endpoint {
+            Endpoint::Url(url) => WebhookClientConfig {
+                url: Some(format!("{}{PATH}", url.trim_end_matches('/'))),
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service: None,
+            },
+            Endpoint::Service { namespace, name } => WebhookClientConfig {
+                url: None,
+                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(PATH.into()),
+                    port: Some(443),
+                }),
+            },
+        };
+        let namespace_selector = self.namespace.as_ref().map(|ns| LabelSelector {
+            match_labels: Some([("kubernetes.io/metadata.name".to_owned(), ns.clone())].into()),
+            ..Default::default()
+        });
+        MutatingWebhookConfiguration {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "ferry-operator".to_owned(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            webhooks: Some(vec![MutatingWebhook {
+                name: WEBHOOK_NAME.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config,
+                rules: Some(vec![RuleWithOperations {
+                    operations: Some(vec!["CREATE".into()]),
+                    api_groups: Some(vec![String::new()]),
+                    api_versions: Some(vec!["v1".into()]),
+                    resources: Some(vec!["pods".into()]),
+                    scope: Some("Namespaced".into()),
+                }]),
+                object_selector: Some(LabelSelector {
+                    match_labels: Some(
+                        [(INJECT_LABEL.to_owned(), INJECT_ENABLED.to_owned())].into(),
+                    ),
+                    ..Default::default()
+                }),
+                namespace_selector,
+                side_effects: "None".into(),
+                reinvocation_policy: Some("IfNeeded".into()),
+                failure_policy: Some(self.failure_policy.clone()),
+                match_policy: Some("Equivalent".into()),
+                timeout_seconds: Some(TIMEOUT_SECONDS),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    /// Applies the configuration (server-side apply; the operator owns every field).
+    pub async fn apply(&self, client: &Client, ca_pem: &str) -> Result<(), kube::Error> {
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .patch(
+                &self.name,
+                &PatchParams::apply(crate::field_manager::OPERATOR).force(),
+                &Patch::Apply(&self.configuration(ca_pem)),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_become_certificate_names() {
+        for (url, host) in [
+            ("https://127.0.0.1:9443", "127.0.0.1"),
+            ("https://127.0.0.1:9443/", "127.0.0.1"),
+            ("https://webhook.example:443/x", "webhook.example"),
+            ("https://[::1]:9443", "::1"),
+        ] {
+            assert_eq!(
+                Endpoint::Url(url.into()).certificate_names(),
+                vec![host.to_owned()]
+            );
+        }
+    }
+
+    #[test]
+    fn the_configuration_sees_only_labelled_pods_on_create() {
+        let r = Registration {
+            name: "ferry".into(),
+            endpoint: Endpoint::Url("https://127.0.0.1:9443".into()),
+            failure_policy: "Fail".into(),
+            namespace: Some("shop".into()),
+        };
+        let c = r.configuration("PEM");
+        let w = &c.webhooks.expect("webhooks")[0];
+        assert_eq!(
+            w.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate")
+        );
+        assert_eq!(
+            w.object_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some([(INJECT_LABEL.to_owned(), INJECT_ENABLED.to_owned())].into())
+        );
+        assert_eq!(w.side_effects, "None");
+        assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        let rules = w.rules.as_ref().expect("rules");
+        assert_eq!(rules[0].operations, Some(vec!["CREATE".to_owned()]));
+        assert_eq!(
+            w.namespace_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some([("kubernetes.io/metadata.name".to_owned(), "shop".to_owned())].into())
+        );
+    }
+}

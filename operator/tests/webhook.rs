@@ -1,0 +1,556 @@
+//! The injection webhook against the real kube-apiserver calling the real operator binary
+//! (DESIGN §6): the API server sends every labelled pod creation to `ferry-operator run`'s
+//! `/mutate`, over TLS with the operator's own certificate, and stores what it answers.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use ferry_operator::webhook::{annotations, cert, registration, sidecar};
+use ferry_testkit::{TempNamespace, TestEnv, eventually, free_port, require_env, unique_name};
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
+    apps::v1::Deployment,
+    core::v1::{Pod, Secret, ServiceAccount},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::{MANAGER, Operator, install_crds};
+
+/// An operator starts, makes its certificate, syncs its cache and registers within this on a
+/// loaded 2-core CI.
+const WITHIN: Duration = Duration::from_secs(90);
+
+/// One operator serving the webhook for one namespace, with its own configuration name.
+struct Webhook {
+    operator: Operator,
+    configuration: String,
+    port: u16,
+}
+
+fn start(env: &TestEnv, ns: &str, identity: &str, configuration: &str, port: u16) -> Operator {
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    Operator::start(
+        env,
+        ns,
+        identity,
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-url",
+            &url,
+            "--webhook-configuration",
+            configuration,
+            "--sidecar-image",
+            "ferry-sidecar:test",
+        ],
+    )
+}
+
+impl Webhook {
+    async fn start(env: &TestEnv, ns: &TempNamespace) -> Webhook {
+        let configuration = unique_name("ferry-webhook");
+        let port = free_port();
+        let operator = start(env, ns.name(), "a", &configuration, port);
+        let webhook = Webhook {
+            operator,
+            configuration,
+            port,
+        };
+        webhook.wait_registered(&ns.client()).await;
+        webhook
+    }
+
+    /// Waits until the configuration trusts the CA in the certificate Secret.
+    async fn wait_registered(&self, client: &Client) -> String {
+        let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+        let name = self.configuration.clone();
+        eventually("what the expect below names", WITHIN, || {
+            let configs = configs.clone();
+            let name = name.clone();
+            async move {
+                let c = configs.get(&name).await.ok()?;
+                let bundle = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
+                String::from_utf8(bundle.0).ok()
+            }
+        })
+        .await
+        .expect("the webhook configuration is registered")
+    }
+
+    async fn remove(self, client: &Client) {
+        let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .delete(&self.configuration, &DeleteParams::default())
+            .await;
+    }
+}
+
+async fn service_account(ns: &TempNamespace, name: &str) {
+    Api::<ServiceAccount>::namespaced(ns.client(), ns.name())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa"),
+        )
+        .await
+        .expect("service account");
+}
+
+async fn producer_topic(ns: &TempNamespace, service_account: &str) {
+    let api = Api::<ferry_operator::api::EventTopic>::namespaced(ns.client(), ns.name());
+    api.patch(
+        "orders",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
+            "metadata": {"name": "orders"},
+            "spec": {"topicName": format!("{}.orders", ns.name()),
+                     "producers": [{"serviceAccount": service_account}]}
+        })),
+    )
+    .await
+    .expect("EventTopic");
+}
+
+fn pod(name: &str, labels: Value, annotations: Value, service_account: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": "web", "image": "shop/order:1",
+                            "ports": [{"containerPort": 8000, "name": "http"}]}]
+        }
+    })
+}
+
+fn inject() -> Value {
+    json!({registration::INJECT_LABEL: registration::INJECT_ENABLED})
+}
+
+/// Creates a pod; the API server's refusal message on error.
+async fn create_pod(ns: &TempNamespace, body: Value) -> Result<Pod, String> {
+    let pod: Pod = serde_json::from_value(body).expect("a pod");
+    Api::<Pod>::namespaced(ns.client(), ns.name())
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) => s.message,
+            other => other.to_string(),
+        })
+}
+
+/// Creates a pod through the raw API, returning the API server's `Warning` headers.
+async fn create_pod_warnings(ns: &TempNamespace, body: Value) -> Vec<String> {
+    let request = kube::core::Request::new(format!("/api/v1/namespaces/{}/pods", ns.name()))
+        .create(
+            &PostParams::default(),
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .expect("request");
+    let response = ns
+        .client()
+        .send(request.map(kube::client::Body::from))
+        .await
+        .expect("the API server answers");
+    assert!(
+        response.status().is_success(),
+        "pod creation failed: {}",
+        response.status()
+    );
+    response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+fn relays(pod: &Pod) -> Vec<&k8s_openapi::api::core::v1::Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .filter(|c| c.name == sidecar::RELAY_CONTAINER)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_labelled_deployments_pods_carry_exactly_one_relay() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    service_account(&ns, "order-service").await;
+    producer_topic(&ns, "order-service").await;
+    let webhook = Webhook::start(env, &ns).await;
+
+    let deployments = Api::<Deployment>::namespaced(ns.client(), ns.name());
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "order"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "order"}},
+            "template": {
+                "metadata": {
+                    "labels": {"app": "order", registration::INJECT_LABEL: registration::INJECT_ENABLED},
+                    "annotations": {
+                        annotations::DATABASE_SECRET: "order-db/dsn",
+                        annotations::TABLE: "outbox",
+                        annotations::NOTIFY: "true"
+                    }
+                },
+                "spec": {
+                    "serviceAccountName": "order-service",
+                    "initContainers": [{"name": "migrate", "image": "shop/order:1", "args": ["migrate"]}],
+                    "containers": [{"name": "web", "image": "shop/order:1",
+                                    "ports": [{"containerPort": 8000}, {"containerPort": 9464}]}]
+                }
+            }
+        }
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("Deployment created");
+
+    let pods = Api::<Pod>::namespaced(ns.client(), ns.name());
+    let created = eventually("what the expect below names", WITHIN, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=order"))
+            .await
+            .ok()?;
+        (list.items.len() == 2).then_some(list.items)
+    })
+    .await
+    .expect("the controller-manager creates both pods through admission");
+    for pod in &created {
+        let relays = relays(pod);
+        assert_eq!(relays.len(), 1, "exactly one relay: {pod:?}");
+        let relay = relays[0];
+        let spec = pod.spec.as_ref().expect("spec");
+        let init: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(init, vec!["migrate", sidecar::RELAY_CONTAINER]);
+        assert_eq!(relay.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(relay.image.as_deref(), Some("ferry-sidecar:test"));
+        assert_eq!(relay.args, Some(vec!["relay".to_owned()]));
+        let env = relay.env.as_ref().expect("env");
+        let by_name = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .unwrap_or_else(|| panic!("{n} missing: {env:?}"))
+        };
+        let db = by_name("FERRY_DATABASE_URL")
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .expect("DSN by reference");
+        assert_eq!((db.name.as_str(), db.key.as_str()), ("order-db", "dsn"));
+        let password = by_name("FERRY_KAFKA_PASSWORD")
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .expect("password by reference");
+        assert_eq!(password.name, "ferry-kafka-order-service");
+        assert!(
+            env.iter()
+                .all(|e| e.value.as_deref().is_none_or(|v| !v.contains("postgres"))),
+            "no secret value is copied into the pod: {env:?}"
+        );
+        assert_eq!(
+            by_name("FERRY_OUTBOX_NOTIFY").value.as_deref(),
+            Some("true")
+        );
+        // 9464 is the service's: the relay moved to the next port, and its probes follow.
+        let port = &relay.ports.as_ref().expect("ports")[0];
+        assert_eq!(port.container_port, 9465);
+        assert_eq!(
+            by_name("FERRY_METRICS_ADDR").value.as_deref(),
+            Some("0.0.0.0:9465")
+        );
+        let sc = relay.security_context.as_ref().expect("security context");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert!(relay.readiness_probe.is_some() && relay.liveness_probe.is_some());
+        assert_eq!(
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotations::INJECTED))
+                .map(String::as_str),
+            Some("relay")
+        );
+        // Nothing else changed: the service's container is as written.
+        assert_eq!(spec.containers.len(), 1);
+        assert_eq!(spec.containers[0].name, "web");
+    }
+    // The Deployment in Git stays as written.
+    let stored = deployments.get("order").await.expect("deployment");
+    let template = stored.spec.expect("spec").template.spec.expect("template");
+    assert_eq!(template.init_containers.expect("init").len(), 1);
+
+    webhook.remove(&ns.client()).await;
+}
+
+#[tokio::test]
+async fn unlabelled_pods_are_untouched_bad_annotations_denied_and_non_producers_warned() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    service_account(&ns, "order-service").await;
+    service_account(&ns, "stranger").await;
+    producer_topic(&ns, "order-service").await;
+    let webhook = Webhook::start(env, &ns).await;
+
+    // Not labelled: the API server never asks the webhook, even with Ferry's annotations.
+    let plain = create_pod(
+        &ns,
+        pod(
+            "plain",
+            json!({"app": "x"}),
+            json!({annotations::DATABASE_SECRET: "db"}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect("unlabelled pod created");
+    assert!(relays(&plain).is_empty(), "{plain:?}");
+
+    // A typo is refused with the annotation's name.
+    let message = create_pod(
+        &ns,
+        pod(
+            "typo",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "db", "ferry.dev/outbox-tabel": "outbox"}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect_err("a typo is denied");
+    assert!(
+        message.contains("ferry.dev/outbox-tabel"),
+        "the message names the annotation: {message}"
+    );
+    let message = create_pod(
+        &ns,
+        pod(
+            "bad-size",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "db", annotations::BATCH_SIZE: "lots"}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect_err("a malformed value is denied");
+    assert!(
+        message.contains(annotations::BATCH_SIZE) && message.contains("lots"),
+        "{message}"
+    );
+
+    // A service account that produces to nothing: allowed, with a warning.
+    let warnings = create_pod_warnings(
+        &ns,
+        pod(
+            "stranger",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "db"}),
+            "stranger",
+        ),
+    )
+    .await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("stranger") && w.contains("producer")),
+        "a warning about the non-producer: {warnings:?}"
+    );
+    let producer = create_pod_warnings(
+        &ns,
+        pod(
+            "producer",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "db"}),
+            "order-service",
+        ),
+    )
+    .await;
+    assert!(
+        producer.is_empty(),
+        "no warning for a producer: {producer:?}"
+    );
+
+    // A pod that already carries a relay (re-applied from an injected one) gets no second.
+    let pods = Api::<Pod>::namespaced(ns.client(), ns.name());
+    let injected = pods.get("producer").await.expect("pod");
+    assert_eq!(relays(&injected).len(), 1);
+    let mut copy = serde_json::to_value(&injected).expect("json");
+    copy["metadata"] = json!({"name": "copy", "labels": inject(),
+                              "annotations": {annotations::DATABASE_SECRET: "db"}});
+    copy["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("nodeName");
+    copy.as_object_mut().expect("pod").remove("status");
+    let copied = create_pod(&ns, copy).await.expect("copy created");
+    assert_eq!(relays(&copied).len(), 1, "{copied:?}");
+
+    webhook.remove(&ns.client()).await;
+}
+
+#[tokio::test]
+async fn a_deleted_certificate_is_replaced_and_admission_keeps_working() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    service_account(&ns, "order-service").await;
+    producer_topic(&ns, "order-service").await;
+    let webhook = Webhook::start(env, &ns).await;
+    let first_ca = webhook.wait_registered(&ns.client()).await;
+
+    let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
+    secrets
+        .delete("ferry-webhook-tls", &DeleteParams::default())
+        .await
+        .expect("Secret deleted");
+    let configs = Api::<MutatingWebhookConfiguration>::all(ns.client());
+    let new_ca = eventually("what the expect below names", WITHIN, || async {
+        let secret = secrets.get("ferry-webhook-tls").await.ok()?;
+        let stored = cert::bundle_of(&secret)?;
+        let c = configs.get(&webhook.configuration).await.ok()?;
+        let bundle = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        let registered = String::from_utf8(bundle.0).ok()?;
+        (stored.ca_cert != first_ca && registered == stored.ca_cert).then_some(registered)
+    })
+    .await
+    .expect("a new certificate, and the caBundle follows it");
+    assert_ne!(new_ca, first_ca);
+
+    // The API server trusts what the operator now serves.
+    let pod = eventually("what the expect below names", WITHIN, || async {
+        create_pod(
+            &ns,
+            pod(
+                &unique_name("after"),
+                inject(),
+                json!({annotations::DATABASE_SECRET: "db"}),
+                "order-service",
+            ),
+        )
+        .await
+        .ok()
+    })
+    .await
+    .expect("admission works with the new certificate");
+    assert_eq!(relays(&pod).len(), 1);
+
+    webhook.remove(&ns.client()).await;
+}
+
+#[tokio::test]
+async fn two_replicas_serve_one_certificate() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    let configuration = unique_name("ferry-webhook");
+    let (port_a, port_b) = (free_port(), free_port());
+    // Both start at once and race to create the Secret.
+    let a = start(env, ns.name(), "a", &configuration, port_a);
+    let b = start(env, ns.name(), "b", &configuration, port_b);
+
+    let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
+    let stored = eventually("what the expect below names", WITHIN, || async {
+        cert::bundle_of(&secrets.get("ferry-webhook-tls").await.ok()?)
+    })
+    .await
+    .expect("the certificate Secret");
+    for port in [port_a, port_b] {
+        let served = eventually("what the expect below names", WITHIN, || {
+            served_certificate(port, &stored.ca_cert)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("replica on {port} serves a certificate of the CA"));
+        assert_eq!(served, pem_der(&stored.cert), "replica on {port}");
+    }
+    drop((a, b));
+    let _ = Api::<MutatingWebhookConfiguration>::all(ns.client())
+        .delete(&configuration, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn with_the_operator_stopped_labelled_pods_are_refused_and_others_schedule() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    service_account(&ns, "order-service").await;
+    let mut webhook = Webhook::start(env, &ns).await;
+    webhook
+        .operator
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("the operator stops");
+    // Nothing listens on its port now; the configuration stays (failurePolicy: Fail).
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", webhook.port)).is_err(),
+        "the webhook port is closed"
+    );
+    let message = create_pod(
+        &ns,
+        pod(
+            "labelled",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "db"}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect_err("a labelled pod is refused while the webhook is down");
+    assert!(message.contains("inject.ferry.dev"), "{message}");
+    create_pod(
+        &ns,
+        pod(
+            "unlabelled",
+            json!({"app": "x"}),
+            json!({}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect("an unlabelled pod is created while the webhook is down");
+
+    webhook.remove(&ns.client()).await;
+}
+
+/// The DER of the certificate served on `port`, verified against `ca_pem` for 127.0.0.1.
+async fn served_certificate(port: u16, ca_pem: &str) -> Option<Vec<u8>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem_der(ca_pem).into()).ok()?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let (_, session) = tls.get_ref();
+    Some(session.peer_certificates()?.first()?.to_vec())
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .expect("PEM")
+        .1
+        .contents
+}

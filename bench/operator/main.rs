@@ -11,15 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "../support.rs"]
+mod support;
+
 use anyhow::{Context, bail};
 use ferry_operator::{
     api::{ConditionStatus, EventTopic},
-    crdgen,
     kafka::{KafkaAdmin, NewTopicSpec},
 };
-use ferry_testkit::{ChildProcess, TempNamespace, TestEnv, unique_name};
+use ferry_testkit::{TempNamespace, TestEnv, unique_name};
 use futures::{StreamExt, stream};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{ListParams, Patch, PatchParams},
@@ -33,21 +34,6 @@ const TOPICS: usize = 1_000;
 const APPLY_CONCURRENCY: usize = 32;
 /// Give up after this long (5x the target), so the benchmark always ends.
 const DEADLINE: Duration = Duration::from_secs(300);
-
-async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in crdgen::crds() {
-        let name = crd.metadata.name.clone().context("CRD name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("ferry-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
-}
 
 /// Waits until the broker describes every topic in `names`.
 async fn wait_described(admin: &KafkaAdmin, names: &[String]) -> anyhow::Result<()> {
@@ -116,28 +102,9 @@ async fn main() -> anyhow::Result<()> {
 
     let ns = TempNamespace::create(env).await?;
     let client = ns.client();
-    install_crds(&client).await?;
-    let metrics_port = ferry_testkit::free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut envs = env.kafka_args().to_env();
-    envs.push(("FERRY_LOG", "warn".to_owned()));
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut operator = ChildProcess::spawn(
-        "bench-operator",
-        &operator_bin,
-        &[
-            "run",
-            "--namespace",
-            ns.name(),
-            "--lease-namespace",
-            ns.name(),
-            "--metrics-addr",
-            &metrics_addr,
-            "--kubeconfig",
-            env.kubeconfig(),
-        ],
-        &envs,
-    )?;
+    support::install_crds(&client).await?;
+    let mut operator =
+        support::spawn_operator(env, &operator_bin.to_string_lossy(), ns.name(), &[])?;
     let pid = operator.id().context("operator pid")?;
     // Let it start and take the Lease before the clock starts.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -8,22 +8,19 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "../support.rs"]
+mod support;
+
 use anyhow::{Context, bail};
-use ferry_operator::{
-    crdgen,
-    webhook::{annotations, registration},
-};
-use ferry_testkit::{ChildProcess, TempNamespace, TestEnv, free_port, unique_name};
-use k8s_openapi::{
-    api::{
-        admissionregistration::v1::MutatingWebhookConfiguration,
-        core::v1::{Pod, ServiceAccount},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use ferry_operator::webhook::{annotations, registration};
+use ferry_testkit::{TempNamespace, TestEnv, free_port, unique_name};
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
+    core::v1::{Pod, ServiceAccount},
 };
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, PostParams},
 };
 use serde_json::json;
 
@@ -40,16 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let env = TestEnv::get().context("no environment: run `make env-up` first")?;
     let ns = TempNamespace::create(env).await?;
     let client = ns.client();
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in crdgen::crds() {
-        let name = crd.metadata.name.clone().context("CRD name")?;
-        crds.patch(
-            &name,
-            &PatchParams::apply("ferry-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
+    support::install_crds(&client).await?;
     Api::<ServiceAccount>::namespaced(client.clone(), ns.name())
         .create(
             &PostParams::default(),
@@ -61,24 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let url = format!("https://127.0.0.1:{port}");
-    let mut envs = env.kafka_args().to_env();
-    envs.push(("FERRY_POD_NAME", "bench".to_owned()));
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut operator = ChildProcess::spawn(
-        "operator",
+    let mut operator = support::spawn_operator(
+        env,
         &operator_bin,
+        ns.name(),
         &[
-            "run",
-            "--namespace",
-            ns.name(),
-            "--lease-namespace",
-            ns.name(),
-            "--kubeconfig",
-            env.kubeconfig(),
-            "--metrics-addr",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
             "--webhook-addr",
             &addr,
             "--webhook-url",
@@ -86,7 +61,6 @@ async fn main() -> anyhow::Result<()> {
             "--webhook-configuration",
             &configuration,
         ],
-        &envs,
     )?;
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let start = Instant::now();

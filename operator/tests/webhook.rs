@@ -115,6 +115,25 @@ async fn producer_topic(ns: &TempNamespace, service_account: &str) {
     .expect("EventTopic");
 }
 
+/// A namespace with the CRDs, `accounts` as service accounts, `producer` (if any) a producer
+/// of an EventTopic, and an operator serving the webhook for it.
+async fn setup(
+    env: &'static TestEnv,
+    accounts: &[&str],
+    producer: Option<&str>,
+) -> (TempNamespace, Webhook) {
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    for account in accounts {
+        service_account(&ns, account).await;
+    }
+    if let Some(producer) = producer {
+        producer_topic(&ns, producer).await;
+    }
+    let webhook = Webhook::start(env, &ns).await;
+    (ns, webhook)
+}
+
 fn pod(name: &str, labels: Value, annotations: Value, service_account: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -125,6 +144,16 @@ fn pod(name: &str, labels: Value, annotations: Value, service_account: &str) -> 
                             "ports": [{"containerPort": 8000, "name": "http"}]}]
         }
     })
+}
+
+/// An opted-in pod that asks for a relay, running as `service_account`.
+fn relay_pod(name: &str, service_account: &str) -> Value {
+    pod(
+        name,
+        inject(),
+        json!({annotations::DATABASE_SECRET: "db"}),
+        service_account,
+    )
 }
 
 fn inject() -> Value {
@@ -180,11 +209,7 @@ fn relays(pod: &Pod) -> Vec<&k8s_openapi::api::core::v1::Container> {
 #[tokio::test]
 async fn a_labelled_deployments_pods_carry_exactly_one_relay() {
     let env = require_env!();
-    let ns = TempNamespace::create(env).await.expect("namespace");
-    install_crds(&ns.client()).await.expect("CRDs");
-    service_account(&ns, "order-service").await;
-    producer_topic(&ns, "order-service").await;
-    let webhook = Webhook::start(env, &ns).await;
+    let (ns, webhook) = setup(env, &["order-service"], Some("order-service")).await;
 
     let deployments = Api::<Deployment>::namespaced(ns.client(), ns.name());
     let deployment: Deployment = serde_json::from_value(json!({
@@ -302,12 +327,7 @@ async fn a_labelled_deployments_pods_carry_exactly_one_relay() {
 #[tokio::test]
 async fn unlabelled_pods_are_untouched_bad_annotations_denied_and_non_producers_warned() {
     let env = require_env!();
-    let ns = TempNamespace::create(env).await.expect("namespace");
-    install_crds(&ns.client()).await.expect("CRDs");
-    service_account(&ns, "order-service").await;
-    service_account(&ns, "stranger").await;
-    producer_topic(&ns, "order-service").await;
-    let webhook = Webhook::start(env, &ns).await;
+    let (ns, webhook) = setup(env, &["order-service", "stranger"], Some("order-service")).await;
 
     // Not labelled: the API server never asks the webhook, even with Ferry's annotations.
     let plain = create_pod(
@@ -356,32 +376,14 @@ async fn unlabelled_pods_are_untouched_bad_annotations_denied_and_non_producers_
     );
 
     // A service account that produces to nothing: allowed, with a warning.
-    let warnings = create_pod_warnings(
-        &ns,
-        pod(
-            "stranger",
-            inject(),
-            json!({annotations::DATABASE_SECRET: "db"}),
-            "stranger",
-        ),
-    )
-    .await;
+    let warnings = create_pod_warnings(&ns, relay_pod("stranger", "stranger")).await;
     assert!(
         warnings
             .iter()
             .any(|w| w.contains("stranger") && w.contains("producer")),
         "a warning about the non-producer: {warnings:?}"
     );
-    let producer = create_pod_warnings(
-        &ns,
-        pod(
-            "producer",
-            inject(),
-            json!({annotations::DATABASE_SECRET: "db"}),
-            "order-service",
-        ),
-    )
-    .await;
+    let producer = create_pod_warnings(&ns, relay_pod("producer", "order-service")).await;
     assert!(
         producer.is_empty(),
         "no warning for a producer: {producer:?}"
@@ -408,11 +410,7 @@ async fn unlabelled_pods_are_untouched_bad_annotations_denied_and_non_producers_
 #[tokio::test]
 async fn a_deleted_certificate_is_replaced_and_admission_keeps_working() {
     let env = require_env!();
-    let ns = TempNamespace::create(env).await.expect("namespace");
-    install_crds(&ns.client()).await.expect("CRDs");
-    service_account(&ns, "order-service").await;
-    producer_topic(&ns, "order-service").await;
-    let webhook = Webhook::start(env, &ns).await;
+    let (ns, webhook) = setup(env, &["order-service"], Some("order-service")).await;
     let first_ca = webhook.wait_registered(&ns.client()).await;
 
     let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
@@ -435,17 +433,9 @@ async fn a_deleted_certificate_is_replaced_and_admission_keeps_working() {
 
     // The API server trusts what the operator now serves.
     let pod = eventually("what the expect below names", WITHIN, || async {
-        create_pod(
-            &ns,
-            pod(
-                &unique_name("after"),
-                inject(),
-                json!({annotations::DATABASE_SECRET: "db"}),
-                "order-service",
-            ),
-        )
-        .await
-        .ok()
+        create_pod(&ns, relay_pod(&unique_name("after"), "order-service"))
+            .await
+            .ok()
     })
     .await
     .expect("admission works with the new certificate");
@@ -488,10 +478,7 @@ async fn two_replicas_serve_one_certificate() {
 #[tokio::test]
 async fn with_the_operator_stopped_labelled_pods_are_refused_and_others_schedule() {
     let env = require_env!();
-    let ns = TempNamespace::create(env).await.expect("namespace");
-    install_crds(&ns.client()).await.expect("CRDs");
-    service_account(&ns, "order-service").await;
-    let mut webhook = Webhook::start(env, &ns).await;
+    let (ns, mut webhook) = setup(env, &["order-service"], None).await;
     webhook
         .operator
         .process
@@ -503,17 +490,9 @@ async fn with_the_operator_stopped_labelled_pods_are_refused_and_others_schedule
         std::net::TcpStream::connect(("127.0.0.1", webhook.port)).is_err(),
         "the webhook port is closed"
     );
-    let message = create_pod(
-        &ns,
-        pod(
-            "labelled",
-            inject(),
-            json!({annotations::DATABASE_SECRET: "db"}),
-            "order-service",
-        ),
-    )
-    .await
-    .expect_err("a labelled pod is refused while the webhook is down");
+    let message = create_pod(&ns, relay_pod("labelled", "order-service"))
+        .await
+        .expect_err("a labelled pod is refused while the webhook is down");
     assert!(message.contains("inject.ferry.dev"), "{message}");
     create_pod(
         &ns,

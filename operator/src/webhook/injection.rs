@@ -118,10 +118,7 @@ mod tests {
     use serde_json::json;
 
     fn image() -> SidecarImage {
-        SidecarImage {
-            image: "ferry-sidecar:0.1.0".into(),
-            pull_policy: "IfNotPresent".into(),
-        }
+        crate::webhook::sidecar::test_image()
     }
 
     fn pod(value: serde_json::Value) -> Pod {

@@ -221,16 +221,22 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// The image the webhook's unit tests inject.
+#[cfg(test)]
+pub(crate) fn test_image() -> SidecarImage {
+    SidecarImage {
+        image: "ferry-sidecar:0.1.0".into(),
+        pull_policy: "IfNotPresent".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::webhook::annotations::SecretKey;
 
     fn image() -> SidecarImage {
-        SidecarImage {
-            image: "ferry-sidecar:0.1.0".into(),
-            pull_policy: "IfNotPresent".into(),
-        }
+        test_image()
     }
 
     fn env_of(c: &Container) -> Vec<(String, String)> {

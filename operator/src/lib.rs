@@ -8,6 +8,7 @@
 //!        ├──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
 //!        │                                   ▲ access (AccessBook)
 //!        └─watch all──▶ identity ────────────┴──── credentials, ACLs ──▶ kafka ──▶ broker
+//!  EventConsumer ─watch─▶ consumer (Controller) ──▶ worker Deployment, retry/DLQ topics, lag
 //! ```
 
 pub mod access;
@@ -15,6 +16,7 @@ pub mod acl;
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod consumer;
 pub mod crdgen;
 pub mod identity;
 pub mod kafka;

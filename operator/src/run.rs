@@ -1,5 +1,5 @@
 //! `ferry-operator run`: connects to Kubernetes and Kafka, serves metrics, and runs the
-//! controllers (EventTopics, and identities with their ACLs) while this replica holds the
+//! controllers (EventTopics, EventConsumers, and identities with their ACLs) while this replica holds the
 //! leader Lease.
 //!
 //! ```text
@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::{
     access::AccessBook,
     api::EventTopic,
+    consumer::{self, deployment::WorkerSettings},
     identity::{self, credentials::ClientSettings},
     kafka::{Batched, KafkaAdmin},
     metrics::Metrics,
@@ -93,7 +94,31 @@ pub struct RunArgs {
     /// by another address than the operator does; the operator's own when unset.
     #[arg(long, env = "FERRY_CLIENT_BOOTSTRAP")]
     client_bootstrap: Option<String>,
+
+    /// The `ferry-sidecar` image of the consumer workers.
+    #[arg(long, env = "FERRY_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
+    sidecar_image: String,
+
+    /// Pull policy of the worker image (Always, IfNotPresent or Never).
+    #[arg(long, env = "FERRY_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    sidecar_image_pull_policy: String,
+
+    /// How often every EventConsumer's lag is measured (status.lag, scaling).
+    // 10 s: KEDA's default pollingInterval is 30 s; 10 s scales a burst sooner for one small
+    // round of admin requests.
+    #[arg(long, env = "FERRY_LAG_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    lag_interval: Duration,
+
+    /// How long fewer workers must suffice before a worker Deployment shrinks.
+    // 5 minutes: KEDA's default cooldownPeriod and the HPA's scale-down stabilization window.
+    #[arg(long, env = "FERRY_SCALE_DOWN_COOLDOWN", default_value = "5m", value_parser = parse_duration)]
+    scale_down_cooldown: Duration,
 }
+
+/// The image `make images` builds for this version (`scripts/env/images.sh`).
+const DEFAULT_SIDECAR_IMAGE: &str =
+    concat!("docker.io/ferry/ferry-sidecar:", env!("CARGO_PKG_VERSION"));
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(match kubeconfig {
@@ -140,11 +165,21 @@ impl RunArgs {
             lease_duration,
             identity,
             client_bootstrap,
+            sidecar_image,
+            sidecar_image_pull_policy,
+            lag_interval,
+            scale_down_cooldown,
         } = self;
         log.init();
         let client = kube_client(kubeconfig.as_ref()).await?;
         let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
         let batched = Batched::new(admin.clone());
+        let worker_settings = WorkerSettings::new(
+            sidecar_image,
+            sidecar_image_pull_policy,
+            &kafka,
+            client_bootstrap.as_deref(),
+        );
         let client_settings = ClientSettings {
             bootstrap_servers: client_bootstrap.unwrap_or_else(|| kafka.bootstrap.clone()),
             security_protocol: kafka.security_protocol.as_str().to_owned(),
@@ -209,6 +244,20 @@ impl RunArgs {
                 access_changed,
                 stopped(term_rx.clone()),
             );
+            let consumers = consumer::run(
+                consumer::Settings {
+                    client: client.clone(),
+                    kafka: batched.clone(),
+                    recorder: Recorder::new(client.clone(), reporter.clone()),
+                    metrics: metrics.clone(),
+                    worker: worker_settings.clone(),
+                    resync: resync_interval,
+                    cooldown: scale_down_cooldown,
+                    lag_interval,
+                },
+                namespace.clone(),
+                stopped(term_rx.clone()),
+            );
             let access = identity::run(
                 identity::Context {
                     client: client.clone(),
@@ -222,9 +271,9 @@ impl RunArgs {
                 resync_interval,
                 stopped(term_rx),
             );
-            // Both drain on the same signal; either stopping by itself is a bug.
+            // All drain on the same signal; any stopping by itself is a bug.
             Box::pin(async move {
-                tokio::join!(topics, access);
+                tokio::join!(topics, consumers, access);
             })
         };
 

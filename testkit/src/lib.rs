@@ -14,6 +14,7 @@ mod kafka;
 mod kafka_cluster;
 mod kube;
 mod node;
+pub mod pod_env;
 mod postgres;
 mod process;
 mod services;

@@ -13,57 +13,18 @@
 mod consumer_support;
 mod support;
 
-use std::{
-    collections::BTreeSet,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use axum::{Router, extract::State, http::HeaderMap, routing::post};
-use consumer_support::{CONVERGE, Consumers};
+use consumer_support::{CONVERGE, Consumers, sidecar_binary, spawn_local, target};
 use ferry_operator::{api::ConditionStatus::True, consumer::deployment::SIDECAR_BINARY};
-use ferry_testkit::{ChildProcess, pod_env, require_env, unique_name};
+use ferry_testkit::{pod_env, require_env, unique_name};
 use kube::api::ObjectMeta;
 use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
 use serde_json::json;
-use support::{eventually, free_port};
-
-/// The `ferry-sidecar` binary beside the operator's (`cargo build -p ferry-sidecar`; `make
-/// test` builds every binary first).
-fn sidecar_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_ferry-operator")).with_file_name("ferry-sidecar");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p ferry-sidecar` first",
-        path.display()
-    );
-    path
-}
-
-/// A local HTTP endpoint that records the CloudEvent id of every request and answers 200.
-async fn target() -> (u16, Arc<Mutex<BTreeSet<String>>>) {
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    async fn record(State(seen): State<Arc<Mutex<BTreeSet<String>>>>, headers: HeaderMap) {
-        if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
-            seen.lock().expect("lock").insert(id.to_owned());
-        }
-    }
-    let app = Router::new()
-        .route("/events", post(record))
-        .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (port, seen)
-}
+use support::eventually;
 
 #[tokio::test]
 async fn the_generated_worker_container_delivers_events() {
@@ -111,25 +72,7 @@ async fn the_generated_worker_container_delivers_events() {
         "the consumer's own principal, from its Secret"
     );
 
-    let metrics_port = free_port();
-    let args: Vec<String> = resolved.argv[1..]
-        .iter()
-        .map(|a| {
-            if a.starts_with("--metrics-addr=") {
-                format!("--metrics-addr=127.0.0.1:{metrics_port}")
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let envs: Vec<(&str, &str)> = resolved
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let _worker =
-        ChildProcess::spawn("consumer-worker", &binary, &args, &envs).expect("the worker starts");
+    let _worker = spawn_local(&resolved, &binary);
 
     let producer: FutureProducer = env
         .kafka_config()

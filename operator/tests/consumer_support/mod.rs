@@ -3,10 +3,16 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
-use std::time::Duration;
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use ferry_operator::api::{ConditionStatus, EventConsumer};
-use ferry_testkit::TestEnv;
+use ferry_testkit::{ChildProcess, TestEnv, pod_env::ResolvedContainer};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api,
@@ -14,7 +20,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Fixture, MANAGER, Operator, eventually};
+use crate::support::{Fixture, MANAGER, Operator, eventually, free_port};
 
 /// Long enough for a cold operator to start, win its Lease, create topics, a credential and a
 /// Deployment whose pods KWOK makes Ready, on a loaded 2-core CI.
@@ -168,4 +174,76 @@ impl Consumers {
             );
         }
     }
+}
+
+/// The `ferry-sidecar` binary beside the operator's (`cargo build -p ferry-sidecar`; `make
+/// test` builds every binary first).
+pub fn sidecar_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_ferry-operator")).with_file_name("ferry-sidecar");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p ferry-sidecar` first",
+        path.display()
+    );
+    path
+}
+
+/// A local HTTP endpoint that records the CloudEvent id of every request and answers 200.
+pub async fn target() -> (u16, Arc<Mutex<BTreeSet<String>>>) {
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    async fn record(State(seen): State<Arc<Mutex<BTreeSet<String>>>>, headers: HeaderMap) {
+        if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
+            seen.lock().expect("lock").insert(id.to_owned());
+        }
+    }
+    let app = Router::new()
+        .route("/events", post(record))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, seen)
+}
+
+/// Starts a resolved worker container as a local process: the image's binary is `binary`, and
+/// the pod's own metrics port (its network namespace) a free local port.
+pub fn spawn_local(resolved: &ResolvedContainer, binary: &PathBuf) -> ChildProcess {
+    let metrics_port = free_port();
+    let args: Vec<String> = resolved.argv[1..]
+        .iter()
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr=127.0.0.1:{metrics_port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let envs: Vec<(&str, &str)> = resolved
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    ChildProcess::spawn("consumer-worker", binary, &args, &envs).expect("the worker starts")
+}
+
+/// The worker container of consumer `name`'s Deployment, resolved for a pod named `pod`.
+pub async fn resolved_worker(t: &Consumers, name: &str, pod: &str) -> ResolvedContainer {
+    let deployment = t.deployment(name).await;
+    let template = deployment.spec.expect("spec").template;
+    let container = template.spec.expect("pod spec").containers[0].clone();
+    let meta = kube::api::ObjectMeta {
+        name: Some(pod.to_owned()),
+        namespace: Some(t.f.ns.name().to_owned()),
+        labels: template.metadata.and_then(|m| m.labels),
+        ..kube::api::ObjectMeta::default()
+    };
+    ferry_testkit::pod_env::resolve(&t.f.ns.client(), t.f.ns.name(), &meta, &container)
+        .await
+        .expect("the container's env resolves")
 }

@@ -55,7 +55,7 @@ async fn a_consumer_gets_ready_workers_topics_and_is_cleaned_up() {
     assert_eq!(status.ready_replicas, Some(1));
     assert_eq!(status.observed_generation, c.metadata.generation);
     let topics = status.topics.clone().expect("topics");
-    assert_eq!(topics.source, [source.clone()]);
+    assert_eq!(topics.source, std::slice::from_ref(&source));
     assert_eq!(topics.retry, retry);
     assert_eq!(topics.dead_letter.as_deref(), Some(dlq.as_str()));
     let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
@@ -264,4 +264,35 @@ async fn https_urls_are_refused_by_the_api_server() {
         err.to_string().contains("plain HTTP only"),
         "a clear message: {err}"
     );
+}
+
+#[tokio::test]
+async fn the_operator_killed_mid_reconcile_converges_after_restart() {
+    let env = require_env!();
+    let mut t = Consumers::new(env, &[]).await;
+    let source = unique_name("orders");
+    t.topic("orders", &source, 2).await;
+    t.apply(
+        "crash",
+        json!({"topics": ["orders"], "serviceAccount": "crash",
+               "delivery": {"http": {"url": "http://127.0.0.1:9/"}},
+               "retry": {"delays": ["1s", "2s", "3s"]}}),
+    )
+    .await;
+    let group = format!("{}.crash", t.f.ns.name());
+    // Killed as soon as the first of its topics exists: the rest is still to do.
+    let first = format!("{source}.{group}.retry.1s");
+    eventually(CONVERGE, || async {
+        t.partitions(&first).await.is_some().then_some(())
+    })
+    .await
+    .expect("the first tier is created");
+    t.kill_and_restart("consumer-test-restarted").await;
+    let c = t.wait_ready("crash", True, "Ready", CONVERGE).await;
+    assert_eq!(c.status.and_then(|s| s.ready_replicas), Some(1));
+    for delay in ["1s", "2s", "3s"] {
+        t.wait_partitions(&format!("{source}.{group}.retry.{delay}"), Some(2))
+            .await;
+    }
+    t.wait_partitions(&format!("{group}.dlq"), Some(2)).await;
 }

@@ -40,7 +40,7 @@ pub fn parse(text: &str) -> Option<Duration> {
 /// `d` as a worker flag value: whole seconds when it has no fraction of one, else milliseconds.
 pub fn flag(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

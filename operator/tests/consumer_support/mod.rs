@@ -34,11 +34,14 @@ pub struct Consumers {
     pub operator: Operator,
 }
 
+/// The flags every test operator gets: lag rounds every second, a 4 s scale-down cooldown.
+const FLAGS: [&str; 4] = ["--lag-interval", "1s", "--scale-down-cooldown", "4s"];
+
 impl Consumers {
     /// A namespace and an operator with fast lag rounds and a short scale-down cooldown.
     pub async fn new(env: &'static TestEnv, extra: &[&str]) -> Consumers {
         let f = Fixture::new(env).await;
-        let mut args = vec!["--lag-interval", "1s", "--scale-down-cooldown", "4s"];
+        let mut args = FLAGS.to_vec();
         args.extend_from_slice(extra);
         let operator = Operator::start(env, f.ns.name(), "consumer-test", &args);
         let api = Api::namespaced(f.ns.client(), f.ns.name());
@@ -49,6 +52,13 @@ impl Consumers {
             deployments,
             operator,
         }
+    }
+
+    /// Kills the operator with SIGKILL and starts another one (a new identity: it takes the
+    /// Lease once the dead one's expires).
+    pub async fn kill_and_restart(&mut self, identity: &str) {
+        self.operator.process.kill9().await.expect("SIGKILL");
+        self.operator = Operator::start(self.f.env, self.f.ns.name(), identity, &FLAGS);
     }
 
     /// Applies an EventTopic and waits until it is Ready.

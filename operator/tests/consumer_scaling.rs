@@ -10,33 +10,13 @@ mod support;
 
 use std::time::Duration;
 
-use consumer_support::{CONVERGE, Consumers, resolved_worker, sidecar_binary, spawn_local, target};
+use consumer_support::{
+    CONVERGE, Consumers, produce, resolved_worker, sidecar_binary, spawn_local, target,
+};
 use ferry_operator::api::ConditionStatus::True;
 use ferry_testkit::{require_env, unique_name};
-use rdkafka::{
-    producer::{FutureProducer, FutureRecord},
-    util::Timeout,
-};
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
-
-async fn produce(producer: &FutureProducer, topic: &str, from: usize, n: usize) {
-    for i in from..from + n {
-        let key = format!("k{}", i % 8);
-        let envelope = json!({"schema": "orders.v1", "event": "order.created",
-                              "id": format!("evt-{i}"), "ts": 1_700_000_000, "key": key,
-                              "data": {"n": i}, "headers": {}});
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(&key)
-                    .payload(&serde_json::to_vec(&envelope).expect("json")),
-                Timeout::After(Duration::from_secs(30)),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
-}
 
 #[tokio::test]
 async fn lag_scales_workers_up_to_the_partitions_down_to_zero_and_back() {

@@ -13,16 +13,14 @@
 mod consumer_support;
 mod support;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
-use consumer_support::{CONVERGE, Consumers, sidecar_binary, spawn_local, target};
-use ferry_operator::{api::ConditionStatus::True, consumer::deployment::SIDECAR_BINARY};
-use ferry_testkit::{pod_env, require_env, unique_name};
-use kube::api::ObjectMeta;
-use rdkafka::{
-    producer::{FutureProducer, FutureRecord},
-    util::Timeout,
+use consumer_support::{
+    CONVERGE, Consumers, produce, resolved_worker, sidecar_binary, spawn_local, target,
 };
+use ferry_operator::{api::ConditionStatus::True, consumer::deployment::SIDECAR_BINARY};
+use ferry_testkit::{require_env, unique_name};
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use support::eventually;
 
@@ -43,18 +41,7 @@ async fn the_generated_worker_container_delivers_events() {
     .await;
     t.wait_ready("notify", True, "Ready", CONVERGE).await;
 
-    let deployment = t.deployment("notify").await;
-    let template = deployment.spec.expect("spec").template;
-    let container = template.spec.expect("pod spec").containers[0].clone();
-    let pod = ObjectMeta {
-        name: Some("notify-worker-5d8f-local".into()),
-        namespace: Some(t.f.ns.name().to_owned()),
-        labels: template.metadata.and_then(|m| m.labels),
-        ..ObjectMeta::default()
-    };
-    let resolved = pod_env::resolve(&t.f.ns.client(), t.f.ns.name(), &pod, &container)
-        .await
-        .expect("the container's env resolves");
+    let resolved = resolved_worker(&t, "notify", "notify-worker-5d8f-local").await;
     assert_eq!(
         resolved.argv[0], SIDECAR_BINARY,
         "the image's binary, by path"
@@ -80,21 +67,7 @@ async fn the_generated_worker_container_delivers_events() {
         .create()
         .expect("producer");
     let ids: BTreeSet<String> = (0..20).map(|i| format!("evt-{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let key = format!("k{}", i % 4);
-        let envelope = json!({"schema": "orders.v1", "event": "order.created", "id": id,
-                              "ts": 1_700_000_000, "key": key, "data": {"n": i}, "headers": {}});
-        producer
-            .send(
-                FutureRecord::to(&source)
-                    .key(&key)
-                    .payload(&serde_json::to_vec(&envelope).expect("json")),
-                Timeout::After(Duration::from_secs(30)),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
+    produce(&producer, &source, 0, ids.len()).await;
     let arrived = eventually(CONVERGE, || async {
         let now = seen.lock().expect("lock").clone();
         (now == ids).then_some(())

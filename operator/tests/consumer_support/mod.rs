@@ -257,3 +257,29 @@ pub async fn resolved_worker(t: &Consumers, name: &str, pod: &str) -> ResolvedCo
         .await
         .expect("the container's env resolves")
 }
+
+/// Produces events `evt-<from>` .. `evt-<from + n - 1>` over eight keys to `topic`, each
+/// acknowledged before the next.
+pub async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    from: usize,
+    n: usize,
+) {
+    for i in from..from + n {
+        let key = format!("k{}", i % 8);
+        let envelope = serde_json::json!({"schema": "orders.v1", "event": "order.created",
+                              "id": format!("evt-{i}"), "ts": 1_700_000_000, "key": key,
+                              "data": {"n": i}, "headers": {}});
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&serde_json::to_vec(&envelope).expect("json")),
+                rdkafka::util::Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}

@@ -45,12 +45,13 @@ generate-check: ## fail when crds/ differs from what the Rust types generate
 	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi
 
 bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
-	cargo build --release --locked -p ferry-operator --bins --examples
+	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator
 	bash bench/operator/run.sh
 
 bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
-	cargo bench -p ferry-sidecar --bench relay --locked
+	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-relay
+	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/bench-relay
 
 bench-worker: env-up ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
-	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar --example bench-worker
-	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/examples/bench-worker
+	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-worker
+	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/bench-worker

@@ -117,9 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let ns = TempNamespace::create(env).await?;
     let client = ns.client();
     install_crds(&client).await?;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let metrics_port = ferry_testkit::free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut envs = env.kafka_args().to_env();
     envs.push(("FERRY_LOG", "warn".to_owned()));

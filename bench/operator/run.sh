@@ -3,4 +3,4 @@
 # the release build of ferry-operator (built by the Makefile target first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-exec target/release/examples/bench_operator target/release/ferry-operator
+exec target/release/bench-operator target/release/ferry-operator

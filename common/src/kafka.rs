@@ -68,6 +68,14 @@ const SECRET_OPTION_FRAGMENTS: [&str; 5] = [
     "oauthbearer.config",
 ];
 
+/// The variable of `--kafka-option`, named like the other `FERRY_KAFKA_*` settings.
+pub const OPTIONS_ENV: &str = "FERRY_KAFKA_OPTIONS";
+
+/// Separates the `key=value` pairs of [`OPTIONS_ENV`] (and of one `--kafka-option`). Not `,`:
+/// librdkafka list values use it (`debug=broker,topic`, `bootstrap.servers`); not a newline:
+/// PEM values (`ssl.ca.pem`) hold them. No librdkafka setting's value needs a `;`.
+pub const OPTION_SEPARATOR: char = ';';
+
 /// Whether a librdkafka setting holds a secret.
 fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -108,8 +116,15 @@ pub struct KafkaArgs {
     )]
     pub password: Option<Password>,
 
-    /// Any other librdkafka setting as key=value; repeatable, applied last so it wins.
-    #[arg(long = "kafka-option", value_parser = parse_option)]
+    /// Any other librdkafka setting as key=value; repeatable, applied last so it wins. The
+    /// variable holds several, separated by `;` (e.g. `linger.ms=5;client.id=shop`); a value
+    /// cannot contain `;`. Flags given replace the variable's list.
+    #[arg(
+        long = "kafka-option",
+        env = OPTIONS_ENV,
+        value_delimiter = OPTION_SEPARATOR,
+        value_parser = parse_option
+    )]
     pub options: Vec<(String, String)>,
 }
 
@@ -187,8 +202,8 @@ impl KafkaArgs {
     }
 
     /// The same settings as `FERRY_KAFKA_*` variables, for a child process (a test's binary, a
-    /// worker pod) to read back through its flags. `--kafka-option`s have no variable and are
-    /// not included.
+    /// worker pod) to read back through its flags; `--kafka-option`s as one
+    /// [`OPTIONS_ENV`], left out when there are none.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("FERRY_KAFKA_BOOTSTRAP", self.bootstrap.clone()),
@@ -206,6 +221,14 @@ impl KafkaArgs {
             ),
         ];
         env.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        if !self.options.is_empty() {
+            let options: Vec<String> = self
+                .options
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            env.push((OPTIONS_ENV, options.join(&OPTION_SEPARATOR.to_string())));
+        }
         env
     }
 }
@@ -298,6 +321,29 @@ mod tests {
             .expect("valid")
             .to_env();
         assert_eq!(plain.len(), 2, "unset settings are left out: {plain:?}");
+    }
+
+    #[test]
+    fn options_round_trip_through_their_variable() {
+        let args = parse(&[
+            "--kafka-bootstrap=b:9092",
+            "--kafka-option=linger.ms=5",
+            "--kafka-option=debug=broker,topic",
+        ])
+        .expect("valid flags");
+        let env = args.to_env();
+        let (_, options) = env
+            .iter()
+            .find(|(k, _)| *k == OPTIONS_ENV)
+            .expect("options are passed on");
+        assert_eq!(options, "linger.ms=5;debug=broker,topic");
+        // Read back as a child's flags would read the variable.
+        let back = parse(&[
+            "--kafka-bootstrap=b:9092",
+            &format!("--kafka-option={options}"),
+        ])
+        .expect("the variable's form parses");
+        assert_eq!(back.options, args.options);
     }
 
     #[test]

@@ -1,19 +1,13 @@
-//! The operator's Prometheus metrics and the HTTP server that exposes them (`/metrics`,
-//! `/healthz`, `/readyz`). Reconcile durations are measured by a drop guard, so every exit
-//! path of a reconcile is counted; error variants become bounded `error` labels.
+//! The operator's Prometheus metrics. They are served (with `/healthz` and `/readyz`) by the
+//! telemetry server every Ferry binary shares, [`ferry_common::telemetry::server`].
+//! Reconcile durations are measured by a drop guard, so every exit path of a reconcile is
+//! counted; error variants become bounded `error` labels.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Instant,
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use ferry_common::telemetry::server::{self, Health, TelemetryServer};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -60,7 +54,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     leader: Gauge,
     consumer_lag: Family<ConsumerLabels, Gauge>,
-    ready: Arc<AtomicBool>,
+    health: Health,
 }
 
 impl Default for Metrics {
@@ -115,7 +109,7 @@ impl Metrics {
             durations,
             leader,
             consumer_lag,
-            ready: Arc::new(AtomicBool::new(false)),
+            health: Health::default(),
         }
     }
 
@@ -164,54 +158,30 @@ impl Metrics {
 
     /// Marks the process ready for `/readyz` (connected and watching, leader or standby).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+        self.health.set_ready(ready);
     }
 
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        server::render(&self.registry).unwrap_or_default()
     }
 
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`, with the
+    /// server every Ferry binary shares.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .with_state(self);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+    ) -> Result<(), server::Error> {
+        TelemetryServer::from_listener(listener, self.registry, self.health)
+            .serve(shutdown)
             .await
     }
 
     /// Binds the metrics address.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
         tokio::net::TcpListener::bind(addr).await
-    }
-}
-
-async fn metrics(State(m): State<Metrics>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.render(),
-    )
-}
-
-async fn readyz(State(m): State<Metrics>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
 
@@ -258,5 +228,28 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_shared_server_serves_the_operators_registry_and_readiness() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        let listener = Metrics::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("bound").port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(m.clone().serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let get = |path| ferry_testkit::http_get(port, path);
+        assert_eq!(get("/readyz").await.map(|(s, _)| s), Some(503));
+        m.set_ready(true);
+        assert_eq!(get("/readyz").await.map(|(s, _)| s), Some(200));
+        let (status, body) = get("/metrics").await.expect("answers");
+        assert_eq!(status, 200);
+        assert!(body.contains("ferry_operator_leader 1"), "{body}");
+        let _ = stop.send(());
+        task.await.expect("join").expect("clean shutdown");
     }
 }

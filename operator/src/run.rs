@@ -107,12 +107,14 @@ pub struct RunArgs {
     /// How often every EventConsumer's lag is measured (status.lag, scaling).
     // 10 s: KEDA's default pollingInterval is 30 s; 10 s scales a burst sooner for one small
     // round of admin requests.
-    #[arg(long, env = "FERRY_LAG_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_LAG_INTERVAL", default_value = "10s",
+          value_parser = ferry_common::duration::parse)]
     lag_interval: Duration,
 
     /// How long fewer workers must suffice before a worker Deployment shrinks.
     // 5 minutes: KEDA's default cooldownPeriod and the HPA's scale-down stabilization window.
-    #[arg(long, env = "FERRY_SCALE_DOWN_COOLDOWN", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "FERRY_SCALE_DOWN_COOLDOWN", default_value = "5m",
+          value_parser = ferry_common::duration::parse)]
     scale_down_cooldown: Duration,
 }
 

@@ -11,14 +11,14 @@ use ferry_operator::{
     api::{ConditionStatus, EventConsumer},
     kafka::acls::{AclBinding, Operation, ResourceType},
 };
-use ferry_testkit::{require_env, unique_name};
+use ferry_testkit::{eventually, require_env, unique_name};
 use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use serde_json::json;
-use support::{Fixture, MANAGER, eventually, produce_as};
+use support::{Fixture, MANAGER, produce_as};
 
 /// A pass is debounced 300 ms and the test operator resyncs every 2 s; failed passes back off
 /// from 1 s doubling, so a fixed right is picked up within a few of them.
@@ -96,16 +96,20 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
             .await
             .expect("Secret"),
     );
-    eventually(Duration::from_secs(5), || async {
-        produce_as(
-            env,
-            &format!("{ns}.order-service"),
-            &producer_password,
-            &kafka_topic,
-        )
-        .await
-        .ok()
-    })
+    eventually(
+        "the producer writes once its EventTopic is Ready",
+        Duration::from_secs(5),
+        || async {
+            produce_as(
+                env,
+                &format!("{ns}.order-service"),
+                &producer_password,
+                &kafka_topic,
+            )
+            .await
+            .ok()
+        },
+    )
     .await
     .expect("the producer writes once its EventTopic is Ready");
     // ... and reads its topic's configs (the relay checks max.message.bytes and
@@ -128,7 +132,7 @@ async fn status_names_principals_and_acls_and_ready_means_producers_may_write() 
     );
 
     // The consumer's status names its principal, group and dead-letter topic.
-    let consumer = eventually(WITHIN, || async {
+    let consumer = eventually("EventConsumer AccessGranted", WITHIN, || async {
         let c = consumers.get("notify").await.ok()?;
         let s = c.status.clone()?;
         (condition(&s.conditions, "AccessGranted") == Some(ConditionStatus::True)).then_some(c)

@@ -10,11 +10,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use consumer_support::{CONVERGE, Consumers};
 use ferry_operator::api::ConditionStatus::{False, True};
+use ferry_testkit::wait_for;
 use ferry_testkit::{require_env, unique_name};
 use k8s_openapi::api::core::v1::Container;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::eventually;
 
 fn worker(d: &k8s_openapi::api::apps::v1::Deployment) -> Container {
     d.spec
@@ -125,12 +125,13 @@ async fn a_consumer_gets_ready_workers_topics_and_is_cleaned_up() {
         .delete("notify", &DeleteParams::default())
         .await
         .expect("deleted");
-    eventually(CONVERGE, || async {
-        t.api.get_opt("notify").await.ok()?.is_none().then_some(())
-    })
-    .await
-    .expect("the EventConsumer is gone once its finalizer ran");
-    eventually(CONVERGE, || async {
+    wait_for(
+        "the EventConsumer is gone once its finalizer ran",
+        CONVERGE,
+        || async { t.api.get_opt("notify").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    wait_for("the Deployment is gone", CONVERGE, || async {
         t.deployments
             .get_opt("notify-worker")
             .await
@@ -138,8 +139,7 @@ async fn a_consumer_gets_ready_workers_topics_and_is_cleaned_up() {
             .is_none()
             .then_some(())
     })
-    .await
-    .expect("the Deployment is gone");
+    .await;
     for topic in retry.iter().chain([&dlq]) {
         t.wait_partitions(topic, None).await;
     }
@@ -230,14 +230,13 @@ async fn a_spec_change_rolls_the_template_and_drift_is_put_back() {
         )
         .await
         .expect("patched by hand");
-    eventually(CONVERGE, || async {
+    wait_for("drift put back", CONVERGE, || async {
         let d = t.deployments.get("roll-worker").await.ok()?;
         args(&worker(&d))
             .contains(&"--max-in-flight=7".to_owned())
             .then_some(())
     })
-    .await
-    .expect("drift put back");
+    .await;
     // Give the rollout a moment, then it is Ready again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     t.wait_ready("roll", True, "Ready", CONVERGE).await;
@@ -282,11 +281,10 @@ async fn the_operator_killed_mid_reconcile_converges_after_restart() {
     let group = format!("{}.crash", t.f.ns.name());
     // Killed as soon as the first of its topics exists: the rest is still to do.
     let first = format!("{source}.{group}.retry.1s");
-    eventually(CONVERGE, || async {
+    wait_for("the first tier is created", CONVERGE, || async {
         t.partitions(&first).await.is_some().then_some(())
     })
-    .await
-    .expect("the first tier is created");
+    .await;
     t.kill_and_restart("consumer-test-restarted").await;
     let c = t.wait_ready("crash", True, "Ready", CONVERGE).await;
     assert_eq!(c.status.and_then(|s| s.ready_replicas), Some(1));

@@ -19,10 +19,10 @@ use consumer_support::{
     CONVERGE, Consumers, produce, resolved_worker, sidecar_binary, spawn_local, target,
 };
 use ferry_operator::{api::ConditionStatus::True, consumer::deployment::SIDECAR_BINARY};
+use ferry_testkit::eventually;
 use ferry_testkit::{require_env, unique_name};
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
-use support::eventually;
 
 #[tokio::test]
 async fn the_generated_worker_container_delivers_events() {
@@ -68,7 +68,7 @@ async fn the_generated_worker_container_delivers_events() {
         .expect("producer");
     let ids: BTreeSet<String> = (0..20).map(|i| format!("evt-{i}")).collect();
     produce(&producer, &source, 0, ids.len()).await;
-    let arrived = eventually(CONVERGE, || async {
+    let arrived = eventually("every event", CONVERGE, || async {
         let now = seen.lock().expect("lock").clone();
         (now == ids).then_some(())
     })

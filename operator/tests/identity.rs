@@ -14,7 +14,9 @@ use ferry_operator::{
         acls::{AclBinding, Operation, ResourceType},
     },
 };
-use ferry_testkit::{TempNamespace, TempTopic, TestEnv, require_env, unique_name};
+use ferry_testkit::{
+    TempNamespace, TempTopic, TestEnv, eventually, require_env, unique_name, wait_for,
+};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -120,7 +122,7 @@ fn event_topic(name: &str, kafka: &str, producers: &[&str]) -> serde_json::Value
 /// The (username, password) in a service account's credential Secret, once it exists.
 async fn credential(ns: &TempNamespace, sa: &str) -> (String, String) {
     let secrets: Api<Secret> = Api::namespaced(ns.client(), ns.name());
-    support::eventually(WITHIN, || async {
+    eventually("the credential Secret", WITHIN, || async {
         let secret = secrets.get_opt(&format!("ferry-kafka-{sa}")).await.ok()??;
         let data = secret.data?;
         let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
@@ -167,19 +169,6 @@ async fn consume_one(
     }
 }
 
-async fn eventually_true<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    support::eventually(WITHIN, || {
-        let fut = check();
-        async move { fut.await.then_some(()) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{what}: {e}"));
-}
-
 #[tokio::test]
 async fn declared_access_works_and_nothing_else_does() {
     let env = require_env!();
@@ -219,7 +208,7 @@ async fn declared_access_works_and_nothing_else_does() {
     let consumer = credential(&ns, "notification-service").await;
 
     // The declared producer produces (once its ACLs have propagated) ...
-    eventually_true("the producer may write", || {
+    wait_for("the producer may write", WITHIN, || {
         produce(env, &producer, orders.name()).map(|r| r.is_ok())
     })
     .await;
@@ -284,12 +273,12 @@ async fn declared_access_works_and_nothing_else_does() {
 
     // Removing the producer revokes its write within one reconcile, and its identity goes.
     apply(&topics, "orders", event_topic("orders", orders.name(), &[])).await;
-    eventually_true("the write is revoked", || {
+    wait_for("the write is revoked", WITHIN, || {
         produce(env, &producer, orders.name()).map(|r| support::write_denied(&r) || r.is_err())
     })
     .await;
     let secrets: Api<Secret> = Api::namespaced(ns.client(), ns.name());
-    eventually_true("the producer's Secret is removed", || async {
+    wait_for("the producer's Secret is removed", WITHIN, || async {
         secrets
             .get_opt("ferry-kafka-order-service")
             .await
@@ -335,7 +324,7 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
     .await;
     let operator = Operator::start(env, &ns).await;
     let first = credential(&ns, "app").await;
-    eventually_true("the producer may write", || {
+    wait_for("the producer may write", WITHIN, || {
         produce(env, &first, topic.name()).map(|r| r.is_ok())
     })
     .await;
@@ -377,7 +366,7 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
         .delete_acls(&owned)
         .await
         .expect("delete ACLs by hand");
-    eventually_true("the credential and ACLs are restored", || {
+    wait_for("the credential and ACLs are restored", WITHIN, || {
         produce(env, &first, topic.name()).map(|r| r.is_ok())
     })
     .await;
@@ -394,13 +383,13 @@ async fn foreign_acls_survive_passwords_are_stable_and_rotation_replaces_them() 
         )
         .await
         .expect("request rotation");
-    let rotated = support::eventually(WITHIN, || async {
+    let rotated = eventually("the password is rotated", WITHIN, || async {
         let c = credential(&ns, "app").await;
         (c != first).then_some(c)
     })
     .await
     .expect("the password is rotated");
-    eventually_true("the new password works", || {
+    wait_for("the new password works", WITHIN, || {
         produce(env, &rotated, topic.name()).map(|r| r.is_ok())
     })
     .await;
@@ -472,7 +461,7 @@ async fn an_admin_without_rights_is_reported_on_the_resources() {
     assert_eq!(error.metric_label(), "kafka");
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ns.client(), ns.name());
-    let note = support::eventually(WITHIN, || async {
+    let note = eventually("a Warning Event on the EventTopic", WITHIN, || async {
         events
             .list(&Default::default())
             .await

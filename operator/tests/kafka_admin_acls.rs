@@ -9,7 +9,7 @@ use ferry_operator::kafka::{
     KafkaAdmin,
     acls::{AclBinding, Operation, ResourceType},
 };
-use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name};
+use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name, wait_for};
 
 /// Kafka applies ACL and credential changes through its metadata log, a moment after the
 /// admin call returns; checks retry until this deadline.
@@ -17,22 +17,6 @@ const PROPAGATION: Duration = Duration::from_secs(20);
 
 fn admin(env: &TestEnv) -> KafkaAdmin {
     KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin client")
-}
-
-/// Retries `check` until it holds or the propagation deadline passes.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PROPAGATION;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {PROPAGATION:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 #[tokio::test]
@@ -48,9 +32,13 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
         .expect("credential");
 
     // Authenticated, but no ACL: the authorizer refuses.
-    eventually("authentication with the new credential", || async {
-        support::write_denied(&support::produce_as(env, &user, "pw-1", topic.name()).await)
-    })
+    wait_for(
+        "authentication with the new credential",
+        PROPAGATION,
+        || async {
+            support::write_denied(&support::produce_as(env, &user, "pw-1", topic.name()).await)
+        },
+    )
     .await;
 
     let grants = vec![
@@ -71,7 +59,7 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
         .create_acls(&grants.clone())
         .await
         .expect("create ACLs");
-    eventually("the WRITE ACL taking effect", || async {
+    wait_for("the WRITE ACL taking effect", PROPAGATION, || async {
         support::produce_as(env, &user, "pw-1", topic.name())
             .await
             .is_ok()
@@ -92,7 +80,7 @@ async fn acls_created_are_enforced_and_deleted_ones_are_gone() {
 
     let deleted = admin.delete_acls(&grants).await.expect("delete");
     assert_eq!(deleted, 2);
-    eventually("the WRITE ACL being revoked", || async {
+    wait_for("the WRITE ACL being revoked", PROPAGATION, || async {
         support::write_denied(&support::produce_as(env, &user, "pw-1", topic.name()).await)
     })
     .await;
@@ -136,7 +124,7 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .upsert_scram_credential(&user, "old-password")
         .await
         .expect("create");
-    eventually("the old password working", || async {
+    wait_for("the old password working", PROPAGATION, || async {
         support::produce_as(env, &user, "old-password", topic.name())
             .await
             .is_ok()
@@ -147,7 +135,7 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .upsert_scram_credential(&user, "new-password")
         .await
         .expect("rotate");
-    eventually("the new password working", || async {
+    wait_for("the new password working", PROPAGATION, || async {
         support::produce_as(env, &user, "new-password", topic.name())
             .await
             .is_ok()
@@ -165,7 +153,7 @@ async fn scram_rotation_replaces_the_password_and_deletion_locks_the_user_out() 
         .delete_scram_credential(&user)
         .await
         .expect("idempotent delete");
-    eventually("the deleted user being locked out", || async {
+    wait_for("the deleted user being locked out", PROPAGATION, || async {
         support::produce_as(env, &user, "new-password", topic.name())
             .await
             .is_err()

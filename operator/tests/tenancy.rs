@@ -19,7 +19,9 @@ use ferry_operator::{
         acls::{AclBinding, Operation, ResourceType},
     },
 };
-use ferry_testkit::{TempNamespace, TestEnv, disruption_lock, require_env, unique_name};
+use ferry_testkit::{
+    TempNamespace, TestEnv, disruption_lock, eventually, require_env, unique_name,
+};
 use k8s_openapi::api::{
     admissionregistration::v1::ValidatingAdmissionPolicyBinding,
     core::v1::{ResourceQuota, Secret},
@@ -30,7 +32,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
-use support::{Operator, eventually, produce_as};
+use support::{Operator, produce_as};
 
 /// A cold operator starts, wins its Lease and converges within this on a loaded 2-core CI (an
 /// operator over every namespace also works through what earlier test binaries left behind).
@@ -84,7 +86,7 @@ fn find(conditions: &[Condition], type_: &str) -> Option<Condition> {
 /// The EventTopic once its Ready condition has `reason` for its current generation.
 async fn topic_with_reason(ns: &TempNamespace, name: &str, reason: &str) -> EventTopic {
     let api: Api<EventTopic> = Api::namespaced(ns.client(), ns.name());
-    eventually(WITHIN, || async {
+    eventually("the EventTopic's Ready reason", WITHIN, || async {
         let t = api.get(name).await.ok()?;
         let ready = find(&t.status.as_ref()?.conditions, "Ready")?;
         (ready.reason == reason && ready.observed_generation == t.metadata.generation).then_some(t)
@@ -97,11 +99,15 @@ async fn topic_with_reason(ns: &TempNamespace, name: &str, reason: &str) -> Even
 /// current generation.
 async fn consumer_access(ns: &TempNamespace, name: &str) -> Condition {
     let api: Api<EventConsumer> = Api::namespaced(ns.client(), ns.name());
-    eventually(WITHIN, || async {
-        let c = api.get(name).await.ok()?;
-        let granted = find(&c.status.as_ref()?.conditions, "AccessGranted")?;
-        (granted.observed_generation == c.metadata.generation).then_some(granted)
-    })
+    eventually(
+        "the EventConsumer's AccessGranted condition",
+        WITHIN,
+        || async {
+            let c = api.get(name).await.ok()?;
+            let granted = find(&c.status.as_ref()?.conditions, "AccessGranted")?;
+            (granted.observed_generation == c.metadata.generation).then_some(granted)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("EventConsumer {name} never got an AccessGranted condition: {e}"))
 }
@@ -224,9 +230,11 @@ async fn consumer_groups_and_dead_letter_topics_stay_in_their_namespace() {
 
     // Admission refuses a group outside the namespace, with a sentence that says why (a new
     // binding takes a moment to be enforced).
-    let refusal = eventually(Duration::from_secs(30), || async {
-        apply(&consumers, "intruder", intruder.clone()).await.err()
-    })
+    let refusal = eventually(
+        "a group of the namespace is accepted",
+        Duration::from_secs(30),
+        || async { apply(&consumers, "intruder", intruder.clone()).await.err() },
+    )
     .await
     .unwrap_or_else(|e| panic!("a groupId of another namespace was accepted: {e}"));
     assert!(
@@ -254,9 +262,11 @@ async fn consumer_groups_and_dead_letter_topics_stay_in_their_namespace() {
         .delete(POLICY_BINDING, &DeleteParams::default())
         .await
         .expect("remove the policy binding");
-    eventually(Duration::from_secs(30), || async {
-        apply(&consumers, "intruder", intruder.clone()).await.ok()
-    })
+    eventually(
+        "without the policy the API server accepts it",
+        Duration::from_secs(30),
+        || async { apply(&consumers, "intruder", intruder.clone()).await.ok() },
+    )
     .await
     .expect("without the policy the API server accepts it");
     // A dead-letter topic that is another EventTopic's (in Conflict here), and one that names
@@ -395,9 +405,11 @@ async fn an_identity_error_is_reported_on_its_own_resource_only() {
                 .collect::<Vec<_>>()
         }
     };
-    let notes = eventually(WITHIN, || async {
-        Some(failed_in(&broken).await).filter(|n| !n.is_empty())
-    })
+    let notes = eventually(
+        "an AccessFailed Event in the broken namespace",
+        WITHIN,
+        || async { Some(failed_in(&broken).await).filter(|n| !n.is_empty()) },
+    )
     .await
     .expect("an AccessFailed Event in the broken namespace");
     assert!(
@@ -407,16 +419,22 @@ async fn an_identity_error_is_reported_on_its_own_resource_only() {
 
     // ... and the other team is neither told about it nor held up by it.
     let secrets: Api<Secret> = Api::namespaced(healthy.client(), healthy.name());
-    let password = eventually(WITHIN, || async {
-        let secret = secrets.get_opt("ferry-kafka-app").await.ok()??;
-        String::from_utf8(secret.data?.get("password")?.0.clone()).ok()
-    })
+    let password = eventually(
+        "the healthy namespace gets its credential",
+        WITHIN,
+        || async {
+            let secret = secrets.get_opt("ferry-kafka-app").await.ok()??;
+            String::from_utf8(secret.data?.get("password")?.0.clone()).ok()
+        },
+    )
     .await
     .expect("the healthy namespace gets its credential");
     let user = format!("{}.app", healthy.name());
-    eventually(WITHIN, || async {
-        produce_as(env, &user, &password, &healthy_topic).await.ok()
-    })
+    eventually(
+        "the healthy namespace's producer may write",
+        WITHIN,
+        || async { produce_as(env, &user, &password, &healthy_topic).await.ok() },
+    )
     .await
     .expect("the healthy namespace's producer may write");
     let leaked = failed_in(&healthy).await;

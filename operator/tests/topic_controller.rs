@@ -11,10 +11,10 @@ use ferry_operator::{
     api::ConditionStatus::{False, True},
     kafka::{ConfigOp, NewTopicSpec},
 };
-use ferry_testkit::{require_env, unique_name};
+use ferry_testkit::{eventually, require_env, unique_name};
 use kube::ResourceExt;
 use serde_json::json;
-use support::{Fixture, eventually};
+use support::Fixture;
 
 /// Long enough for a cold operator to start, win its Lease and converge on a loaded 2-core CI.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -423,7 +423,7 @@ async fn deletion_policies_delete_or_retain_the_kafka_topic() {
 
     f.delete("gone").await;
     f.delete("kept").await;
-    eventually(CONVERGE, || async {
+    eventually("both EventTopics go away", CONVERGE, || async {
         let a = f.api.get_opt("gone").await.ok()?;
         let b = f.api.get_opt("kept").await.ok()?;
         (a.is_none() && b.is_none()).then_some(())
@@ -478,7 +478,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     let a = f.operator("a");
     let b = f.operator("b");
     // Exactly one leads, and keeps doing so while both run.
-    let leaders = eventually(CONVERGE, || async {
+    let leaders = eventually("one leader", CONVERGE, || async {
         let (la, lb) = (a.is_leader().await?, b.is_leader().await?);
         (la != lb).then_some((la, lb))
     })
@@ -504,7 +504,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     );
 
     leader.process.kill9().await.expect("kill -9 the leader");
-    eventually(CONVERGE, || async {
+    eventually("the standby takes over", CONVERGE, || async {
         standby.is_leader().await?.then_some(())
     })
     .await
@@ -520,9 +520,11 @@ async fn sigterm_drains_and_hands_over_the_lease() {
     let env = require_env!();
     let f = Fixture::new(env).await;
     let mut a = f.operator("a");
-    eventually(CONVERGE, || async { a.is_leader().await?.then_some(()) })
-        .await
-        .expect("the only replica leads");
+    eventually("the only replica leads", CONVERGE, || async {
+        a.is_leader().await?.then_some(())
+    })
+    .await
+    .expect("the only replica leads");
     let b = f.operator("b");
     let status = a
         .process
@@ -536,9 +538,11 @@ async fn sigterm_drains_and_hands_over_the_lease() {
         f.ns.client(),
         f.ns.name(),
     );
-    eventually(CONVERGE, || async { b.is_leader().await?.then_some(()) })
-        .await
-        .expect("the standby takes over");
+    eventually("the standby takes over", CONVERGE, || async {
+        b.is_leader().await?.then_some(())
+    })
+    .await
+    .expect("the standby takes over");
     let lease = leases.get("ferry-operator").await.expect("Lease");
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),

@@ -54,11 +54,11 @@ impl Cli {
         match self.command {
             Command::Relay(args) => {
                 args.log.init();
-                Ok(crate::relay::run(*args, crate::shutdown::signal()).await?)
+                Ok(crate::relay::run(*args, ferry_common::shutdown::signal()).await?)
             }
             Command::Worker(args) => {
                 args.log.init();
-                crate::worker::run(*args, crate::shutdown::signal()).await?;
+                crate::worker::run(*args, ferry_common::shutdown::signal()).await?;
                 Ok(())
             }
         }

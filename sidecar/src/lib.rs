@@ -4,6 +4,5 @@
 pub mod cli;
 pub mod envelope;
 pub mod relay;
-pub mod shutdown;
 pub mod telemetry;
 pub mod worker;

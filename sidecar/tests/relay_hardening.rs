@@ -10,7 +10,7 @@ mod support;
 use std::{collections::HashMap, time::Duration};
 
 use ferry_operator::kafka::acls::Operation;
-use ferry_testkit::{TempTopic, TestEnv, require_env};
+use ferry_testkit::{TempTopic, TestEnv, require_env, unique_name};
 use support::*;
 
 /// Rows `(key, seq)` for `keys` keys with `per_key` rows each, interleaved across keys.
@@ -68,13 +68,14 @@ async fn identity<'a>(
 /// published in per-key order.
 async fn null_key_on_a_compacted_topic(describe_configs: bool) {
     let env = require_env!();
-    let topic = NamedTopic::create(
+    let topic = TempTopic::create_with(
         env,
-        &NamedTopic::fresh_name(),
+        &unique_name("test"),
         1,
         &[("cleanup.policy", "compact")],
     )
-    .await;
+    .await
+    .expect("compacted topic");
     let dlt = TempTopic::create(env, 1).await.expect("dead-letter topic");
     let (user, _grant) = identity(env, describe_configs, &[topic.name(), dlt.name()]).await;
     let outbox = TestOutbox::create(env).await;
@@ -150,13 +151,14 @@ async fn a_null_key_on_a_compacted_topic_is_found_by_re_sending_when_configs_are
 /// larger than the topic takes is set aside and kept.
 async fn small_max_message_bytes(describe_configs: bool) {
     let env = require_env!();
-    let topic = NamedTopic::create(
+    let topic = TempTopic::create_with(
         env,
-        &NamedTopic::fresh_name(),
+        &unique_name("test"),
         2,
         &[("max.message.bytes", "20000")],
     )
-    .await;
+    .await
+    .expect("topic with a small max.message.bytes");
     let dlt = TempTopic::create(env, 1).await.expect("dead-letter topic");
     let (user, _grant) = identity(env, describe_configs, &[topic.name(), dlt.name()]).await;
     let outbox = TestOutbox::create(env).await;
@@ -319,7 +321,7 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
     let env = require_env!();
     let existing = TempTopic::create(env, 1).await.expect("topic");
     let dlt = TempTopic::create(env, 1).await.expect("dead-letter topic");
-    let late = NamedTopic::fresh_name();
+    let late = unique_name("test");
     let outbox = TestOutbox::create(env).await;
     let waiting = rows("w", 3, 4);
     outbox.insert(&late, &waiting[..6]).await;
@@ -359,7 +361,9 @@ async fn rows_for_a_topic_created_late_wait_for_it_then_flow_in_order() {
     let dead = read_topic(env, dlt.name(), Duration::from_secs(2), |_| false).await;
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
 
-    let created = NamedTopic::create(env, &late, 1, &[]).await;
+    let created = TempTopic::create_named(env, &late, 1)
+        .await
+        .expect("the late topic");
     let records = read_distinct(env, created.name(), waiting.len(), Duration::from_secs(90)).await;
     check_per_key_order(&records, &expected(&waiting));
     wait_for("every row marked", Duration::from_secs(30), || async {

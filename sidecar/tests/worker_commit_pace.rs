@@ -41,10 +41,7 @@ async fn a_frozen_coordinator_gets_one_commit_at_a_time() {
     let ids = produce_events(env, &topics.main.name, "e", EVENTS, 200).await;
     // Slow answers, so deliveries (and moved watermarks) keep finishing into the freeze.
     let target = Target::slow(20).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = ferry_testkit::free_port();
     let extra = [
         "--ordering=key".to_owned(),
         format!("--max-in-flight={MAX_IN_FLIGHT}"),

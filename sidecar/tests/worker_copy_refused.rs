@@ -10,8 +10,8 @@ mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use ferry_testkit::{http_get, require_env};
-use worker::{NamedTopic, Target, Topics, envelope, header_of, produce, producer, read_all};
+use ferry_testkit::{TempTopic, http_get, require_env};
+use worker::{Target, Topics, envelope, header_of, produce, producer, read_all};
 
 /// The tier's and the dead-letter topic's `max.message.bytes`: far below the records below.
 const COPY_TOPIC_MAX_BYTES: &str = "100000";
@@ -36,12 +36,17 @@ async fn a_copy_kafka_refuses_for_good_becomes_a_reference_and_the_worker_goes_o
     let mut topics = Topics::create(env, 1, &[], false).await;
     let tier = format!("{}.{}.retry.1s", topics.main.name, topics.group);
     let limit = [("max.message.bytes", COPY_TOPIC_MAX_BYTES)];
-    topics
-        .tiers
-        .push(NamedTopic::create_with(env, &tier, 1, &limit).await);
+    topics.tiers.push(
+        TempTopic::create_with(env, &tier, 1, &limit)
+            .await
+            .expect("tier"),
+    );
     topics.delays.push("1s".to_owned());
-    topics.dead_letter =
-        Some(NamedTopic::create_with(env, &topics.dead_letter_name, 1, &limit).await);
+    topics.dead_letter = Some(
+        TempTopic::create_with(env, &topics.dead_letter_name, 1, &limit)
+            .await
+            .expect("dead-letter topic"),
+    );
 
     // big-retry fails (503), so it is copied to the tier, which refuses it; poison is not an
     // envelope, so it goes straight to the dead-letter topic, which refuses it too.
@@ -62,10 +67,7 @@ async fn a_copy_kafka_refuses_for_good_becomes_a_reference_and_the_worker_goes_o
         ids.push(id);
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = ferry_testkit::free_port();
     let metrics_addr = format!("--metrics-addr=127.0.0.1:{port}");
     let mut worker = worker::spawn_worker(
         env,

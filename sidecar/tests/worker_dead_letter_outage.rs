@@ -6,10 +6,9 @@ mod worker;
 use std::time::Duration;
 
 use ferry_operator::kafka::acls::{Operation, ResourceType};
-use ferry_testkit::require_env;
+use ferry_testkit::{TempTopic, require_env};
 use worker::{
-    Grant, NamedTopic, Target, Topics, envelope, produce, producer, read_all, spawn_worker,
-    spawn_worker_as,
+    Grant, Target, Topics, envelope, produce, producer, read_all, spawn_worker, spawn_worker_as,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +34,9 @@ async fn a_missing_dead_letter_topic_holds_the_commit_until_it_exists() {
         "committed past the record whose dead letter was never written: {held:?}"
     );
 
-    let _dlq = NamedTopic::create(env, &topics.dead_letter_name, 1).await;
+    let _dlq = TempTopic::create_named(env, &topics.dead_letter_name, 1)
+        .await
+        .expect("dead-letter topic");
     let dead = read_all(env, &topics.dead_letter_name, 1, Duration::from_secs(60));
     assert_eq!(
         dead.len(),

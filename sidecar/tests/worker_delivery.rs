@@ -185,10 +185,7 @@ async fn health_and_metrics_tell_what_the_worker_did() {
         },
     ))
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = ferry_testkit::free_port();
     let metrics_addr = format!("--metrics-addr=127.0.0.1:{port}");
     let ids = produce_events(env, &topics.main.name, "m", EVENTS, 10).await;
     let mut worker = spawn_worker(env, "metrics", &topics, &target.url, &[&metrics_addr]);

@@ -10,8 +10,8 @@ mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use ferry_testkit::{ChildProcess, require_env};
-use worker::{NamedTopic, Target, Topics, envelope, produce, producer, spawn_worker};
+use ferry_testkit::{ChildProcess, TempTopic, require_env};
+use worker::{Target, Topics, envelope, produce, producer, spawn_worker};
 
 /// How long a worker that refuses its layout may take to exit.
 const REFUSAL: Duration = Duration::from_secs(60);
@@ -33,7 +33,9 @@ async fn a_tier_whose_partition_count_differs_from_its_topic_is_refused() {
     // More partitions than the main topic: the range assignor would give tier partitions 2
     // and 3 (and, with two members, 1) to another member than main partition 1.
     let tier = format!("{}.{}.retry.1s", topics.main.name, topics.group);
-    topics.tiers.push(NamedTopic::create(env, &tier, 4).await);
+    topics
+        .tiers
+        .push(TempTopic::create_named(env, &tier, 4).await.expect("tier"));
     topics.delays.push("1s".to_owned());
     let target = Target::ok().await;
     let mut worker = spawn_worker(

@@ -9,7 +9,6 @@
 //! test restarts it, or when it is dropped (a failing test never leaves the cluster degraded).
 
 use std::{
-    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -18,13 +17,19 @@ use anyhow::{Context, bail, ensure};
 use ferry_common::kafka::KafkaArgs;
 use rdkafka::{
     ClientConfig, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
+    admin::{NewTopic, TopicReplication},
     consumer::{BaseConsumer, Consumer},
 };
 use tokio::sync::MutexGuard;
 
-use crate::{TestEnv, cleanup::run_to_completion, disruption_lock, in_ci, unique_name};
+use crate::{
+    TestEnv,
+    cleanup::run_to_completion,
+    disruption_lock, in_ci,
+    kafka::{create_topic, delete_topic},
+    services::run_ctl,
+    unique_name,
+};
 
 /// The `.ferry/env` variable with the cluster's bootstrap list (scripts/env/kafka-cluster.sh).
 const BOOTSTRAP_VAR: &str = "FERRY_KAFKA_CLUSTER_BOOTSTRAP";
@@ -240,7 +245,13 @@ impl Drop for BrokerOutage<'_> {
         if self.restarted {
             return;
         }
-        let (ctl, offset) = self.cluster.env.ctl_command();
+        let (ctl, offset) = match self.cluster.env.ctl_command() {
+            Ok(command) => command,
+            Err(e) => {
+                eprintln!("could not restart the killed broker: {e:#}");
+                return;
+            }
+        };
         let service = format!("kafka-{}", self.node);
         run_to_completion(async move {
             if let Err(e) = run_ctl(ctl, offset, "start", service).await {
@@ -279,19 +290,10 @@ impl ClusterTopic {
         let assignment = preferring(&cluster.nodes, leader, partitions)?;
         let rows: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
         let admin_config = cluster.env.kafka_config();
-        let admin: AdminClient<DefaultClientContext> = admin_config.create()?;
         let min_isr = MIN_INSYNC_REPLICAS.to_string();
         let topic = NewTopic::new(name, partitions, TopicReplication::Variable(&rows))
             .set("min.insync.replicas", &min_isr);
-        let results = admin
-            .create_topics(
-                &[topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await?;
-        for result in results {
-            result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
-        }
+        create_topic(&admin_config, topic).await?;
         let created = ClusterTopic {
             name: name.to_owned(),
             admin_config,
@@ -322,16 +324,7 @@ impl ClusterTopic {
 
 impl Drop for ClusterTopic {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let config = self.admin_config.clone();
-        run_to_completion(async move {
-            let Ok(admin) = config.create::<AdminClient<DefaultClientContext>>() else {
-                return;
-            };
-            if let Err(e) = admin.delete_topics(&[&name], &AdminOptions::new()).await {
-                eprintln!("could not delete test topic {name}: {e}");
-            }
-        });
+        delete_topic(&self.admin_config, &self.name);
     }
 }
 
@@ -390,42 +383,6 @@ fn read_partitions(client: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<Par
         .collect();
     partitions.sort_by_key(|p| p.id);
     Ok(partitions)
-}
-
-impl TestEnv {
-    /// The environment's `ctl.sh` and port offset.
-    fn ctl_command(&self) -> (String, String) {
-        (
-            self.var("FERRY_ENV_CTL").unwrap_or_default().to_owned(),
-            self.var("FERRY_PORT_OFFSET").unwrap_or("0").to_owned(),
-        )
-    }
-
-    /// `ctl.sh ACTION SERVICE` for a service name [`crate::Service`] does not list.
-    async fn ctl_raw(&self, action: &str, service: &str) -> anyhow::Result<()> {
-        let (ctl, offset) = self.ctl_command();
-        ensure!(!ctl.is_empty(), ".ferry/env does not name FERRY_ENV_CTL");
-        run_ctl(ctl, offset, action, service.to_owned()).await
-    }
-}
-
-async fn run_ctl(ctl: String, offset: String, action: &str, service: String) -> anyhow::Result<()> {
-    let action = action.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let status = Command::new("bash")
-            .env("FERRY_PORT_OFFSET", offset)
-            .arg(&ctl)
-            .arg(&action)
-            .arg(&service)
-            .status()
-            .with_context(|| format!("running {ctl} {action} {service}"))?;
-        ensure!(
-            status.success(),
-            "{ctl} {action} {service} failed: {status}"
-        );
-        Ok(())
-    })
-    .await?
 }
 
 #[cfg(test)]

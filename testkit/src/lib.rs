@@ -6,21 +6,33 @@
 //!
 //! With `CI=true`, a missing or unreachable environment fails the test loudly; elsewhere
 //! [`require_env!`] prints why and skips, so `cargo test` works on a laptop without the services.
+//!
+//! One home for what the test trees (operator, sidecar, testkit's own, bench) share: waiting
+//! for a condition ([`wait_for`], [`eventually`]), a [`free_port`] for a child's server, one
+//! plain [`http_get`], test topics ([`TempTopic`], named or not) and, with the `acls` feature,
+//! ACLs a test grants ([`Grant`]). Names follow one style: `Temp*` for what a test owns and
+//! the drop removes, verbs for helpers.
 
 mod cleanup;
 mod env;
+#[cfg(feature = "acls")]
+mod grant;
 mod http;
 mod kafka;
 mod kafka_cluster;
 mod kube;
+mod net;
 mod node;
 pub mod pod_env;
+mod poll;
 mod postgres;
 mod process;
 mod services;
 
 pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
+#[cfg(feature = "acls")]
+pub use grant::Grant;
 pub use http::http_get;
 pub use kafka::TempTopic;
 pub use kafka_cluster::{
@@ -28,7 +40,9 @@ pub use kafka_cluster::{
     REPLICATION_FACTOR,
 };
 pub use kube::TempNamespace;
+pub use net::free_port;
 pub use node::{RealNode, container_log, ferry_image, pod_ready, wait_for_pod};
+pub use poll::{Check, POLL_EVERY, eventually, wait_for};
 pub use postgres::TempSchema;
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};

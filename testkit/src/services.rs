@@ -59,28 +59,50 @@ impl TestEnv {
         self.ctl("start", service).await
     }
 
-    async fn ctl(&self, action: &'static str, service: Service) -> anyhow::Result<()> {
+    async fn ctl(&self, action: &str, service: Service) -> anyhow::Result<()> {
+        self.ctl_raw(action, service.name()).await
+    }
+
+    /// `ctl.sh ACTION SERVICE` for any service `ctl.sh` knows (`kafka-2` of the cluster, say).
+    pub(crate) async fn ctl_raw(&self, action: &str, service: &str) -> anyhow::Result<()> {
+        let (ctl, offset) = self.ctl_command()?;
+        run_ctl(ctl, offset, action, service.to_owned()).await
+    }
+
+    /// The environment's `ctl.sh` and port offset, owned, for a clean-up that runs after
+    /// `self` is out of reach (a `Drop`).
+    pub(crate) fn ctl_command(&self) -> anyhow::Result<(String, String)> {
         let ctl = self
             .var("FERRY_ENV_CTL")
             .context(".ferry/env does not name FERRY_ENV_CTL")?
             .to_owned();
-        let service = service.name();
         // The ports of this environment, not of whatever the caller's shell has.
         let offset = self.var("FERRY_PORT_OFFSET").unwrap_or("0").to_owned();
-        tokio::task::spawn_blocking(move || {
-            let status = Command::new("bash")
-                .env("FERRY_PORT_OFFSET", offset)
-                .arg(&ctl)
-                .arg(action)
-                .arg(service)
-                .status()
-                .with_context(|| format!("running {ctl} {action} {service}"))?;
-            ensure!(
-                status.success(),
-                "{ctl} {action} {service} failed: {status}"
-            );
-            Ok(())
-        })
-        .await?
+        Ok((ctl, offset))
     }
+}
+
+/// Runs `bash CTL ACTION SERVICE` with this environment's port offset; fails unless it exits 0.
+pub(crate) async fn run_ctl(
+    ctl: String,
+    offset: String,
+    action: &str,
+    service: String,
+) -> anyhow::Result<()> {
+    let action = action.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let status = Command::new("bash")
+            .env("FERRY_PORT_OFFSET", offset)
+            .arg(&ctl)
+            .arg(&action)
+            .arg(&service)
+            .status()
+            .with_context(|| format!("running {ctl} {action} {service}"))?;
+        ensure!(
+            status.success(),
+            "{ctl} {action} {service} failed: {status}"
+        );
+        Ok(())
+    })
+    .await?
 }

@@ -34,7 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use ferry_common::backoff::{self, ExponentialBackoff};
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
@@ -76,17 +76,6 @@ pub const STATUS_MANAGER: &str = "ferry-operator/consumer";
 
 /// After creating or growing topics, check again soon: Kafka applies them asynchronously.
 const VERIFY_AFTER: Duration = Duration::from_secs(1);
-
-/// Backoff after errors: from 1 s, doubling up to 5 min, with jitter (the EventTopic
-/// controller's policy, for the same reasons).
-fn backoff() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
 
 /// Why a reconcile failed; the controller retries with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +156,7 @@ impl Context {
         let mut backoffs = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
         backoffs
             .entry(key)
-            .or_insert_with(backoff)
+            .or_insert_with(backoff::controller_requeue)
             .next()
             .unwrap_or(Duration::from_secs(300))
     }

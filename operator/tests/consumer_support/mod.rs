@@ -20,7 +20,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Fixture, MANAGER, Operator, eventually, free_port};
+use ferry_testkit::{eventually, free_port, wait_for};
+
+use crate::support::{Fixture, MANAGER, Operator};
 
 /// Long enough for a cold operator to start, win its Lease, create topics, a credential and a
 /// Deployment whose pods KWOK makes Ready, on a loaded 2-core CI.
@@ -99,7 +101,7 @@ impl Consumers {
         deadline: Duration,
     ) -> EventConsumer {
         let last = std::sync::Mutex::new(None);
-        let result = eventually(deadline, || async {
+        let result = eventually("the Ready condition", deadline, || async {
             let c = self.api.get(name).await.ok()?;
             *last.lock().expect("lock") = c.status.clone();
             let ready = c
@@ -133,7 +135,7 @@ impl Consumers {
         check: impl Fn(&EventConsumer) -> bool,
     ) -> EventConsumer {
         let last = std::sync::Mutex::new(None);
-        let result = eventually(deadline, || async {
+        let result = eventually(what, deadline, || async {
             let c = self.api.get(name).await.ok()?;
             *last.lock().expect("lock") = c.status.clone();
             check(&c).then_some(c)
@@ -151,11 +153,10 @@ impl Consumers {
     /// The worker Deployment, once it exists.
     pub async fn deployment(&self, consumer: &str) -> Deployment {
         let name = format!("{consumer}-worker");
-        eventually(CONVERGE, || async {
+        wait_for(&format!("Deployment {name}"), CONVERGE, || async {
             self.deployments.get(&name).await.ok()
         })
         .await
-        .unwrap_or_else(|_| panic!("no Deployment {name}"))
     }
 
     /// Partition counts of Kafka topics (`None`: absent), as the broker has them now.
@@ -173,7 +174,7 @@ impl Consumers {
 
     /// Waits until a Kafka topic has `partitions` (`None`: is gone).
     pub async fn wait_partitions(&self, topic: &str, partitions: Option<i32>) {
-        let found = eventually(CONVERGE, || async {
+        let found = eventually("the partition count", CONVERGE, || async {
             (self.partitions(topic).await == partitions).then_some(())
         })
         .await;

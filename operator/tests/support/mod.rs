@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -36,7 +36,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
                 names.push(name);
             }
             for name in names {
-                eventually(Duration::from_secs(30), || {
+                eventually("the CRD to be established", Duration::from_secs(30), || {
                     let api = api.clone();
                     let name = name.clone();
                     async move {
@@ -116,42 +116,16 @@ fn manifests(kind: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
     Ok(found)
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or fails after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if start.elapsed() > deadline {
-            anyhow::bail!("condition not met within {deadline:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 use ferry_operator::{
     api::{ConditionStatus, EventTopic},
     kafka::{KafkaAdmin, TopicState},
 };
-use ferry_testkit::{ChildProcess, TempNamespace, TestEnv};
+use ferry_testkit::{ChildProcess, TempNamespace, TestEnv, eventually, free_port, http_get};
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 
 /// The field manager tests apply EventTopics with.
 pub const MANAGER: &str = "ferry-tests";
-
-/// A free TCP port on 127.0.0.1 (bound and released; fine for a test's own child process).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The real `ferry-operator run` binary watching one namespace.
 pub struct Operator {
@@ -223,17 +197,9 @@ impl Operator {
 
     /// The operator's /metrics text, if it answers.
     pub async fn metrics(&self) -> Option<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+        http_get(self.metrics_port, "/metrics")
             .await
-            .ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.ok()?;
-        Some(body)
+            .map(|(_, body)| body)
     }
 
     /// Whether the operator reports holding the leader Lease.
@@ -306,7 +272,7 @@ impl Fixture {
         deadline: Duration,
     ) -> EventTopic {
         let last = std::sync::Mutex::new(None);
-        let result = eventually(deadline, || async {
+        let result = eventually("the EventTopic's Ready condition", deadline, || async {
             let topic = self.api.get(name).await.ok()?;
             let ready = topic
                 .status
@@ -390,7 +356,7 @@ impl Fixture {
 
     /// Waits until an Event with `reason` was recorded on `name`.
     pub async fn wait_event(&self, name: &str, reason: &str, deadline: Duration) {
-        let found = eventually(deadline, || async {
+        let found = eventually("the Event", deadline, || async {
             self.event_reasons(name)
                 .await
                 .iter()

@@ -9,20 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ferry_operator::kafka::{
-    KafkaAdmin,
-    acls::{AclBinding, Operation, ResourceType},
-};
-use ferry_testkit::{ChildProcess, TempSchema, TestEnv, run_to_completion, unique_name};
+use ferry_testkit::{ChildProcess, TempSchema, TestEnv};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    consumer::{Consumer, StreamConsumer},
     message::Headers,
 };
 use serde_json::Value;
 use tokio_postgres::Client;
+
+// The relay tests' `use support::*` finds these in the test kit, their one home.
+#[allow(unused_imports)]
+pub use ferry_testkit::{Grant, free_port, wait_for};
 
 /// The outbox table of DESIGN §4 (+ the optional `publish_error` column), in a test schema.
 pub const OUTBOX_SQL: &str = "
@@ -130,12 +128,15 @@ pub fn kafka_envs(env: &TestEnv, user: Option<(&str, &str)>) -> Vec<(String, Str
         .collect()
 }
 
-/// A free port on 127.0.0.1 for a relay's telemetry server.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// The `ferry-sidecar` binary: the one cargo built for these tests, or, in `make bench-relay`
+/// (a crate of its own, to which cargo gives no binary of another package), the release
+/// binary `$FERRY_SIDECAR_BIN` names.
+fn sidecar_binary() -> String {
+    match option_env!("CARGO_BIN_EXE_ferry-sidecar") {
+        Some(path) => path.to_owned(),
+        None => std::env::var("FERRY_SIDECAR_BIN")
+            .expect("FERRY_SIDECAR_BIN names the ferry-sidecar binary to run"),
+    }
 }
 
 /// Starts the real `ferry-sidecar relay` binary against `url` with `extra` flags; logs at
@@ -169,8 +170,7 @@ pub fn spawn_relay_with_port(
         std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".into()),
     ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn(name, env!("CARGO_BIN_EXE_ferry-sidecar"), &args, &envs)
-        .expect("spawn relay")
+    ChildProcess::spawn(name, sidecar_binary(), &args, &envs).expect("spawn relay")
 }
 
 /// Like [`spawn_relay`] with a telemetry port the caller knows.
@@ -268,22 +268,6 @@ pub async fn read_topic(
     records
 }
 
-/// Polls `check` every 100 ms until it is true; panics with `what` after `timeout`.
-pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// GETs `path` from a relay's telemetry server: its body, `None` when it does not answer.
 pub async fn metrics_body(port: u16, path: &str) -> Option<String> {
     ferry_testkit::http_get(port, path)
@@ -358,87 +342,6 @@ pub async fn read_distinct(
     .await
 }
 
-/// A topic with a name chosen before it exists and a config of its own (TempTopic takes
-/// neither); deleted when dropped.
-pub struct NamedTopic {
-    pub name: String,
-    config: ClientConfig,
-}
-
-impl NamedTopic {
-    /// A fresh name, for a topic created later with [`NamedTopic::create`].
-    pub fn fresh_name() -> String {
-        unique_name("test")
-    }
-
-    /// Creates `name` with `partitions` partitions and `configs`, and waits until the
-    /// broker's metadata shows it.
-    pub async fn create(
-        env: &TestEnv,
-        name: &str,
-        partitions: i32,
-        configs: &[(&str, &str)],
-    ) -> NamedTopic {
-        let config = env.kafka_config();
-        let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        for (k, v) in configs {
-            topic = topic.set(k, v);
-        }
-        let results = admin
-            .create_topics(
-                &[topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await
-            .expect("create topic");
-        for result in results {
-            result.expect("topic created");
-        }
-        let consumer: BaseConsumer = config.create().expect("consumer");
-        let name = name.to_owned();
-        let topic = name.clone();
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let visible = consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                    .is_ok_and(|m| {
-                        m.topics().iter().any(|t| {
-                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                        })
-                    });
-                assert!(
-                    visible || Instant::now() < deadline,
-                    "topic {topic} not visible"
-                );
-                if visible {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .await
-        .expect("metadata wait");
-        NamedTopic { name, config }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for NamedTopic {
-    fn drop(&mut self) {
-        let (name, config) = (self.name.clone(), self.config.clone());
-        run_to_completion(async move {
-            if let Ok(admin) = config.create::<AdminClient<DefaultClientContext>>() {
-                let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
-            }
-        });
-    }
-}
-
 /// The `.ferry/env` user that has no ACL of its own.
 pub fn noacl_user(env: &TestEnv) -> (&str, &str) {
     match (
@@ -447,51 +350,6 @@ pub fn noacl_user(env: &TestEnv) -> (&str, &str) {
     ) {
         (Some(user), Some(password)) => (user, password),
         _ => panic!(".ferry/env has no FERRY_KAFKA_NOACL_* user"),
-    }
-}
-
-/// ACLs granted for one test, revoked when dropped.
-pub struct Grant {
-    config: ClientConfig,
-    bindings: Vec<AclBinding>,
-}
-
-impl Grant {
-    /// Grants `User:<user>` each operation on each topic.
-    pub async fn topics(
-        env: &TestEnv,
-        user: &str,
-        topics: &[&str],
-        operations: &[Operation],
-    ) -> Grant {
-        let principal = format!("User:{user}");
-        let bindings: Vec<AclBinding> = topics
-            .iter()
-            .flat_map(|t| {
-                operations
-                    .iter()
-                    .map(|op| AclBinding::allow(&principal, ResourceType::Topic, *t, *op))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let config = env.kafka_config();
-        KafkaAdmin::new(&config, Duration::from_secs(30))
-            .expect("admin client")
-            .create_acls(&bindings)
-            .await
-            .expect("ACLs granted");
-        Grant { config, bindings }
-    }
-}
-
-impl Drop for Grant {
-    fn drop(&mut self) {
-        let (config, bindings) = (self.config.clone(), std::mem::take(&mut self.bindings));
-        run_to_completion(async move {
-            if let Ok(admin) = KafkaAdmin::new(&config, Duration::from_secs(30)) {
-                let _ = admin.delete_acls(&bindings).await;
-            }
-        });
     }
 }
 

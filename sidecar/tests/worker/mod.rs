@@ -21,15 +21,13 @@ use axum::{
     http::{HeaderMap, StatusCode, Uri},
     routing::post,
 };
-use ferry_operator::kafka::{
-    KafkaAdmin,
-    acls::{AclBinding, Operation, ResourceType},
-};
-use ferry_testkit::{ChildProcess, TestEnv, run_to_completion, unique_name};
+use ferry_testkit::{ChildProcess, TempTopic, TestEnv, unique_name};
+
+// The worker tests import these from here; their one home is the test kit.
+#[allow(unused_imports)]
+pub use ferry_testkit::Grant;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
+    Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     message::{Headers, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
@@ -286,73 +284,11 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-/// A topic with a chosen name, deleted when dropped.
-pub struct NamedTopic {
-    pub name: String,
-    config: ClientConfig,
-}
-
-impl NamedTopic {
-    /// Creates `name` with `partitions` partitions.
-    pub async fn create(env: &TestEnv, name: &str, partitions: i32) -> NamedTopic {
-        Self::create_with(env, name, partitions, &[]).await
-    }
-
-    /// Creates `name` with `partitions` partitions and topic configs `configs`.
-    pub async fn create_with(
-        env: &TestEnv,
-        name: &str,
-        partitions: i32,
-        configs: &[(&str, &str)],
-    ) -> NamedTopic {
-        let config = env.kafka_config();
-        let admin: AdminClient<DefaultClientContext> = config.create().expect("admin");
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        for (k, v) in configs {
-            topic = topic.set(k, v);
-        }
-        let results = admin
-            .create_topics(
-                &[topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await
-            .expect("create topics");
-        for r in results {
-            r.expect("topic created");
-        }
-        NamedTopic {
-            name: name.to_owned(),
-            config,
-        }
-    }
-}
-
-impl Drop for NamedTopic {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let config = self.config.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(admin) = config.create::<AdminClient<DefaultClientContext>>() {
-                    let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
-                }
-            });
-        })
-        .join()
-        .expect("clean-up thread");
-    }
-}
-
 /// A main topic with its tiers and dead-letter topic, all named for one test.
 pub struct Topics {
-    pub main: NamedTopic,
-    pub tiers: Vec<NamedTopic>,
-    pub dead_letter: Option<NamedTopic>,
+    pub main: TempTopic,
+    pub tiers: Vec<TempTopic>,
+    pub dead_letter: Option<TempTopic>,
     pub group: String,
     pub delays: Vec<String>,
     pub dead_letter_name: String,
@@ -361,18 +297,26 @@ pub struct Topics {
 impl Topics {
     /// `partitions` partitions each; tiers for `delays`; the dead-letter topic if `with_dlq`.
     pub async fn create(env: &TestEnv, partitions: i32, delays: &[&str], with_dlq: bool) -> Topics {
-        let main = NamedTopic::create(env, &unique_name("wk"), partitions).await;
+        let main = TempTopic::create_named(env, &unique_name("wk"), partitions)
+            .await
+            .expect("main topic");
         let group = unique_name("g");
         let mut tiers = Vec::new();
         for d in delays {
+            let tier = format!("{}.{group}.retry.{d}", main.name);
             tiers.push(
-                NamedTopic::create(env, &format!("{}.{group}.retry.{d}", main.name), partitions)
-                    .await,
+                TempTopic::create_named(env, &tier, partitions)
+                    .await
+                    .expect("tier topic"),
             );
         }
         let dead_letter_name = format!("{}.dlq", main.name);
         let dead_letter = if with_dlq {
-            Some(NamedTopic::create(env, &dead_letter_name, 1).await)
+            Some(
+                TempTopic::create_named(env, &dead_letter_name, 1)
+                    .await
+                    .expect("dead-letter topic"),
+            )
         } else {
             None
         };
@@ -808,47 +752,4 @@ pub fn header_of(message: &OwnedMessage, name: &str) -> Option<String> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Literal ALLOW ACLs for `User:<user>`, granted for one test and revoked when dropped.
-pub struct Grant {
-    config: ClientConfig,
-    bindings: Vec<AclBinding>,
-}
-
-impl Grant {
-    /// Grants `User:<user>` each `(resource type, name, operation)`.
-    pub async fn allow(
-        env: &TestEnv,
-        user: &str,
-        acls: &[(ResourceType, &str, Operation)],
-    ) -> Grant {
-        let principal = format!("User:{user}");
-        let bindings: Vec<AclBinding> = acls
-            .iter()
-            .map(|(kind, name, op)| AclBinding::allow(&principal, *kind, *name, *op))
-            .collect();
-        let config = env.kafka_config();
-        KafkaAdmin::new(&config, Duration::from_secs(30))
-            .expect("admin client")
-            .create_acls(&bindings)
-            .await
-            .expect("ACLs granted");
-        Grant { config, bindings }
-    }
-}
-
-impl Drop for Grant {
-    fn drop(&mut self) {
-        let (config, bindings) = (self.config.clone(), std::mem::take(&mut self.bindings));
-        run_to_completion(async move {
-            let revoked = match KafkaAdmin::new(&config, Duration::from_secs(30)) {
-                Ok(admin) => admin.delete_acls(&bindings).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = revoked {
-                eprintln!("cannot revoke test ACLs {bindings:?}: {e}");
-            }
-        });
-    }
 }

@@ -201,23 +201,42 @@ async fn a_spec_change_rolls_the_template_and_drift_is_put_back() {
     let t = Consumers::new(env, &[]).await;
     let source = unique_name("orders");
     t.topic("orders", &source, 1).await;
-    let spec = |max_in_flight: i32| {
+    let spec = |max_in_flight: i32, delays: &[&str]| {
         json!({"topics": ["orders"], "serviceAccount": "roller", "maxInFlight": max_in_flight,
+               "retry": {"delays": delays},
                "delivery": {"http": {"url": "http://127.0.0.1:9/"}}})
     };
-    t.apply("roll", spec(64)).await;
+    let group = format!("{}.roll", t.f.ns.name());
+    let tier = |delay: &str| format!("{source}.{group}.retry.{delay}");
+    t.apply("roll", spec(64, &["5s", "1m"])).await;
     t.wait_ready("roll", True, "Ready", CONVERGE).await;
+    t.wait_partitions(&tier("1m"), Some(1)).await;
     let before = t.deployment("roll").await;
 
-    t.apply("roll", spec(7)).await;
+    // A new maxInFlight and one tier less: a new template, and once it is rolled out the
+    // retired tier is deleted and no longer listed.
+    t.apply("roll", spec(7, &["5s"])).await;
     t.wait_ready("roll", True, "Ready", CONVERGE).await;
     let after = t.deployment("roll").await;
     assert!(args(&worker(&after)).contains(&"--max-in-flight=7".to_owned()));
+    assert!(args(&worker(&after)).contains(&"--retry-delays=5s".to_owned()));
     assert!(
         after.metadata.generation > before.metadata.generation,
         "a new template"
     );
     t.f.wait_event("roll", "DeploymentUpdated", CONVERGE).await;
+    t.wait_partitions(&tier("1m"), None).await;
+    t.wait_for("roll", "only the 5s tier listed", CONVERGE, |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.topics.as_ref())
+            .is_some_and(|topics| topics.retry == [tier("5s")])
+    })
+    .await;
+    assert!(
+        t.partitions(&tier("5s")).await.is_some(),
+        "the kept tier stays"
+    );
 
     // Someone edits the Deployment by hand: the operator puts its template back.
     let patch = json!({"spec": {"template": {"spec": {"containers": [

@@ -343,8 +343,13 @@ fn outcome_message(outcome: &Outcome) -> String {
     }
 }
 
-/// The topics of `resolved` as the status lists them.
-fn status_topics(resolved: &Resolved, managed: &[topics::ManagedTopic]) -> ConsumerTopics {
+/// The topics of `resolved` as the status lists them, with the `retired` tiers not deleted
+/// yet.
+fn status_topics(
+    resolved: &Resolved,
+    managed: &[topics::ManagedTopic],
+    retired: &[String],
+) -> ConsumerTopics {
     let dead_letter = resolved.dead_letter.name().to_owned();
     ConsumerTopics {
         source: resolved.sources.iter().map(|s| s.kafka.clone()).collect(),
@@ -352,6 +357,7 @@ fn status_topics(resolved: &Resolved, managed: &[topics::ManagedTopic]) -> Consu
             .iter()
             .map(|t| t.name.clone())
             .filter(|n| *n != dead_letter)
+            .chain(retired.iter().cloned())
             .collect(),
         dead_letter: Some(dead_letter),
         dead_letter_managed: matches!(resolved.dead_letter, DeadLetter::Managed(_)),
@@ -395,7 +401,15 @@ impl EventConsumer {
         };
 
         let managed = topics::desired(&resolved, &self.spec.retry.delays);
-        let status_topics = status_topics(&resolved, &managed);
+        let wanted: Vec<String> = status_topics(&resolved, &managed, &[]).retry;
+        let listed = self
+            .status
+            .as_ref()
+            .and_then(|s| s.topics.as_ref())
+            .map(|t| t.retry.clone())
+            .unwrap_or_default();
+        let retired = topics::retired(&listed, &wanted);
+        let status_topics = status_topics(&resolved, &managed, &retired);
         match self.converge_topics(ctx, &managed).await? {
             TopicsOutcome::InSync => {}
             TopicsOutcome::Changed => {
@@ -473,10 +487,18 @@ impl EventConsumer {
         self.report_deployment_change(ctx, existing.as_ref(), &applied, replicas)
             .await;
 
+        let rolled_out = status::deployment_outcome(&applied);
+        let mut status_topics = status_topics;
+        if matches!(rolled_out, Outcome::Ready { .. }) && !retired.is_empty() {
+            // No worker of the old template is left to read them.
+            self.delete_topics(ctx, &retired, "its retry tier is no longer in the spec")
+                .await?;
+            status_topics.retry.retain(|t| !retired.contains(t));
+        }
         let outcome = status::fold_access(
             self.status.as_ref().map_or(&[][..], |s| &s.conditions),
             self.metadata.generation,
-            status::deployment_outcome(&applied),
+            rolled_out,
         );
         let found = Found {
             topics: Some(status_topics),
@@ -708,29 +730,37 @@ impl EventConsumer {
         }
         names.sort();
         names.dedup();
+        self.delete_topics(ctx, &names, "the EventConsumer is being deleted")
+            .await?;
+        ctx.lag.forget(&ObjectRef::from_obj(self));
+        Ok(Action::await_change())
+    }
+
+    /// Deletes the consumer's own topics `names` (already gone counts as deleted), with an
+    /// Event for each saying `why`.
+    async fn delete_topics(&self, ctx: &Context, names: &[String], why: &str) -> Result<()> {
         for name in names {
-            match ctx.kafka.delete(&name).await.map_err(Error::Kafka)? {
+            match ctx.kafka.delete(name).await.map_err(Error::Kafka)? {
                 Ok(()) => {
-                    info!(topic = name, "deleted consumer topic");
+                    info!(topic = name, why, "deleted consumer topic");
                     self.publish(
                         ctx,
                         EventType::Normal,
                         "TopicDeleted",
                         "Delete",
-                        format!("deleted Kafka topic {name} with the EventConsumer"),
+                        format!("deleted Kafka topic {name}: {why}"),
                     )
                     .await;
                 }
                 Err(refusal) => {
                     return Err(Error::DeleteRefused {
-                        topic: name,
+                        topic: name.clone(),
                         refusal,
                     });
                 }
             }
         }
-        ctx.lag.forget(&ObjectRef::from_obj(self));
-        Ok(Action::await_change())
+        Ok(())
     }
 
     /// Writes this controller's status fields for `outcome` (server-side apply under

@@ -117,6 +117,17 @@ pub fn diff(wanted: &ManagedTopic, actual: Option<&TopicState>) -> Vec<Change> {
     changes
 }
 
+/// Retry tiers the status still lists but the spec no longer asks for (a delay removed, a
+/// source dropped): deleted once the workers that used them are gone (the rollout is done),
+/// listed until then so a deletion of the consumer still finds them.
+pub fn retired(previous: &[String], wanted: &[String]) -> Vec<String> {
+    previous
+        .iter()
+        .filter(|t| !wanted.contains(t))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +176,14 @@ mod tests {
         assert_eq!(topics[0].retention_ms, 7 * 86_400_000);
         assert_eq!(topics[1].retention_ms, 4 * 30 * 86_400_000);
         assert_eq!(topics[4].retention_ms, 28 * 86_400_000);
+    }
+
+    #[test]
+    fn retired_tiers_are_the_listed_ones_no_longer_wanted() {
+        let previous = ["a.g.retry.5s".to_owned(), "a.g.retry.1m".to_owned()];
+        let wanted = ["a.g.retry.5s".to_owned(), "a.g.retry.10m".to_owned()];
+        assert_eq!(retired(&previous, &wanted), ["a.g.retry.1m"]);
+        assert!(retired(&[], &wanted).is_empty());
     }
 
     #[test]

@@ -54,7 +54,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::{ConsumerTopics, EventConsumer, EventConsumerStatus, EventTopic},
-    identity::credentials,
+    identity::{credentials, grants},
     kafka::{self, Batched},
     metrics::Metrics,
     status::{self as kstatus, Outcome},
@@ -296,6 +296,25 @@ pub async fn reconcile(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resul
     let namespace = consumer.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(consumer.as_ref());
+    let group = grants::group_id(&consumer);
+    if !grants::group_in_namespace(&group, &namespace)
+        && !consumer.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        // Another namespace's group (it slipped past the tenancy admission policy, e.g. it
+        // predates it): nothing is created for it, so no finalizer either — the policy would
+        // refuse the update that adds or removes one.
+        if consumer.meta().deletion_timestamp.is_none() {
+            let outcome = Outcome::Stalled {
+                reason: "GroupOutsideNamespace".into(),
+                message: format!(
+                    "spec.groupId {group} is outside namespace {namespace}: consumer groups of this namespace must start with \"{namespace}.\"; no workers or topics are created"
+                ),
+            };
+            consumer.finish(&ctx, outcome, Found::default()).await?;
+        }
+        // No requeue: only a spec change can fix it, and that wakes the controller.
+        return Ok(Action::await_change());
+    }
     let result = finalizer(&api, FINALIZER, consumer, |event| async {
         match event {
             finalizer::Event::Apply(c) => c.reconcile(&ctx).await,

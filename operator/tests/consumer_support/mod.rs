@@ -36,6 +36,34 @@ pub struct Consumers {
     pub operator: Operator,
 }
 
+impl Drop for Consumers {
+    /// Deletes the namespace's EventConsumers and waits until their finalizers ran, while the
+    /// operator still runs (fields drop after this): else the namespace would stay Terminating
+    /// and the consumers' topics stay in Kafka.
+    fn drop(&mut self) {
+        let env = self.f.env;
+        let namespace = self.f.ns.name().to_owned();
+        ferry_testkit::run_to_completion(async move {
+            let cleaned = async {
+                let client = env.kube_client().await?;
+                let api = Api::<EventConsumer>::namespaced(client, &namespace);
+                api.delete_collection(&Default::default(), &Default::default())
+                    .await?;
+                eventually("the EventConsumers' finalizers", CONVERGE, || async {
+                    api.list(&Default::default())
+                        .await
+                        .ok()
+                        .is_some_and(|l| l.items.is_empty())
+                })
+                .await
+            };
+            if let Err(e) = cleaned.await {
+                eprintln!("EventConsumers of {namespace} not cleaned up: {e:#}");
+            }
+        });
+    }
+}
+
 /// The flags every test operator gets: lag rounds every second, a 4 s scale-down cooldown.
 const FLAGS: [&str; 4] = ["--lag-interval", "1s", "--scale-down-cooldown", "4s"];
 

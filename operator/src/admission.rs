@@ -14,7 +14,7 @@
 
 use k8s_openapi::{
     api::admissionregistration::v1::{
-        MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+        MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
         ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
         ValidatingAdmissionPolicySpec, Validation,
     },
@@ -29,6 +29,12 @@ pub const POLICY_NAME: &str = "ferry-tenancy.ferry.dev";
 /// The CEL check: `spec.groupId`, when set, is `<namespace>.` and at least one character more
 /// ([`crate::identity::grants::group_in_namespace`] in CEL).
 const GROUP_IN_NAMESPACE: &str = "!has(object.spec.groupId) || (object.spec.groupId.startsWith(request.namespace + '.') && size(object.spec.groupId) > size(request.namespace) + 1)";
+
+/// Only a new object or a changed `groupId` is checked ("ratcheting", as the API server does
+/// for CRD validation): an update that leaves an existing groupId as it is — a finalizer added
+/// or removed, a label — must pass, or an EventConsumer created before the policy could never
+/// lose its finalizer and be deleted.
+const GROUP_CHANGES: &str = "request.operation == 'CREATE' || (has(object.spec.groupId) ? object.spec.groupId : '') != (has(oldObject.spec.groupId) ? oldObject.spec.groupId : '')";
 
 /// What a person reads when the apply is refused.
 const GROUP_MESSAGE: &str = "'spec.groupId ' + object.spec.groupId + ' is outside namespace ' + request.namespace + ': consumer groups of this namespace (and the retry and dead-letter topics named after them) must start with \"' + request.namespace + '.\"'";
@@ -53,6 +59,10 @@ pub fn policy() -> ValidatingAdmissionPolicy {
                 }]),
                 ..MatchResources::default()
             }),
+            match_conditions: Some(vec![MatchCondition {
+                name: "group-id-set-or-changed".to_owned(),
+                expression: GROUP_CHANGES.to_owned(),
+            }]),
             validations: Some(vec![Validation {
                 expression: GROUP_IN_NAMESPACE.to_owned(),
                 message_expression: Some(GROUP_MESSAGE.to_owned()),

@@ -8,6 +8,7 @@
 //!        ├──── status (server-side apply) ◀──┘        leader (Lease): only one replica acts
 //!        │                                   ▲ access_status (AccessBook)
 //!        └─watch all──▶ identity ────────────┴──── credentials, ACLs ──▶ kafka ──▶ broker
+//!  EventConsumer ─watch─▶ consumer (Controller) ──▶ worker Deployment, retry/DLQ topics, lag
 //! ```
 //!
 //! Every controller has one shape (`reconcile` → `finalizer` → apply/cleanup, an `error_policy`
@@ -19,6 +20,7 @@ pub mod access_status;
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod consumer;
 pub mod crdgen;
 pub mod events;
 pub mod field_manager;

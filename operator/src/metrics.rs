@@ -38,6 +38,14 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the consumer lag gauge: one series per EventConsumer (as kube-state-metrics has
+/// one per object), never per partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub namespace: String,
+    pub consumer: String,
+}
+
 /// Every metric of the operator, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +54,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     leader: Gauge,
+    consumer_lag: Family<ConsumerLabels, Gauge>,
     health: Health,
 }
 
@@ -88,12 +97,19 @@ impl Metrics {
             "1 while this replica holds the leader Lease and runs the controllers",
             leader.clone(),
         );
+        let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Records not yet processed by an EventConsumer's group, at the last lag round",
+            consumer_lag.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
             errors,
             durations,
             leader,
+            consumer_lag,
             health: Health::default(),
         }
     }
@@ -124,6 +140,16 @@ impl Metrics {
         self.errors
             .get_or_create(&ErrorLabels { kind, error })
             .inc();
+    }
+
+    /// Records an EventConsumer's lag.
+    pub fn set_consumer_lag(&self, namespace: &str, consumer: &str, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&ConsumerLabels {
+                namespace: namespace.to_owned(),
+                consumer: consumer.to_owned(),
+            })
+            .set(lag);
     }
 
     /// Records whether this replica leads.

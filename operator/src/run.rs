@@ -1,5 +1,5 @@
 //! `ferry-operator run`: connects to Kubernetes and Kafka, serves metrics, and runs the
-//! controllers (EventTopics, and identities with their ACLs) while this replica holds the
+//! controllers (EventTopics, EventConsumers, and identities with their ACLs) while this replica holds the
 //! leader Lease.
 //!
 //! ```text
@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::{
     access_status::AccessBook,
     api::EventTopic,
+    consumer::{self, deployment::WorkerSettings},
     events::Publisher,
     identity::{self, credentials::ClientSettings},
     kafka::{Batched, KafkaAdmin},
@@ -97,6 +98,27 @@ pub struct RunArgs {
 
     #[command(flatten)]
     webhook: WebhookArgs,
+    /// The `ferry-sidecar` image of the consumer workers and the injected relay.
+    #[arg(long, env = "FERRY_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
+    sidecar_image: String,
+
+    /// Pull policy of the worker and relay images (Always, IfNotPresent or Never).
+    #[arg(long, env = "FERRY_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    sidecar_image_pull_policy: String,
+
+    /// How often every EventConsumer's lag is measured (status.lag, scaling).
+    // 10 s: KEDA's default pollingInterval is 30 s; 10 s scales a burst sooner for one small
+    // round of admin requests.
+    #[arg(long, env = "FERRY_LAG_INTERVAL", default_value = "10s",
+          value_parser = ferry_common::duration::parse)]
+    lag_interval: Duration,
+
+    /// How long fewer workers must suffice before a worker Deployment shrinks.
+    // 5 minutes: KEDA's default cooldownPeriod and the HPA's scale-down stabilization window.
+    #[arg(long, env = "FERRY_SCALE_DOWN_COOLDOWN", default_value = "5m",
+          value_parser = ferry_common::duration::parse)]
+    scale_down_cooldown: Duration,
 }
 
 /// Flags of the injection webhook (DESIGN §6). It runs when `--webhook-addr` is given.
@@ -142,15 +164,6 @@ struct WebhookArgs {
     #[arg(long, env = "FERRY_WEBHOOK_FAILURE_POLICY", default_value = "Fail",
           value_parser = ["Fail", "Ignore"])]
     webhook_failure_policy: String,
-
-    /// Image of `ferry-sidecar`, injected as the relay.
-    #[arg(long, env = "FERRY_SIDECAR_IMAGE", default_value = concat!("ferry-sidecar:", env!("CARGO_PKG_VERSION")))]
-    sidecar_image: String,
-
-    /// Pull policy of the injected containers.
-    #[arg(long, env = "FERRY_SIDECAR_PULL_POLICY", default_value = "IfNotPresent",
-          value_parser = ["IfNotPresent", "Always", "Never"])]
-    sidecar_pull_policy: String,
 }
 
 fn parse_https_url(s: &str) -> Result<String, String> {
@@ -167,6 +180,7 @@ impl WebhookArgs {
         &self,
         operator_namespace: &str,
         watch_namespace: Option<&String>,
+        image: webhook::SidecarImage,
     ) -> Option<webhook::Settings> {
         let addr = self.webhook_addr?;
         let endpoint = match &self.webhook_url {
@@ -186,14 +200,15 @@ impl WebhookArgs {
             },
             secret_namespace: operator_namespace.to_owned(),
             secret_name: self.webhook_secret.clone(),
-            image: webhook::SidecarImage {
-                image: self.sidecar_image.clone(),
-                pull_policy: self.sidecar_pull_policy.clone(),
-            },
+            image,
             watch_namespace: watch_namespace.cloned(),
         })
     }
 }
+
+/// The image `make images` builds for this version (`scripts/env/images.sh`).
+const DEFAULT_SIDECAR_IMAGE: &str =
+    concat!("docker.io/ferry/ferry-sidecar:", env!("CARGO_PKG_VERSION"));
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(match kubeconfig {
@@ -225,11 +240,25 @@ impl RunArgs {
             identity,
             client_bootstrap,
             webhook,
+            sidecar_image,
+            sidecar_image_pull_policy,
+            lag_interval,
+            scale_down_cooldown,
         } = self;
         log.init();
         let client = kube_client(kubeconfig.as_ref()).await?;
         let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
         let batched = Batched::new(admin.clone());
+        let sidecar = webhook::SidecarImage {
+            image: sidecar_image.clone(),
+            pull_policy: sidecar_image_pull_policy.clone(),
+        };
+        let worker_settings = WorkerSettings::new(
+            sidecar_image,
+            sidecar_image_pull_policy,
+            &kafka,
+            client_bootstrap.as_deref(),
+        );
         let client_settings = ClientSettings {
             bootstrap_servers: client_bootstrap.unwrap_or_else(|| kafka.bootstrap.clone()),
             security_protocol: kafka.security_protocol.as_str().to_owned(),
@@ -260,16 +289,17 @@ impl RunArgs {
         .await?;
         // Every replica serves admission (the Service may route to any); only the leader
         // registers it.
-        let (webhook, served) = match webhook.settings(&lease_namespace, namespace.as_ref()) {
-            Some(settings) => {
-                let registration = settings.registration.clone();
-                let (running, served) = webhook::start(client.clone(), settings)
-                    .await
-                    .context("starting the injection webhook")?;
-                (Some((running, registration)), Some(served))
-            }
-            None => (None, None),
-        };
+        let (webhook, served) =
+            match webhook.settings(&lease_namespace, namespace.as_ref(), sidecar) {
+                Some(settings) => {
+                    let registration = settings.registration.clone();
+                    let (running, served) = webhook::start(client.clone(), settings)
+                        .await
+                        .context("starting the injection webhook")?;
+                    (Some((running, registration)), Some(served))
+                }
+                None => (None, None),
+            };
         metrics.set_ready(true);
         info!(identity, lease = lease_name, "waiting for leadership");
 
@@ -306,6 +336,20 @@ impl RunArgs {
                 access_changed,
                 stopped(term_rx.clone()),
             );
+            let consumers = consumer::run(
+                consumer::Settings {
+                    client: client.clone(),
+                    kafka: batched.clone(),
+                    events: events.clone(),
+                    metrics: metrics.clone(),
+                    worker: worker_settings.clone(),
+                    resync: resync_interval,
+                    cooldown: scale_down_cooldown,
+                    lag_interval,
+                },
+                namespace.clone(),
+                stopped(term_rx.clone()),
+            );
             let access = identity::run(
                 std::sync::Arc::new(identity::Context::new(
                     client.clone(),
@@ -335,7 +379,7 @@ impl RunArgs {
                         r.await;
                     }
                 };
-                tokio::join!(topics, access, registered);
+                tokio::join!(topics, consumers, access, registered);
             })
         };
 

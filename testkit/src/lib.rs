@@ -23,6 +23,7 @@ mod kafka_cluster;
 mod kube;
 mod net;
 mod node;
+pub mod pod_env;
 mod poll;
 mod postgres;
 mod process;

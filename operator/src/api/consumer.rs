@@ -1,7 +1,7 @@
 //! `EventConsumer`: a service's subscription to EventTopics (DESIGN §2, §5).
 //!
 //! The operator turns it into a worker Deployment, retry and dead-letter topics, ACLs and
-//! replica counts driven by lag (a later issue); this module only declares the API.
+//! replica counts driven by lag ([`crate::consumer`]); this module only declares the API.
 
 // Several printer columns share a `type_`; clippy takes the repeats for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
@@ -144,9 +144,11 @@ pub struct HttpDelivery {
     /// A Service in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceTarget>,
-    /// A full http(s) URL.
+    /// A full http:// URL. (The worker speaks plain HTTP: an https:// URL is refused here
+    /// rather than failing in the worker.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("delivery.http.url must start with http://: the worker delivers over plain HTTP only (no TLS yet); point it at a plain-HTTP endpoint or use delivery.http.service"))]
     pub url: Option<String>,
     /// How long one delivery may take (e.g. 10s).
     #[serde(default = "default_timeout")]
@@ -236,12 +238,9 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 10),
-        inner(
-            length(min = 2, max = 32),
-            regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-        )
+        inner(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))
     )]
-    #[x_kube(validation = Rule::new("self.all(d, d.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')) && self.map(d, duration(d)).isSorted() && self.all(d, self.filter(e, duration(e) == duration(d)).size() == 1)").message("retry delays must be durations such as 5s, 1m or 10m, in strictly ascending order"))]
+    #[x_kube(validation = Rule::new("self.all(d, d.matches('^([0-9]+(ms|s|m|h))+$')) && self.map(d, duration(d)).isSorted() && self.all(d, self.filter(e, duration(e) == duration(d)).size() == 1)").message("retry delays must be whole durations such as 5s, 1m or 10m, in strictly ascending order"))]
     pub delays: Vec<String>,
 }
 
@@ -405,6 +404,9 @@ pub struct EventConsumerStatus {
     /// Records not yet processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
+    /// The Kafka topics the workers read and write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<ConsumerTopics>,
     /// The Kafka principals and ACLs this resource declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<super::AccessStatus>,
@@ -417,6 +419,24 @@ pub struct EventConsumerStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The Kafka topics of one EventConsumer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerTopics {
+    /// The Kafka topics consumed (the EventTopics' topicName).
+    #[serde(default)]
+    pub source: Vec<String>,
+    /// One retry topic per source topic and delay tier, managed by the operator.
+    #[serde(default)]
+    pub retry: Vec<String>,
+    /// The dead-letter topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+    /// Whether the dead-letter topic is the managed `<group>.dlq` (deleted with the consumer).
+    #[serde(default)]
+    pub dead_letter_managed: bool,
+}
+
 /// Consumer lag.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -426,4 +446,22 @@ pub struct Lag {
     /// Per topic.
     #[serde(default)]
     pub by_topic: BTreeMap<String, i64>,
+    /// Partitions whose committed offset has not moved while they had lag and workers ran: a
+    /// record stuck in delivery. Their lag adds no replicas (more workers cannot help it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<StuckPartition>,
+}
+
+/// A partition whose records are not being processed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckPartition {
+    /// The Kafka topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset that has not moved.
+    pub committed: i64,
+    /// Records behind it.
+    pub lag: i64,
 }

@@ -14,9 +14,9 @@ mod topic;
 pub use access_status::AccessStatus;
 pub use condition::{Condition, ConditionStatus};
 pub use consumer::{
-    ContainerDelivery, DeadLetter, Delivery, EnvVar, EventConsumer, EventConsumerSpec,
-    EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Retry, RetryBackoff, Scaling,
-    SecretKeyRef, ServiceTarget, StartFrom,
+    ConsumerTopics, ContainerDelivery, DeadLetter, Delivery, EnvVar, EventConsumer,
+    EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Retry,
+    RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom, StuckPartition,
 };
 pub use topic::{
     Compatibility, ConfigMapKeyRef, DeletionPolicy, EventTopic, EventTopicSpec, EventTopicStatus,

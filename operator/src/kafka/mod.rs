@@ -8,6 +8,7 @@
 pub mod acls;
 mod batch;
 mod native;
+pub mod offsets;
 mod scram;
 pub mod topic_config;
 

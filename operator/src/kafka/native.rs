@@ -24,9 +24,9 @@ use rdkafka::{
 use super::{ConfigOp, Error, Result};
 
 /// A librdkafka object that is destroyed when dropped.
-struct Owned<T> {
-    ptr: *mut T,
-    destroy: unsafe extern "C" fn(*mut T),
+pub(super) struct Owned<T> {
+    pub(super) ptr: *mut T,
+    pub(super) destroy: unsafe extern "C" fn(*mut T),
 }
 
 impl<T> Drop for Owned<T> {

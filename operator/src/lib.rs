@@ -29,6 +29,7 @@ pub mod kafka;
 pub mod leader;
 pub mod metrics;
 pub mod ownership;
+pub mod reconcile;
 pub mod run;
 pub mod status;
 pub mod topic;

@@ -9,7 +9,7 @@ use kube::{
     Resource, ResourceExt,
     runtime::{controller::Action, events::EventType, reflector::Store},
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{
     Context, Error, Result,
@@ -18,7 +18,7 @@ use super::{
 use crate::{
     api::EventTopic,
     kafka::{self, TopicState},
-    ownership,
+    ownership, reconcile,
     status::{self, Outcome},
 };
 
@@ -273,22 +273,9 @@ impl EventTopic {
         ctx: &Context,
         call: impl std::future::Future<Output = kafka::Result<T>>,
     ) -> Result<T> {
-        match call.await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if e.is_unavailable() {
-                    let outcome = Outcome::Retrying {
-                        reason: "KafkaUnavailable".into(),
-                        message: format!("cannot reach Kafka: {e}"),
-                    };
-                    // Best effort: the error below is what drives the retry.
-                    if let Err(status_error) = self.finish(ctx, outcome, None).await {
-                        warn!(error = %status_error, "cannot record KafkaUnavailable");
-                    }
-                }
-                Err(Error::Kafka(e))
-            }
-        }
+        reconcile::kafka_call(call, |outcome| self.finish(ctx, outcome, None))
+            .await
+            .map_err(Error::Kafka)
     }
 
     async fn refused(

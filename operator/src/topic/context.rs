@@ -1,8 +1,7 @@
 //! What every EventTopic reconcile shares, and each object's backoff after errors.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use ferry_common::backoff::{self, ExponentialBackoff};
 use kube::{
     Client,
     runtime::reflector::{ObjectRef, Store},
@@ -10,6 +9,7 @@ use kube::{
 
 use crate::{
     access_status::AccessBook, api::EventTopic, events::Publisher, kafka::Batched, metrics::Metrics,
+    reconcile::Backoffs,
 };
 
 /// What every reconcile shares.
@@ -28,7 +28,7 @@ pub struct Context {
     pub resync: Duration,
     /// What the identity controller granted each EventTopic's producers.
     pub access: AccessBook,
-    backoffs: Mutex<HashMap<ObjectRef<EventTopic>, ExponentialBackoff>>,
+    backoffs: Backoffs<ObjectRef<EventTopic>>,
 }
 
 impl Context {
@@ -50,24 +50,17 @@ impl Context {
             store,
             resync,
             access,
-            backoffs: Mutex::new(HashMap::new()),
+            backoffs: Backoffs::default(),
         }
     }
 
     /// The wait before retrying `key` after its next failure.
     pub fn next_backoff(&self, key: ObjectRef<EventTopic>) -> Duration {
-        let mut backoffs = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-        backoffs
-            .entry(key)
-            .or_insert_with(backoff::controller_requeue)
-            .next()
-            // controller_requeue() never ends; its longest wait if it did.
-            .unwrap_or(Duration::from_secs(300))
+        self.backoffs.next(key)
     }
 
     /// Starts `key`'s backoff from its shortest wait again, after a reconcile that succeeded.
     pub fn reset_backoff(&self, key: &ObjectRef<EventTopic>) {
-        let mut backoffs = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-        backoffs.remove(key);
+        self.backoffs.reset(key);
     }
 }

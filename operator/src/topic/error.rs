@@ -2,7 +2,7 @@
 
 use kube::runtime::finalizer;
 
-use crate::kafka;
+use crate::{kafka, reconcile};
 
 /// Why a reconcile failed; the controller retries with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,7 @@ impl Error {
         match self {
             Error::Kafka(e) => e.metric_label(),
             Error::Kube(_) => "kube",
-            Error::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
-                    inner.metric_label()
-                }
-                _ => "finalizer",
-            },
+            Error::Finalizer(e) => reconcile::finalizer_label(e, Error::metric_label),
             Error::MissingNamespace => "missing_namespace",
         }
     }

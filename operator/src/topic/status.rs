@@ -2,11 +2,7 @@
 //! access folded in ([`crate::access_status`]), applied under the operator's field manager
 //! unless nothing changed.
 
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use super::{Context, Error, KIND, Result};
 use crate::{
@@ -14,6 +10,7 @@ use crate::{
     api::{EventTopic, EventTopicStatus},
     field_manager,
     kafka::TopicState,
+    reconcile,
     status::{self, Outcome},
 };
 
@@ -36,7 +33,7 @@ impl EventTopic {
         );
         let access = Access::state(entry.as_ref(), generation, !self.spec.producers.is_empty());
         let outcome = access.fold(outcome);
-        ctx.metrics.reconciled(KIND, outcome_label(&outcome));
+        ctx.metrics.reconciled(KIND, reconcile::outcome_label(&outcome));
         let mut conditions = status::conditions(&previous.conditions, &outcome, generation, &now);
         conditions.push(access.condition(&previous.conditions, generation, &now));
         let status = EventTopicStatus {
@@ -63,27 +60,8 @@ impl EventTopic {
             return Ok(());
         }
         let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "EventTopic",
-            "status": status,
-        });
-        api.patch_status(
-            &self.name_any(),
-            &PatchParams::apply(field_manager::OPERATOR).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::Kube)?;
-        Ok(())
-    }
-}
-
-fn outcome_label(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Ready { .. } => "ready",
-        Outcome::Progressing { .. } => "progressing",
-        Outcome::Retrying { .. } => "retrying",
-        Outcome::Stalled { .. } => "stalled",
+        reconcile::apply_status(&api, &self.name_any(), field_manager::OPERATOR, &status)
+            .await
+            .map_err(Error::Kube)
     }
 }

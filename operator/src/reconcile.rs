@@ -1,0 +1,137 @@
+//! What every controller's reconcile shares, written once: each object's backoff after
+//! errors, the metric labels of an outcome and of a finalizer error, the Kafka call that
+//! reports an unreachable Kafka in the status, and the status write by server-side apply.
+//!
+//! The EventTopic ([`crate::topic`]) and EventConsumer ([`crate::consumer`]) controllers have
+//! the same shape (reconcile → finalizer → apply/cleanup, `error_policy` with backoff); the
+//! pieces of that shape which are the same logic live here, so a fix lands in both.
+
+use std::{collections::HashMap, fmt::Display, future::Future, hash::Hash, sync::Mutex, time::Duration};
+
+use ferry_common::backoff::{self, ExponentialBackoff};
+use kube::{
+    Api, Resource,
+    api::{Patch, PatchParams},
+    runtime::finalizer,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::warn;
+
+use crate::{kafka, status::Outcome};
+
+/// The longest wait of [`backoff::controller_requeue`]; it never ends, so this is only the
+/// answer if it did.
+const LONGEST_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Each object's backoff after failed reconciles: grows with every failure, starts over after
+/// a success.
+pub struct Backoffs<K> {
+    by_key: Mutex<HashMap<K, ExponentialBackoff>>,
+}
+
+impl<K> Default for Backoffs<K> {
+    fn default() -> Self {
+        Self {
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Backoffs<K> {
+    /// The wait before retrying `key` after its next failure.
+    pub fn next(&self, key: K) -> Duration {
+        let mut backoffs = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        backoffs
+            .entry(key)
+            .or_insert_with(backoff::controller_requeue)
+            .next()
+            .unwrap_or(LONGEST_BACKOFF)
+    }
+
+    /// Starts `key`'s backoff from its shortest wait again, after a reconcile that succeeded.
+    pub fn reset(&self, key: &K) {
+        let mut backoffs = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        backoffs.remove(key);
+    }
+}
+
+/// A bounded label for the reconciled metric.
+pub fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ready { .. } => "ready",
+        Outcome::Progressing { .. } => "progressing",
+        Outcome::Retrying { .. } => "retrying",
+        Outcome::Stalled { .. } => "stalled",
+    }
+}
+
+/// A bounded label for a finalizer error: the label of the apply or cleanup error inside it
+/// (`label`), else `finalizer`.
+pub fn finalizer_label<E>(
+    error: &finalizer::Error<E>,
+    label: impl Fn(&E) -> &'static str,
+) -> &'static str
+where
+    E: std::error::Error + 'static,
+{
+    match error {
+        finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+            label(inner)
+        }
+        _ => "finalizer",
+    }
+}
+
+/// Runs a Kafka call; when Kafka is unreachable, `record`s a `KafkaUnavailable` outcome in
+/// the status (best effort) and returns the error, so the controller backs off.
+pub async fn kafka_call<T, E, F>(
+    call: impl Future<Output = kafka::Result<T>>,
+    record: impl FnOnce(Outcome) -> F,
+) -> kafka::Result<T>
+where
+    E: Display,
+    F: Future<Output = Result<(), E>>,
+{
+    match call.await {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            if e.is_unavailable() {
+                let outcome = Outcome::Retrying {
+                    reason: "KafkaUnavailable".into(),
+                    message: format!("cannot reach Kafka: {e}"),
+                };
+                // Best effort: the error below is what drives the retry.
+                if let Err(status_error) = record(outcome).await {
+                    warn!(error = %status_error, "cannot record KafkaUnavailable");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Applies `status` as object `name`'s status under field manager `manager` (server-side
+/// apply, forced: these fields are this controller's alone).
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    manager: &str,
+    status: &impl Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

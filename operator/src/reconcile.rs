@@ -66,6 +66,16 @@ pub fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// The message of `outcome`, for an Event that repeats it.
+pub fn outcome_message(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Ready { message }
+        | Outcome::Progressing { message, .. }
+        | Outcome::Retrying { message, .. }
+        | Outcome::Stalled { message, .. } => message.clone(),
+    }
+}
+
 /// A bounded label for a finalizer error: the label of the apply or cleanup error inside it
 /// (`label`), else `finalizer`.
 pub fn finalizer_label<E>(

@@ -5,13 +5,24 @@
 //! available, or scaled to zero with no lag) and Kafka holds their ACLs. Otherwise the reason
 //! names what is missing: `RollingOut`, `WaitingForWorkers`, `DeploymentStalled` (the rollout
 //! passed its progress deadline), `GrantingAccess`, or the identity controller's own reason.
+//!
+//! And the one write of the status ([`EventConsumer::finish`]): this controller's fields under
+//! its own field manager, unless nothing changed; the identity controller's `access` and
+//! `AccessGranted` merge beside them.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Api, ResourceExt, runtime::reflector::ObjectRef};
 
+use super::{
+    Context, Error, KIND, Result, STATUS_MANAGER,
+    resolve::{DeadLetter, Resolved},
+    topics,
+};
 use crate::{
     access_status::ACCESS_GRANTED,
-    api::{Condition, ConditionStatus},
-    status::Outcome,
+    api::{Condition, ConditionStatus, ConsumerTopics, EventConsumer, EventConsumerStatus},
+    reconcile,
+    status::{self as kstatus, Outcome},
 };
 
 /// Where the worker Deployment stands.
@@ -96,6 +107,99 @@ pub fn fold_access(conditions: &[Condition], generation: Option<i64>, outcome: O
             reason: "GrantingAccess".into(),
             message: format!("{message}; waiting for its ACLs"),
         },
+    }
+}
+
+/// The topics of `resolved` as the status lists them, with the `retired` tiers not deleted
+/// yet.
+pub(super) fn status_topics(
+    resolved: &Resolved,
+    managed: &[topics::ManagedTopic],
+    retired: &[String],
+) -> ConsumerTopics {
+    let dead_letter = resolved.dead_letter.name().to_owned();
+    ConsumerTopics {
+        source: resolved.sources.iter().map(|s| s.kafka.clone()).collect(),
+        retry: managed
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| *n != dead_letter)
+            .chain(retired.iter().cloned())
+            .collect(),
+        dead_letter: Some(dead_letter),
+        dead_letter_managed: matches!(resolved.dead_letter, DeadLetter::Managed(_)),
+    }
+}
+
+/// What a reconcile found, for the status.
+#[derive(Default)]
+pub(super) struct Found {
+    /// The consumer's topics, if resolved.
+    pub topics: Option<ConsumerTopics>,
+    /// The worker Deployment as applied, if it was.
+    pub deployment: Option<Deployment>,
+}
+
+impl EventConsumer {
+    /// Writes this controller's status fields for `outcome` (server-side apply under
+    /// [`STATUS_MANAGER`]), unless nothing changed. Fields not found this time keep their
+    /// last value.
+    pub(super) async fn finish(&self, ctx: &Context, outcome: Outcome, found: Found) -> Result<()> {
+        let previous = self.status.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now().to_string();
+        let generation = self.metadata.generation;
+        ctx.metrics.reconciled(KIND, reconcile::outcome_label(&outcome));
+        let conditions = kstatus::conditions(&previous.conditions, &outcome, generation, &now);
+        let deployment_status = found.deployment.as_ref().and_then(|d| d.status.as_ref());
+        let lag = ctx
+            .lag
+            .get(&ObjectRef::from_obj(self))
+            .map(|o| o.lag)
+            .or_else(|| previous.lag.clone());
+        let status = EventConsumerStatus {
+            observed_generation: generation,
+            replicas: found
+                .deployment
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .or(previous.replicas),
+            ready_replicas: match &found.deployment {
+                Some(_) => Some(
+                    deployment_status
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0),
+                ),
+                None => previous.ready_replicas,
+            },
+            lag,
+            topics: found.topics.or_else(|| previous.topics.clone()),
+            // The identity controller's fields.
+            access: None,
+            conditions,
+        };
+        let mine_before: Vec<_> = previous
+            .conditions
+            .iter()
+            .filter(|c| {
+                [kstatus::READY, kstatus::RECONCILING, kstatus::STALLED].contains(&c.type_.as_str())
+            })
+            .cloned()
+            .collect();
+        let unchanged = status.observed_generation == previous.observed_generation
+            && status.replicas == previous.replicas
+            && status.ready_replicas == previous.ready_replicas
+            && status.lag == previous.lag
+            && status.topics == previous.topics
+            && status.conditions == mine_before;
+        if unchanged {
+            return Ok(());
+        }
+        let namespace = self.namespace_or_err()?;
+        let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
+        reconcile::apply_status(&api, &self.name_any(), STATUS_MANAGER, &status)
+            .await
+            .map_err(Error::Kube)
     }
 }
 

@@ -296,7 +296,7 @@ impl EventTopic {
             EventType::Warning,
             reason,
             "Reconcile",
-            outcome_message(&outcome),
+            reconcile::outcome_message(&outcome),
         )
         .await;
         self.finish(ctx, outcome, None).await?;
@@ -327,11 +327,3 @@ impl EventTopic {
     }
 }
 
-fn outcome_message(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Ready { message }
-        | Outcome::Progressing { message, .. }
-        | Outcome::Retrying { message, .. }
-        | Outcome::Stalled { message, .. } => message.clone(),
-    }
-}

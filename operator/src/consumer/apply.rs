@@ -1,0 +1,353 @@
+//! Apply: makes the consumer's workers and own topics what the EventConsumer declares —
+//! resolve its EventTopics (missing or unready: wait, say so), create, grow and correct the
+//! retry tiers and managed dead-letter topic, wait for the credential Secret, size the workers
+//! (the scaler) and apply the worker Deployment, with an Event for every change and a comment
+//! on every requeue.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+};
+use tracing::info;
+
+use super::{
+    Context, Error, Result, deployment, scaler,
+    resolve::Resolved,
+    status::{self, Found, status_topics},
+    topics::{self, Change},
+};
+use crate::{
+    api::EventConsumer,
+    identity::credentials,
+    kafka, reconcile,
+    status::Outcome,
+};
+
+/// After creating or growing topics, check again soon: Kafka applies them asynchronously.
+const VERIFY_AFTER: Duration = Duration::from_secs(1);
+
+impl EventConsumer {
+    pub(super) fn namespace_or_err(&self) -> Result<String> {
+        self.namespace().ok_or(Error::MissingNamespace)
+    }
+
+    /// Makes the workers and topics match the spec and reports what it found.
+    pub async fn reconcile(&self, ctx: &Context) -> Result<Action> {
+        let namespace = self.namespace_or_err()?;
+        let resolved = match ctx.resolve(self) {
+            Ok(r) => r,
+            Err(waiting) => {
+                let outcome = Outcome::Progressing {
+                    reason: waiting.reason.into(),
+                    message: waiting.message,
+                };
+                self.finish(ctx, outcome, Found::default()).await?;
+                // Requeue at the resync interval only: the EventTopic watch wakes us when one
+                // is created or becomes Ready.
+                return Ok(Action::requeue(ctx.resync));
+            }
+        };
+
+        let managed = topics::desired(&resolved, &self.spec.retry.delays);
+        let wanted: Vec<String> = status_topics(&resolved, &managed, &[]).retry;
+        let listed = self
+            .status
+            .as_ref()
+            .and_then(|s| s.topics.as_ref())
+            .map(|t| t.retry.clone())
+            .unwrap_or_default();
+        let retired = topics::retired(&listed, &wanted);
+        let status_topics = status_topics(&resolved, &managed, &retired);
+        match self.converge_topics(ctx, &managed).await? {
+            TopicsOutcome::InSync => {}
+            TopicsOutcome::Changed => {
+                let outcome = Outcome::Progressing {
+                    reason: "CreatingTopics".into(),
+                    message: "creating or growing the retry and dead-letter topics".into(),
+                };
+                let found = Found {
+                    topics: Some(status_topics),
+                    deployment: None,
+                };
+                self.finish(ctx, outcome, found).await?;
+                // Requeue soon: the next describe confirms the topics.
+                return Ok(Action::requeue(VERIFY_AFTER));
+            }
+            TopicsOutcome::Refused(outcome) => {
+                self.finish(ctx, outcome, Found::default()).await?;
+                // Requeue at the resync interval: a spec change triggers a reconcile anyway.
+                return Ok(Action::requeue(ctx.resync));
+            }
+        }
+
+        let secret = credentials::secret_name(&self.spec.service_account);
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+        if secrets
+            .get_metadata_opt(&secret)
+            .await
+            .map_err(Error::Kube)?
+            .is_none()
+        {
+            let outcome = Outcome::Progressing {
+                reason: "CredentialsNotFound".into(),
+                message: format!(
+                    "Secret {secret} with the Kafka credential of service account {} does not exist yet; the identity controller creates it (see the AccessGranted condition), then the workers start",
+                    self.spec.service_account
+                ),
+            };
+            let found = Found {
+                topics: Some(status_topics),
+                deployment: None,
+            };
+            self.finish(ctx, outcome, found).await?;
+            // Requeue at the resync interval only: the credential Secret watch wakes us.
+            return Ok(Action::requeue(ctx.resync));
+        }
+
+        let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
+        let name = deployment::name(&self.name_any());
+        let existing = deployments.get_opt(&name).await.map_err(Error::Kube)?;
+        let current = existing
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas);
+        let replicas = self.replicas(ctx, &resolved, current);
+        let desired = match deployment::build(self, &resolved, &ctx.settings, replicas) {
+            Ok(d) => d,
+            Err(invalid) => {
+                let outcome = Outcome::Stalled {
+                    reason: "InvalidSpec".into(),
+                    message: invalid.to_string(),
+                };
+                self.finish(ctx, outcome, Found::default()).await?;
+                // Requeue at the resync interval only: a spec change triggers a reconcile.
+                return Ok(Action::requeue(ctx.resync));
+            }
+        };
+        let applied = deployments
+            .patch(
+                &name,
+                &PatchParams::apply(crate::field_manager::OPERATOR).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(Error::Kube)?;
+        self.report_deployment_change(ctx, existing.as_ref(), &applied, replicas)
+            .await;
+
+        let rolled_out = status::deployment_outcome(&applied);
+        let mut status_topics = status_topics;
+        if matches!(rolled_out, Outcome::Ready { .. }) && !retired.is_empty() {
+            // No worker of the old template is left to read them.
+            self.delete_topics(ctx, &retired, "its retry tier is no longer in the spec")
+                .await?;
+            status_topics.retry.retain(|t| !retired.contains(t));
+        }
+        let outcome = status::fold_access(
+            self.status.as_ref().map_or(&[][..], |s| &s.conditions),
+            self.metadata.generation,
+            rolled_out,
+        );
+        let found = Found {
+            topics: Some(status_topics),
+            deployment: Some(applied),
+        };
+        self.finish(ctx, outcome, found).await?;
+        // Requeue at the resync interval: drift in Kafka is found this way; the Deployment
+        // watch and the lag rounds wake us for everything else.
+        Ok(Action::requeue(ctx.resync))
+    }
+
+    /// The replicas to run: the scaler's decision on the last lag round.
+    fn replicas(&self, ctx: &Context, resolved: &Resolved, current: Option<i32>) -> i32 {
+        let key = ObjectRef::from_obj(self);
+        let lag = ctx.lag.get(&key).map(|o| o.scaler_input());
+        let mut memories = ctx.scale.lock().unwrap_or_else(|e| e.into_inner());
+        let memory = memories.entry(key).or_default();
+        scaler::decide(
+            &self.spec.scaling,
+            resolved.max_partitions(),
+            current,
+            lag,
+            memory,
+            ctx.cooldown,
+            Instant::now(),
+        )
+    }
+
+    /// Events for a new Deployment, a new template or a new size.
+    async fn report_deployment_change(
+        &self,
+        ctx: &Context,
+        before: Option<&Deployment>,
+        after: &Deployment,
+        replicas: i32,
+    ) {
+        let name = after.metadata.name.clone().unwrap_or_default();
+        let Some(before) = before else {
+            info!(deployment = name, replicas, "created worker Deployment");
+            self.publish(
+                ctx,
+                EventType::Normal,
+                "DeploymentCreated",
+                "Create",
+                format!("created worker Deployment {name} with {replicas} replicas"),
+            )
+            .await;
+            return;
+        };
+        let old = before.spec.as_ref().and_then(|s| s.replicas);
+        if old != Some(replicas) {
+            info!(
+                deployment = name,
+                from = old,
+                to = replicas,
+                "scaled workers"
+            );
+            self.publish(
+                ctx,
+                EventType::Normal,
+                "Scaled",
+                "Scale",
+                format!(
+                    "scaled worker Deployment {name} from {} to {replicas} replicas (lag {})",
+                    old.unwrap_or(0),
+                    self.status
+                        .as_ref()
+                        .and_then(|s| s.lag.as_ref())
+                        .map_or(0, |l| l.total)
+                ),
+            )
+            .await;
+        }
+        let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
+        if template(before) != template(after) {
+            info!(deployment = name, "updated worker pod template");
+            self.publish(
+                ctx,
+                EventType::Normal,
+                "DeploymentUpdated",
+                "Update",
+                format!("rolled worker Deployment {name} to a new pod template"),
+            )
+            .await;
+        }
+    }
+
+    /// Creates, grows and corrects the consumer's own topics.
+    async fn converge_topics(
+        &self,
+        ctx: &Context,
+        managed: &[topics::ManagedTopic],
+    ) -> Result<TopicsOutcome> {
+        let described =
+            futures::future::join_all(managed.iter().map(|t| ctx.kafka.describe(&t.name))).await;
+        let mut changed = false;
+        for (wanted, found) in managed.iter().zip(described) {
+            let actual = match self.kafka_call(ctx, async { found }).await? {
+                Ok(actual) => actual,
+                Err(refusal) => return Ok(self.refused(ctx, &wanted.name, refusal).await),
+            };
+            for change in topics::diff(wanted, actual.as_ref()) {
+                let (result, note) = match change {
+                    Change::Create(spec) => (
+                        self.kafka_call(ctx, ctx.kafka.create(spec)).await?,
+                        format!(
+                            "created Kafka topic {} with {} partitions",
+                            wanted.name, wanted.partitions
+                        ),
+                    ),
+                    Change::Grow(partitions) => (
+                        self.kafka_call(ctx, ctx.kafka.grow(&wanted.name, partitions))
+                            .await?,
+                        format!(
+                            "grew Kafka topic {} to {partitions} partitions (as its source)",
+                            wanted.name
+                        ),
+                    ),
+                    Change::Alter(ops) => (
+                        self.kafka_call(ctx, ctx.kafka.alter(&wanted.name, ops))
+                            .await?,
+                        format!("put back the configs of Kafka topic {}", wanted.name),
+                    ),
+                };
+                match result {
+                    Ok(()) => {
+                        info!(topic = wanted.name, note, "changed consumer topic");
+                        self.publish(ctx, EventType::Normal, "TopicChanged", "Update", note)
+                            .await;
+                        changed = true;
+                    }
+                    // Created by someone else since our describe: the next pass sees it.
+                    Err(refusal)
+                        if refusal.code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists =>
+                    {
+                        changed = true;
+                    }
+                    Err(refusal) => return Ok(self.refused(ctx, &wanted.name, refusal).await),
+                }
+            }
+        }
+        Ok(if changed {
+            TopicsOutcome::Changed
+        } else {
+            TopicsOutcome::InSync
+        })
+    }
+
+    async fn refused(&self, ctx: &Context, topic: &str, refusal: kafka::Refusal) -> TopicsOutcome {
+        let outcome = Outcome::Stalled {
+            reason: "KafkaRefused".into(),
+            message: format!("Kafka refused the change to topic {topic}: {refusal}"),
+        };
+        self.publish(
+            ctx,
+            EventType::Warning,
+            "KafkaRefused",
+            "Reconcile",
+            reconcile::outcome_message(&outcome),
+        )
+        .await;
+        TopicsOutcome::Refused(outcome)
+    }
+
+    /// Runs a Kafka call; when Kafka is unreachable, says so in the status and fails so the
+    /// controller backs off.
+    async fn kafka_call<T>(
+        &self,
+        ctx: &Context,
+        call: impl std::future::Future<Output = kafka::Result<T>>,
+    ) -> Result<T> {
+        reconcile::kafka_call(call, |outcome| self.finish(ctx, outcome, Found::default()))
+            .await
+            .map_err(Error::Kafka)
+    }
+
+    /// Records a Kubernetes Event on this EventConsumer (best effort: Events are advisory).
+    pub(super) async fn publish(
+        &self,
+        ctx: &Context,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        ctx.events
+            .publish(&self.object_ref(&()), type_, reason, action, &note)
+            .await;
+    }
+}
+
+/// How converging the consumer's own topics ended.
+enum TopicsOutcome {
+    /// Kafka matched already.
+    InSync,
+    /// Something was created or changed; confirm on the next pass.
+    Changed,
+    /// Kafka refused; the status says why.
+    Refused(Outcome),
+}

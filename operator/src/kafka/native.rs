@@ -59,6 +59,41 @@ pub(super) fn code(err: RDKafkaRespErr) -> RDKafkaErrorCode {
     RDKafkaErrorCode::from(err)
 }
 
+/// A fresh result queue and admin options for operation `op` with request timeout
+/// `timeout_ms`: what every admin request of this module and its siblings starts with.
+///
+/// # Safety
+/// `rk` is a live client that outlives both returned objects.
+pub(super) unsafe fn queue_and_options(
+    rk: *mut rd::rd_kafka_t,
+    op: rd::rd_kafka_admin_op_t,
+    timeout_ms: i32,
+) -> (
+    Owned<rd::rd_kafka_queue_t>,
+    Owned<rd::rd_kafka_AdminOptions_t>,
+) {
+    // SAFETY: `rk` is live (the caller's promise); each object is destroyed by its guard.
+    let queue = Owned {
+        ptr: unsafe { rd::rd_kafka_queue_new(rk) },
+        destroy: rd::rd_kafka_queue_destroy,
+    };
+    let options = Owned {
+        ptr: unsafe { rd::rd_kafka_AdminOptions_new(rk, op) },
+        destroy: rd::rd_kafka_AdminOptions_destroy,
+    };
+    let mut errstr = [0 as c_char; 512];
+    // SAFETY: options is valid; errstr is a writable buffer of the given size.
+    unsafe {
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options.ptr,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+    }
+    (queue, options)
+}
+
 /// Runs one admin operation: `start` is given the client, options and a fresh queue and must
 /// start the request; `read` turns the result event into owned values.
 pub(super) async fn call<T: Send + 'static>(
@@ -79,24 +114,7 @@ pub(super) async fn call<T: Send + 'static>(
         let rk = admin.inner().native_ptr();
         // SAFETY: `rk` is a live client (we hold `admin`); queue and options are destroyed by
         // their guards after the result event, which they outlive.
-        let queue = Owned {
-            ptr: unsafe { rd::rd_kafka_queue_new(rk) },
-            destroy: rd::rd_kafka_queue_destroy,
-        };
-        let options = Owned {
-            ptr: unsafe { rd::rd_kafka_AdminOptions_new(rk, op) },
-            destroy: rd::rd_kafka_AdminOptions_destroy,
-        };
-        let mut errstr = [0 as c_char; 512];
-        // SAFETY: options is valid; errstr is a writable buffer of the given size.
-        unsafe {
-            rd::rd_kafka_AdminOptions_set_request_timeout(
-                options.ptr,
-                timeout_ms,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            );
-        }
+        let (queue, options) = unsafe { queue_and_options(rk, op, timeout_ms) };
         start(rk, options.ptr, queue.ptr);
         // Wait a little longer than the request timeout: librdkafka reports the timeout itself.
         // SAFETY: the queue is valid; a returned event is owned by us.

@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::{CString, c_char},
+    ffi::CString,
     ptr,
     sync::Arc,
     time::{Duration, Instant},
@@ -154,29 +154,13 @@ fn committed_blocking(
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: `rk` is live while `admin` is borrowed; every object is destroyed by its guard
     // after the events that refer to it.
-    let queue = Owned {
-        ptr: unsafe { rd::rd_kafka_queue_new(rk) },
-        destroy: rd::rd_kafka_queue_destroy,
-    };
-    let options = Owned {
-        ptr: unsafe {
-            rd::rd_kafka_AdminOptions_new(
-                rk,
-                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-            )
-        },
-        destroy: rd::rd_kafka_AdminOptions_destroy,
-    };
-    let mut errstr = [0 as c_char; 512];
-    // SAFETY: options is valid; errstr is a writable buffer of the given size.
-    unsafe {
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.ptr,
+    let (queue, options) = unsafe {
+        native::queue_and_options(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
             timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        );
-    }
+        )
+    };
     for group in groups {
         // SAFETY: a null partition list asks for every committed partition; the request
         // copies the object, which is destroyed right after.

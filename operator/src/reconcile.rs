@@ -6,7 +6,9 @@
 //! the same shape (reconcile → finalizer → apply/cleanup, `error_policy` with backoff); the
 //! pieces of that shape which are the same logic live here, so a fix lands in both.
 
-use std::{collections::HashMap, fmt::Display, future::Future, hash::Hash, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap, fmt::Display, future::Future, hash::Hash, sync::Mutex, time::Duration,
+};
 
 use ferry_common::backoff::{self, ExponentialBackoff};
 use kube::{

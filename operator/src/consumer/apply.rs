@@ -15,17 +15,13 @@ use kube::{
 use tracing::info;
 
 use super::{
-    Context, Error, Result, deployment, scaler,
+    Context, Error, Result, deployment,
     resolve::Resolved,
+    scaler,
     status::{self, Found, status_topics},
     topics::{self, Change},
 };
-use crate::{
-    api::EventConsumer,
-    identity::credentials,
-    kafka, reconcile,
-    status::Outcome,
-};
+use crate::{api::EventConsumer, identity::credentials, kafka, reconcile, status::Outcome};
 
 /// After creating or growing topics, check again soon: Kafka applies them asynchronously.
 const VERIFY_AFTER: Duration = Duration::from_secs(1);

@@ -57,7 +57,12 @@ impl EventConsumer {
 
     /// Deletes the consumer's own topics `names` (already gone counts as deleted), with an
     /// Event for each saying `why`.
-    pub(super) async fn delete_topics(&self, ctx: &Context, names: &[String], why: &str) -> Result<()> {
+    pub(super) async fn delete_topics(
+        &self,
+        ctx: &Context,
+        names: &[String],
+        why: &str,
+    ) -> Result<()> {
         for name in names {
             match ctx.kafka.delete(name).await.map_err(Error::Kafka)? {
                 Ok(()) => {

@@ -54,7 +54,6 @@ pub struct Settings {
     pub lag_interval: Duration,
 }
 
-
 impl Context {
     /// The wait before retrying `key` after its next failure.
     pub fn next_backoff(&self, key: ObjectRef<EventConsumer>) -> Duration {

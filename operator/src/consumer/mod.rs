@@ -25,17 +25,17 @@
 //! manager ([`STATUS_MANAGER`]), and `conditions` is a list keyed by `type`, so the two merge.
 //! `Ready` folds `AccessGranted` in.
 
+mod apply;
+mod cleanup;
+mod context;
 pub mod deployment;
 pub mod duration;
+mod error;
 pub mod lag;
 pub mod resolve;
 pub mod scaler;
 pub mod status;
 pub mod topics;
-mod apply;
-mod cleanup;
-mod context;
-mod error;
 
 use std::sync::{Arc, Mutex};
 
@@ -250,4 +250,3 @@ pub fn error_policy(consumer: Arc<EventConsumer>, error: &Error, ctx: Arc<Contex
     // Requeue with backoff: errors are transient (Kafka or the API server unreachable).
     Action::requeue(delay)
 }
-

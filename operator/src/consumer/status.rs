@@ -148,7 +148,8 @@ impl EventConsumer {
         let previous = self.status.clone().unwrap_or_default();
         let now = jiff::Timestamp::now().to_string();
         let generation = self.metadata.generation;
-        ctx.metrics.reconciled(KIND, reconcile::outcome_label(&outcome));
+        ctx.metrics
+            .reconciled(KIND, reconcile::outcome_label(&outcome));
         let conditions = kstatus::conditions(&previous.conditions, &outcome, generation, &now);
         let deployment_status = found.deployment.as_ref().and_then(|d| d.status.as_ref());
         let lag = ctx

@@ -8,8 +8,8 @@ use kube::{
 };
 
 use crate::{
-    access_status::AccessBook, api::EventTopic, events::Publisher, kafka::Batched, metrics::Metrics,
-    reconcile::Backoffs,
+    access_status::AccessBook, api::EventTopic, events::Publisher, kafka::Batched,
+    metrics::Metrics, reconcile::Backoffs,
 };
 
 /// What every reconcile shares.

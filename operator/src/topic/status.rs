@@ -33,7 +33,8 @@ impl EventTopic {
         );
         let access = Access::state(entry.as_ref(), generation, !self.spec.producers.is_empty());
         let outcome = access.fold(outcome);
-        ctx.metrics.reconciled(KIND, reconcile::outcome_label(&outcome));
+        ctx.metrics
+            .reconciled(KIND, reconcile::outcome_label(&outcome));
         let mut conditions = status::conditions(&previous.conditions, &outcome, generation, &now);
         conditions.push(access.condition(&previous.conditions, generation, &now));
         let status = EventTopicStatus {

@@ -27,6 +27,7 @@ use crate::{api::EventConsumer, identity::credentials, kafka, reconcile, status:
 const VERIFY_AFTER: Duration = Duration::from_secs(1);
 
 impl EventConsumer {
+    /// The namespace, which every EventConsumer has (it is a namespaced kind).
     pub(super) fn namespace_or_err(&self) -> Result<String> {
         self.namespace().ok_or(Error::MissingNamespace)
     }

@@ -39,6 +39,7 @@ pub struct Context {
     pub(super) topics: Store<EventTopic>,
     /// The scaler's memory per consumer (when fewer workers started to suffice).
     pub(super) scale: Mutex<HashMap<ObjectRef<EventConsumer>, scaler::Memory>>,
+    /// Each consumer's backoff after failed reconciles.
     pub(super) backoffs: Backoffs<ObjectRef<EventConsumer>>,
 }
 

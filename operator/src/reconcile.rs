@@ -1,6 +1,7 @@
 //! What every controller's reconcile shares, written once: each object's backoff after
 //! errors, the metric labels of an outcome and of a finalizer error, the Kafka call that
-//! reports an unreachable Kafka in the status, and the status write by server-side apply.
+//! reports an unreachable Kafka in the status, the status write by server-side apply, and the
+//! Events on a controller's own objects.
 //!
 //! The EventTopic ([`crate::topic`]) and EventConsumer ([`crate::consumer`]) controllers have
 //! the same shape (reconcile → finalizer → apply/cleanup, `error_policy` with backoff); the
@@ -14,13 +15,13 @@ use ferry_common::backoff::{self, ExponentialBackoff};
 use kube::{
     Api, Resource,
     api::{Patch, PatchParams},
-    runtime::finalizer,
+    runtime::{events::EventType, finalizer},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tracing::warn;
 
-use crate::{kafka, status::Outcome};
+use crate::{events::Publisher, kafka, status::Outcome};
 
 /// The longest wait of [`backoff::controller_requeue`]; it never ends, so this is only the
 /// answer if it did.
@@ -146,4 +147,32 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// Records Kubernetes Events on a controller's own objects.
+pub trait PublishEvent {
+    /// Records an Event on this object through `events` (best effort: Events are advisory).
+    fn publish(
+        &self,
+        events: &Publisher,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl<K: Resource<DynamicType = ()> + Sync> PublishEvent for K {
+    async fn publish(
+        &self,
+        events: &Publisher,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        events
+            .publish(&self.object_ref(&()), type_, reason, action, &note)
+            .await;
+    }
 }

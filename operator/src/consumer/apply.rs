@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
@@ -21,7 +21,10 @@ use super::{
     status::{self, Found, status_topics},
     topics::{self, Change},
 };
-use crate::{api::EventConsumer, identity::credentials, kafka, reconcile, status::Outcome};
+use crate::{
+    api::EventConsumer, identity::credentials, kafka, reconcile, reconcile::PublishEvent as _,
+    status::Outcome,
+};
 
 /// After creating or growing topics, check again soon: Kafka applies them asynchronously.
 const VERIFY_AFTER: Duration = Duration::from_secs(1);
@@ -188,7 +191,7 @@ impl EventConsumer {
         let Some(before) = before else {
             info!(deployment = name, replicas, "created worker Deployment");
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Normal,
                 "DeploymentCreated",
                 "Create",
@@ -206,7 +209,7 @@ impl EventConsumer {
                 "scaled workers"
             );
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Normal,
                 "Scaled",
                 "Scale",
@@ -225,7 +228,7 @@ impl EventConsumer {
         if template(before) != template(after) {
             info!(deployment = name, "updated worker pod template");
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Normal,
                 "DeploymentUpdated",
                 "Update",
@@ -275,8 +278,14 @@ impl EventConsumer {
                 match result {
                     Ok(()) => {
                         info!(topic = wanted.name, note, "changed consumer topic");
-                        self.publish(ctx, EventType::Normal, "TopicChanged", "Update", note)
-                            .await;
+                        self.publish(
+                            &ctx.events,
+                            EventType::Normal,
+                            "TopicChanged",
+                            "Update",
+                            note,
+                        )
+                        .await;
                         changed = true;
                     }
                     // Created by someone else since our describe: the next pass sees it.
@@ -302,7 +311,7 @@ impl EventConsumer {
             message: format!("Kafka refused the change to topic {topic}: {refusal}"),
         };
         self.publish(
-            ctx,
+            &ctx.events,
             EventType::Warning,
             "KafkaRefused",
             "Reconcile",
@@ -322,20 +331,6 @@ impl EventConsumer {
         reconcile::kafka_call(call, |outcome| self.finish(ctx, outcome, Found::default()))
             .await
             .map_err(Error::Kafka)
-    }
-
-    /// Records a Kubernetes Event on this EventConsumer (best effort: Events are advisory).
-    pub(super) async fn publish(
-        &self,
-        ctx: &Context,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        ctx.events
-            .publish(&self.object_ref(&()), type_, reason, action, &note)
-            .await;
     }
 }
 

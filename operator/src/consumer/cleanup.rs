@@ -11,7 +11,7 @@ use kube::{
 use tracing::info;
 
 use super::{Context, Error, Result, deployment, topics};
-use crate::api::EventConsumer;
+use crate::{api::EventConsumer, reconcile::PublishEvent as _};
 
 impl EventConsumer {
     /// Stops the workers, then deletes the consumer's own topics (the retry tiers and the
@@ -68,7 +68,7 @@ impl EventConsumer {
                 Ok(()) => {
                     info!(topic = name, why, "deleted consumer topic");
                     self.publish(
-                        ctx,
+                        &ctx.events,
                         EventType::Normal,
                         "TopicDeleted",
                         "Delete",

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kube::{
-    Resource, ResourceExt,
+    ResourceExt,
     runtime::{controller::Action, events::EventType, reflector::Store},
 };
 use tracing::info;
@@ -19,6 +19,7 @@ use crate::{
     api::EventTopic,
     kafka::{self, TopicState},
     ownership, reconcile,
+    reconcile::PublishEvent as _,
     status::{self, Outcome},
 };
 
@@ -97,7 +98,7 @@ impl EventTopic {
             && !self.ready_reason_is("Creating");
         if adopted {
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Normal,
                 "Adopted",
                 "Adopt",
@@ -128,7 +129,7 @@ impl EventTopic {
                 desired.name,
                 plan.describe_unmanaged()
             );
-            self.publish(ctx, type_, "UnmanagedConfigs", "Adopt", note)
+            self.publish(&ctx.events, type_, "UnmanagedConfigs", "Adopt", note)
                 .await;
         }
         if plan.has_changes() {
@@ -161,7 +162,7 @@ impl EventTopic {
                     "created Kafka topic"
                 );
                 self.publish(
-                    ctx,
+                    &ctx.events,
                     EventType::Normal,
                     "Created",
                     "Create",
@@ -237,7 +238,7 @@ impl EventTopic {
         if was_ready {
             // The spec did not change since the topic was last in sync: someone changed Kafka.
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Warning,
                 "DriftReverted",
                 "Update",
@@ -249,7 +250,7 @@ impl EventTopic {
             .await;
         } else {
             self.publish(
-                ctx,
+                &ctx.events,
                 EventType::Normal,
                 "Updated",
                 "Update",
@@ -292,7 +293,7 @@ impl EventTopic {
             ),
         };
         self.publish(
-            ctx,
+            &ctx.events,
             EventType::Warning,
             reason,
             "Reconcile",
@@ -310,19 +311,5 @@ impl EventTopic {
                 .iter()
                 .any(|c| c.type_ == status::READY && c.reason == reason)
         })
-    }
-
-    /// Records a Kubernetes Event on this EventTopic.
-    pub(super) async fn publish(
-        &self,
-        ctx: &Context,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        ctx.events
-            .publish(&self.object_ref(&()), type_, reason, action, &note)
-            .await;
     }
 }

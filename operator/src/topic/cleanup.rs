@@ -4,7 +4,7 @@ use kube::runtime::{controller::Action, events::EventType};
 use tracing::info;
 
 use super::{Context, Error, Result};
-use crate::{api::EventTopic, kafka, ownership};
+use crate::{api::EventTopic, kafka, ownership, reconcile::PublishEvent as _};
 
 impl EventTopic {
     /// Deletes the Kafka topic (deletionPolicy: Delete) unless another EventTopic owns it.
@@ -18,7 +18,7 @@ impl EventTopic {
             Ok(()) => {
                 info!(topic = name, "deleted Kafka topic");
                 self.publish(
-                    ctx,
+                    &ctx.events,
                     EventType::Normal,
                     "Deleted",
                     "Delete",

@@ -21,6 +21,9 @@
 //! (the worker and HTTP on both sides) cost per event.
 //!
 //! Not a test: it asserts nothing and prints figures for a person to read.
+//!
+//! One file on purpose: each section is a straight script (stage, run the binary, measure,
+//! print), read top to bottom; splitting it would scatter one measurement over several files.
 
 use std::{
     net::SocketAddr,

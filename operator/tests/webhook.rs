@@ -2,6 +2,7 @@
 //! (DESIGN §6): the API server sends every labelled pod creation to `ferry-operator run`'s
 //! `/mutate`, over TLS with the operator's own certificate, and stores what it answers.
 
+mod consumer_support;
 mod support;
 
 use std::{sync::Arc, time::Duration};
@@ -532,4 +533,111 @@ fn pem_der(pem: &str) -> Vec<u8> {
         .expect("PEM")
         .1
         .contents
+}
+
+#[tokio::test]
+async fn the_admitted_relay_container_publishes_the_services_outbox() {
+    use rdkafka::{
+        Message,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let env = require_env!();
+    let (ns, webhook) = setup(env, &["order-service"], Some("order-service")).await;
+    // The service's database: an outbox table in a schema of its own, its DSN in a Secret.
+    let schema = ferry_testkit::TempSchema::create(env)
+        .await
+        .expect("schema");
+    let db = schema.connect().await.expect("connect");
+    db.batch_execute(ferry_testkit::OUTBOX_SQL)
+        .await
+        .expect("outbox table");
+    Api::<Secret>::namespaced(ns.client(), ns.name())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "order-db"},
+                "stringData": {"DATABASE_URL": schema.url()}
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("DSN Secret");
+    // The identity controller writes the producer's Kafka credential; the topic is Ready.
+    let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
+    eventually("the producer's credential", WITHIN, || async {
+        secrets
+            .get_opt("ferry-kafka-order-service")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await
+    .expect("the identity controller writes ferry-kafka-order-service");
+    let topic = format!("{}.orders", ns.name());
+
+    let admitted = create_pod(
+        &ns,
+        pod(
+            "order",
+            inject(),
+            json!({annotations::DATABASE_SECRET: "order-db", annotations::TABLE: "outbox"}),
+            "order-service",
+        ),
+    )
+    .await
+    .expect("the pod is admitted");
+    let relay = relays(&admitted)[0].clone();
+    let resolved =
+        ferry_testkit::pod_env::resolve(&ns.client(), ns.name(), &admitted.metadata, &relay)
+            .await
+            .expect("the relay's env resolves through the API server");
+    // What a container runtime would do: the image's entrypoint is ferry-sidecar, and the pod's
+    // own network namespace gives the metrics port; here a free local port stands in for it.
+    let envs: Vec<(String, String)> = resolved
+        .env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "FERRY_METRICS_ADDR" => (k.clone(), format!("127.0.0.1:{}", free_port())),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let argv: Vec<&str> = resolved.argv.iter().map(String::as_str).collect();
+    let mut process = ferry_testkit::ChildProcess::spawn(
+        "injected-relay",
+        consumer_support::sidecar_binary(),
+        &argv,
+        &envs,
+    )
+    .expect("the relay starts");
+
+    db.execute(
+        "INSERT INTO outbox (topic, key, payload) VALUES ($1, '\"o-1\"', \
+         jsonb_build_object('schema', 'shop.v1', 'event', 'order.created', 'id', 'evt-injected-1', \
+         'ts', 1, 'key', 'o-1', 'data', jsonb_build_object('total', 42)))",
+        &[&topic],
+    )
+    .await
+    .expect("an outbox row");
+
+    let reader: BaseConsumer = env
+        .kafka_config()
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[&topic]).expect("subscribe");
+    let published = eventually("the row's record in Kafka", WITHIN, || async {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => m
+                .payload()
+                .map(|p| String::from_utf8_lossy(p).contains("evt-injected-1")),
+            _ => None,
+        }
+        .filter(|found| *found)
+    })
+    .await;
+    let _ = process.terminate(Duration::from_secs(20)).await;
+    published.expect("the injected relay, started as admitted, publishes the outbox row");
+    webhook.remove(&ns.client()).await;
 }

@@ -43,7 +43,7 @@ pub use kube::TempNamespace;
 pub use net::free_port;
 pub use node::{RealNode, container_log, ferry_image, pod_ready, wait_for_pod};
 pub use poll::{Check, POLL_EVERY, eventually, wait_for};
-pub use postgres::TempSchema;
+pub use postgres::{OUTBOX_SQL, TempSchema};
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
 

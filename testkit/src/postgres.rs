@@ -4,6 +4,22 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::{TestEnv, cleanup::run_to_completion, unique_name};
 
+/// The outbox table of DESIGN §4 (+ the optional `publish_error` column), as docs/outbox.md
+/// recommends it: what the relay tests and the injection tests create in a [`TempSchema`].
+pub const OUTBOX_SQL: &str = "
+CREATE TABLE outbox (
+    id            bigserial PRIMARY KEY,
+    topic         text,
+    key           jsonb,
+    payload       jsonb,
+    headers       jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    published_at  timestamptz,
+    publish_error text
+);
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+";
+
 /// A schema with a random name, dropped (with everything in it) when dropped. Clients from
 /// [`TempSchema::connect`] have it first on their `search_path`, so unqualified table names in
 /// the code under test land in it.

@@ -22,20 +22,7 @@ use tokio_postgres::Client;
 #[allow(unused_imports)]
 pub use ferry_testkit::{Grant, free_port, wait_for};
 
-/// The outbox table of DESIGN §4 (+ the optional `publish_error` column), in a test schema.
-pub const OUTBOX_SQL: &str = "
-CREATE TABLE outbox (
-    id            bigserial PRIMARY KEY,
-    topic         text,
-    key           jsonb,
-    payload       jsonb,
-    headers       jsonb,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    published_at  timestamptz,
-    publish_error text
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
-";
+pub use ferry_testkit::OUTBOX_SQL;
 
 /// An outbox table of its own for one test.
 pub struct TestOutbox {

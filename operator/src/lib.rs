@@ -21,6 +21,7 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod consumer;
+pub mod container;
 pub mod crdgen;
 pub mod events;
 pub mod field_manager;

@@ -18,21 +18,22 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-            Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+            ResourceRequirements, SeccompProfile, Volume, VolumeMount,
         },
     },
-    apimachinery::pkg::{
-        api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString,
-    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
 };
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use super::{duration, resolve::Resolved};
 use crate::{
     api::{EventConsumer, Ordering, StartFrom},
+    container::{
+        self, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, SIDECAR_UID,
+        http_probe, locked_down, secret_env, value_env,
+    },
     identity::credentials,
 };
 
@@ -46,9 +47,6 @@ pub const CONSUMER_CONTAINER: &str = "consumer";
 pub const SIDECAR_BINARY: &str = "/usr/local/bin/ferry-sidecar";
 /// The worker's `/healthz`, `/readyz` and `/metrics` port (its `--metrics-addr` default).
 pub const METRICS_PORT: i32 = 9090;
-/// The non-root user the sidecar image runs as (`sidecar/Dockerfile`: `USER 65532:65532`,
-/// the distroless convention).
-const SIDECAR_UID: i64 = 65532;
 /// The worker's own `--drain-timeout` default (`sidecar/src/worker/config.rs`): in-flight
 /// deliveries finish within it on SIGTERM.
 const WORKER_DRAIN: Duration = Duration::from_secs(20);
@@ -61,12 +59,6 @@ const DEFAULT_GRACE: i64 = 30;
 /// `ProgressDeadlineExceeded`); 5 minutes instead of Kubernetes' 10 so a broken image or a
 /// missing Secret shows sooner.
 const PROGRESS_DEADLINE_SECONDS: i32 = 300;
-/// Requests and limits when the spec has none: the worker's RSS target is ≤ 30 MiB
-/// (DESIGN §10), so 64 MiB requested and 256 MiB as the limit leave room for bursts of large
-/// records; 50m CPU keeps an idle consumer cheap to schedule.
-const DEFAULT_CPU_REQUEST: &str = "50m";
-const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
-const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
 
 /// What the operator puts in every worker pod besides the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,29 +127,6 @@ pub fn labels(consumer: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn value(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
-fn secret_ref(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
 /// The Kafka settings every container of the pod gets: the operator's non-secret settings and
 /// the principal's user and password from its Secret.
 fn kafka_env(consumer: &EventConsumer, settings: &WorkerSettings) -> Vec<EnvVar> {
@@ -165,10 +134,10 @@ fn kafka_env(consumer: &EventConsumer, settings: &WorkerSettings) -> Vec<EnvVar>
     let mut env: Vec<EnvVar> = settings
         .kafka_env
         .iter()
-        .map(|(k, v)| value(k, v.clone()))
+        .map(|(k, v)| value_env(k, v.clone()))
         .collect();
-    env.push(secret_ref("FERRY_KAFKA_USERNAME", &secret, "username"));
-    env.push(secret_ref("FERRY_KAFKA_PASSWORD", &secret, "password"));
+    env.push(secret_env("FERRY_KAFKA_USERNAME", &secret, "username"));
+    env.push(secret_env("FERRY_KAFKA_PASSWORD", &secret, "password"));
     env
 }
 
@@ -197,51 +166,11 @@ fn resources(spec: Option<&serde_json::Value>) -> Result<ResourceRequirements, I
         return serde_json::from_value(value.clone())
             .map_err(|e| Invalid::Resources(e.to_string()));
     }
-    let q = |s: &str| Quantity(s.to_owned());
-    Ok(ResourceRequirements {
-        requests: Some(
-            [
-                ("cpu".to_owned(), q(DEFAULT_CPU_REQUEST)),
-                ("memory".to_owned(), q(DEFAULT_MEMORY_REQUEST)),
-            ]
-            .into(),
-        ),
-        limits: Some([("memory".to_owned(), q(DEFAULT_MEMORY_LIMIT))].into()),
-        ..ResourceRequirements::default()
-    })
-}
-
-fn locked_down(run_as_user: Option<i64>) -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user,
-        run_as_group: run_as_user,
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            localhost_profile: None,
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("metrics".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    }
+    Ok(container::resources(
+        DEFAULT_CPU_REQUEST,
+        DEFAULT_MEMORY_REQUEST,
+        DEFAULT_MEMORY_LIMIT,
+    ))
 }
 
 /// `/tmp` as a small emptyDir: the root filesystem is read-only.
@@ -319,7 +248,7 @@ fn worker_container(
     if let Some(idempotency) = spec.idempotency.as_ref().filter(|i| i.enabled)
         && let Some(db) = &idempotency.database_secret_ref
     {
-        env.push(secret_ref(
+        env.push(secret_env(
             "FERRY_IDEMPOTENCY_DATABASE_URL",
             &db.name,
             &db.key,
@@ -342,8 +271,8 @@ fn worker_container(
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(probe("/readyz", 5, 3)),
-        liveness_probe: Some(probe("/healthz", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", "metrics", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", "metrics", 10, 6)),
         resources: Some(resources(spec.resources.as_ref())?),
         security_context: Some(locked_down(Some(SIDECAR_UID))),
         volume_mounts: Some(vec![tmp_mount()]),
@@ -360,7 +289,7 @@ fn consumer_container(
 ) -> Result<Container, Invalid> {
     let spec = &consumer.spec;
     let mut env = kafka_env(consumer, settings);
-    env.push(value(
+    env.push(value_env(
         "FERRY_TOPICS",
         resolved
             .sources
@@ -369,8 +298,8 @@ fn consumer_container(
             .collect::<Vec<_>>()
             .join(","),
     ));
-    env.push(value("FERRY_GROUP", resolved.group.clone()));
-    env.push(value(
+    env.push(value_env("FERRY_GROUP", resolved.group.clone()));
+    env.push(value_env(
         "FERRY_DEAD_LETTER_TOPIC",
         resolved.dead_letter.name().to_owned(),
     ));
@@ -379,7 +308,7 @@ fn consumer_container(
         container
             .env
             .iter()
-            .map(|e| value(&e.name, e.value.clone())),
+            .map(|e| value_env(&e.name, e.value.clone())),
     );
     Ok(Container {
         name: CONSUMER_CONTAINER.to_owned(),
@@ -495,6 +424,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::consumer::resolve::{DeadLetter, SourceTopic};
+    use k8s_openapi::{api::core::v1::Probe, apimachinery::pkg::util::intstr::IntOrString};
     use serde_json::json;
 
     fn consumer(spec: serde_json::Value) -> EventConsumer {

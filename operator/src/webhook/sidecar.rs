@@ -9,12 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::{
-    api::core::v1::{
-        Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Probe,
-        ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-    },
-    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
+use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar};
+
+use crate::container::{
+    DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, SIDECAR_UID, http_probe,
+    locked_down, resources, secret_env, value_env,
 };
 
 use super::annotations::RelaySettings;
@@ -28,15 +27,6 @@ pub const RELAY_PORT_NAME: &str = "ferry-relay";
 /// Where the relay listens unless the pod uses that port: `ferry-sidecar relay`'s default
 /// (`DEFAULT_METRICS_ADDR`), which Prometheus configurations already name.
 pub const RELAY_METRICS_PORT: i32 = 9464;
-
-/// The user the Ferry images are built for (`make images`: uid 65532, distroless' `nonroot`).
-pub const SIDECAR_UID: i64 = 65532;
-
-/// Requests when the pod names none: `make bench-relay` measured 18.8 MiB RSS at 43k rows/s;
-/// 64 MiB request and 256 MiB limit leave room for a full producer queue of large rows.
-const DEFAULT_CPU_REQUEST: &str = "50m";
-const DEFAULT_MEMORY: &str = "64Mi";
-const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
 
 /// The keys of the credential Secret the identity controller writes
 /// (`identity::credentials::secret`), as `FERRY_KAFKA_*` variables.
@@ -120,7 +110,7 @@ pub fn relay(
         }]),
         resources: Some(resources(
             cpu,
-            memory.unwrap_or(DEFAULT_MEMORY),
+            memory.unwrap_or(DEFAULT_MEMORY_REQUEST),
             memory.unwrap_or(DEFAULT_MEMORY_LIMIT),
         )),
         ..hardened(RELAY_PORT_NAME)
@@ -147,77 +137,13 @@ pub fn kafka_env(service_account: &str) -> Vec<EnvVar> {
 /// What every injected container shares: the restart policy that makes it a native sidecar,
 /// the security context, and probes on the named metrics port.
 fn hardened(port_name: &str) -> Container {
-    let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String(port_name.into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        // Three misses: a relay stalled on a slow database is not killed for one slow answer.
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
-        ..Default::default()
-    };
     Container {
         restart_policy: Some("Always".into()),
-        readiness_probe: Some(probe("/readyz", 5)),
-        liveness_probe: Some(probe("/healthz", 10)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(SIDECAR_UID),
-            run_as_group: Some(SIDECAR_UID),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        // Three misses: a relay stalled on a slow database is not killed for one slow answer.
+        readiness_probe: Some(http_probe("/readyz", port_name, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", port_name, 10, 3)),
+        security_context: Some(locked_down(Some(SIDECAR_UID))),
         ..Default::default()
-    }
-}
-
-fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(
-            [
-                ("cpu".to_owned(), Quantity(cpu.into())),
-                ("memory".to_owned(), Quantity(memory.into())),
-            ]
-            .into(),
-        ),
-        limits: Some([("memory".to_owned(), Quantity(memory_limit.into()))].into()),
-        ..Default::default()
-    }
-}
-
-fn value_env(name: &str, value: String) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value),
-        value_from: None,
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
     }
 }
 
@@ -234,6 +160,7 @@ pub(crate) fn test_image() -> SidecarImage {
 mod tests {
     use super::*;
     use crate::webhook::annotations::SecretKey;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn image() -> SidecarImage {
         test_image()

@@ -19,6 +19,8 @@ pub enum Error {
     Finalizer(#[source] Box<finalizer::Error<Error>>),
     #[error("EventConsumer has no namespace")]
     MissingNamespace,
+    #[error("the reconcile did not finish within {0:?}; abandoned and retried")]
+    Timeout(std::time::Duration),
 }
 
 impl Error {
@@ -30,6 +32,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(e) => reconcile::finalizer_label(e, Error::metric_label),
             Error::MissingNamespace => "missing_namespace",
+            Error::Timeout(_) => "timeout",
         }
     }
 }

@@ -199,6 +199,18 @@ fn names_topic(consumer: &EventConsumer, name: &str) -> bool {
 /// Entry point of one reconcile.
 pub async fn reconcile(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start(KIND);
+    // kube-runtime runs one reconcile per object at a time: a call that never answers would
+    // pin this EventConsumer for ever. Abandoned, it is retried with the error backoff.
+    tokio::time::timeout(RECONCILE_DEADLINE, reconcile_once(consumer, ctx))
+        .await
+        .unwrap_or(Err(Error::Timeout(RECONCILE_DEADLINE)))
+}
+
+/// The longest one reconcile may take: several Kafka admin calls (30 s each at most by
+/// default) and a few API requests fit; anything longer is a call that hangs.
+const RECONCILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(45);
+
+async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Action> {
     let _ = ctx.topics.wait_until_ready().await;
     let namespace = consumer.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);

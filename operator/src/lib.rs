@@ -35,3 +35,4 @@ pub mod run;
 pub mod status;
 pub mod topic;
 pub mod webhook;
+pub mod written_status;

@@ -10,11 +10,12 @@ use kube::{
 
 use super::{deployment::WorkerSettings, lag, resolve, scaler};
 use crate::{
-    api::{EventConsumer, EventTopic},
+    api::{EventConsumer, EventConsumerStatus, EventTopic},
     events::Publisher,
     kafka::Batched,
     metrics::Metrics,
     reconcile::Backoffs,
+    written_status::WrittenStatus,
 };
 
 /// What every reconcile shares.
@@ -41,6 +42,8 @@ pub struct Context {
     pub(super) scale: Mutex<HashMap<ObjectRef<EventConsumer>, scaler::Memory>>,
     /// Each consumer's backoff after failed reconciles.
     pub(super) backoffs: Backoffs<ObjectRef<EventConsumer>>,
+    /// The status last written per consumer (by UID), which the cache may not show yet.
+    pub(super) written: WrittenStatus<String, EventConsumerStatus>,
 }
 
 /// The settings of a [`Context`] that do not come from the controller's caches.

@@ -58,6 +58,7 @@ use crate::{
     identity::{consumer_grants as grants, credentials},
     reconcile::Backoffs,
     status::Outcome,
+    written_status::WrittenStatus,
 };
 pub use context::{Context, Settings};
 pub use error::{Error, Result};
@@ -160,6 +161,7 @@ pub async fn run(
         topics: topic_store,
         scale: Mutex::default(),
         backoffs: Backoffs::default(),
+        written: WrittenStatus::default(),
     });
     let rounds = lag::run(
         settings.kafka.admin().clone(),
@@ -215,6 +217,10 @@ async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resu
     let namespace = consumer.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(consumer.as_ref());
+    if consumer.meta().deletion_timestamp.is_some() {
+        ctx.written
+            .forget(&consumer.metadata.uid.clone().unwrap_or_default());
+    }
     let group = grants::group_id(&consumer);
     if !grants::group_in_namespace(&group, &namespace)
         && !consumer.finalizers().iter().any(|f| f == FINALIZER)

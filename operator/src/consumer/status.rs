@@ -179,28 +179,31 @@ impl EventConsumer {
             access: None,
             conditions,
         };
-        let mine_before: Vec<_> = previous
-            .conditions
-            .iter()
-            .filter(|c| {
-                [kstatus::READY, kstatus::RECONCILING, kstatus::STALLED].contains(&c.type_.as_str())
-            })
-            .cloned()
-            .collect();
-        let unchanged = status.observed_generation == previous.observed_generation
-            && status.replicas == previous.replicas
-            && status.ready_replicas == previous.ready_replicas
-            && status.lag == previous.lag
-            && status.topics == previous.topics
-            && status.conditions == mine_before;
-        if unchanged {
+        // The fields this controller writes, as the cached object shows them.
+        let cached = EventConsumerStatus {
+            access: None,
+            conditions: previous
+                .conditions
+                .iter()
+                .filter(|c| {
+                    [kstatus::READY, kstatus::RECONCILING, kstatus::STALLED]
+                        .contains(&c.type_.as_str())
+                })
+                .cloned()
+                .collect(),
+            ..previous
+        };
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        if ctx.written.is_current(&uid, &cached, &status) {
             return Ok(());
         }
         let namespace = self.namespace_or_err()?;
         let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
         reconcile::apply_status(&api, &self.name_any(), STATUS_MANAGER, &status)
             .await
-            .map_err(Error::Kube)
+            .map_err(Error::Kube)?;
+        ctx.written.record(uid, status);
+        Ok(())
     }
 }
 

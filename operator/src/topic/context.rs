@@ -8,8 +8,13 @@ use kube::{
 };
 
 use crate::{
-    access_status::AccessBook, api::EventTopic, events::Publisher, kafka::Batched,
-    metrics::Metrics, reconcile::Backoffs,
+    access_status::AccessBook,
+    api::{EventTopic, EventTopicStatus},
+    events::Publisher,
+    kafka::Batched,
+    metrics::Metrics,
+    reconcile::Backoffs,
+    written_status::WrittenStatus,
 };
 
 /// What every reconcile shares.
@@ -29,6 +34,8 @@ pub struct Context {
     /// What the identity controller granted each EventTopic's producers.
     pub access: AccessBook,
     backoffs: Backoffs<ObjectRef<EventTopic>>,
+    /// The status last written per topic (by UID), which the cache may not show yet.
+    pub(super) written: WrittenStatus<String, EventTopicStatus>,
 }
 
 impl Context {
@@ -51,6 +58,7 @@ impl Context {
             resync,
             access,
             backoffs: Backoffs::default(),
+            written: WrittenStatus::default(),
         }
     }
 

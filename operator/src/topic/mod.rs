@@ -84,6 +84,10 @@ pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Acti
     let namespace = topic.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(topic.as_ref());
+    if topic.meta().deletion_timestamp.is_some() {
+        ctx.written
+            .forget(&topic.metadata.uid.clone().unwrap_or_default());
+    }
     let result = match topic.spec.deletion_policy {
         DeletionPolicy::Delete => finalizer(&api, FINALIZER, topic, |event| async {
             match event {

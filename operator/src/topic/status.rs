@@ -1,6 +1,6 @@
 //! The one write of an EventTopic's status: what the reconcile found, with its producers'
 //! access folded in ([`crate::access_status`]), applied under the operator's field manager
-//! unless nothing changed.
+//! unless nothing changed ([`crate::written_status`]: the cache may lag behind the last write).
 
 use kube::{Api, ResourceExt};
 
@@ -57,12 +57,15 @@ impl EventTopic {
             },
             conditions,
         };
-        if status == previous {
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        if ctx.written.is_current(&uid, &previous, &status) {
             return Ok(());
         }
         let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
         reconcile::apply_status(&api, &self.name_any(), field_manager::OPERATOR, &status)
             .await
-            .map_err(Error::Kube)
+            .map_err(Error::Kube)?;
+        ctx.written.record(uid, status);
+        Ok(())
     }
 }

@@ -68,6 +68,13 @@ pub fn relay_reconnect() -> ExponentialBackoff {
         .build()
 }
 
+/// The worker's wait for its service to accept connections before it joins its group
+/// (`--wait-for-target`, injected workers): every 250 ms at first (a Django pod starts in a
+/// few seconds), up to every 2 s, for as long as it takes.
+pub fn target_wait() -> ExponentialBackoff {
+    unbounded(Duration::from_millis(250), Duration::from_secs(2)).build()
+}
+
 /// The first wait of a held key; short, since most failures (a leader election, a full
 /// queue) pass within a second.
 pub const HOLD_MIN: Duration = Duration::from_millis(500);

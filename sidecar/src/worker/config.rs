@@ -64,6 +64,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_TARGET_URL")]
     pub target_url: String,
 
+    /// Join the consumer group only once the target accepts TCP connections: an injected
+    /// worker starts before the service in its pod, and deliveries to a service still booting
+    /// would use up their retries.
+    #[arg(long, env = "FERRY_WAIT_FOR_TARGET")]
+    pub wait_for_target: bool,
+
     /// Delivery order guarantee.
     #[arg(long, env = "FERRY_ORDERING", default_value = "key")]
     pub ordering: Ordering,

@@ -18,6 +18,8 @@ pub enum Error {
     Dedup(#[from] super::dedup::Error),
     #[error(transparent)]
     Telemetry(#[from] ferry_common::telemetry::server::Error),
+    #[error("--target-url {0}")]
+    TargetUrl(String),
     #[error("--max-in-flight must be at least 1")]
     MaxInFlight,
     #[error("the run loop stopped unexpectedly")]

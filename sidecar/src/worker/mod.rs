@@ -43,6 +43,7 @@ pub mod retry;
 pub mod run_loop;
 pub mod scan;
 pub mod scheduler;
+pub mod target_wait;
 pub mod watermark;
 
 use std::sync::Arc;
@@ -128,6 +129,12 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         });
     }
 
+    tokio::pin!(shutdown);
+    if args.wait_for_target && !target_wait::wait(&args.target_url, &mut shutdown).await? {
+        let _ = stop_server.send(true);
+        tracing::info!("worker stopped before its service accepted connections");
+        return Ok(());
+    }
     let topics: Vec<String> = tiers.subscriptions();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
@@ -155,7 +162,6 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         run_loop.drain(drain_timeout).await;
         run_loop
     });
-    tokio::pin!(shutdown);
     let run_loop = tokio::select! {
         () = &mut shutdown => {
             let _ = stop.send(true);

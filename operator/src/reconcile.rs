@@ -12,6 +12,8 @@ use std::{
 };
 
 use ferry_common::backoff::{self, ExponentialBackoff};
+use futures::FutureExt as _;
+use kube::runtime::reflector::Store;
 use kube::{
     Api, Resource,
     api::{Patch, PatchParams},
@@ -174,5 +176,46 @@ impl<K: Resource<DynamicType = ()> + Sync> PublishEvent for K {
         events
             .publish(&self.object_ref(&()), type_, reason, action, &note)
             .await;
+    }
+}
+
+/// How soon a reconcile that found its cache not yet filled runs again.
+pub const CACHE_FILL_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether `store` holds its first full list. A reconcile that needs the whole cache (to find
+/// conflicts, to resolve topics) requeues after [`CACHE_FILL_WAIT`] instead of awaiting it:
+/// the cache is filled by the controller's own watch streams, which graceful shutdown stops
+/// polling, so a reconcile waiting for the fill when SIGTERM came (an operator stopped just
+/// after it started leading) would hold the shutdown until the kubelet's SIGKILL.
+pub fn cache_filled<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// Drives `controller` (a `Controller` built with `graceful_shutdown_on(shutdown)`, run to
+/// completion) until it ends — or, if `shutdown` comes before `store` holds its first list,
+/// at once. kube-runtime holds every reconcile until that first list and, on graceful
+/// shutdown, stops the watch that would deliver it, so its drain would wait for ever; no
+/// reconcile can have started then, so there is nothing to drain.
+pub async fn run_until_drained<K>(
+    controller: impl Future<Output = ()>,
+    store: Store<K>,
+    shutdown: impl Future<Output = ()>,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let before_first_list = async {
+        shutdown.await;
+        if cache_filled(&store) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = controller => {}
+        () = before_first_list => {}
     }
 }

@@ -377,9 +377,24 @@ impl RunArgs {
                 let registered = async {
                     if let Some(r) = registered {
                         r.await;
+                        info!("webhook registration stopped");
                     }
                 };
-                tokio::join!(topics, consumers, access, registered);
+                tokio::join!(
+                    async {
+                        topics.await;
+                        info!("EventTopic controller stopped")
+                    },
+                    async {
+                        consumers.await;
+                        info!("EventConsumer controller stopped")
+                    },
+                    async {
+                        access.await;
+                        info!("identity controller stopped")
+                    },
+                    registered,
+                );
             })
         };
 

@@ -39,7 +39,7 @@ pub mod topics;
 
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -110,6 +110,7 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     );
     let consumers = controller.store();
+    let consumers_for_shutdown = consumers.clone();
     let by_topic = consumers.clone();
     let by_secret = consumers.clone();
     let controller = controller
@@ -172,14 +173,17 @@ pub async fn run(
         lag_interval,
         lag_tx,
     );
+    let shutdown = shutdown.shared();
     let controller = controller
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "EventConsumer controller event");
             }
         });
+    let controller =
+        crate::reconcile::run_until_drained(controller, consumers_for_shutdown, shutdown);
     // The lag rounds run as long as the controller does.
     tokio::select! {
         () = controller => {}
@@ -213,7 +217,9 @@ pub async fn reconcile(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resul
 const RECONCILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(45);
 
 async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Action> {
-    let _ = ctx.topics.wait_until_ready().await;
+    if !crate::reconcile::cache_filled(&ctx.topics) {
+        return Ok(Action::requeue(crate::reconcile::CACHE_FILL_WAIT));
+    }
     let namespace = consumer.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(consumer.as_ref());

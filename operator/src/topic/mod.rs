@@ -29,7 +29,7 @@ mod status;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -65,22 +65,26 @@ pub async fn run(
     let controller = Controller::new(api, watcher::Config::default().any_semantic()).reconcile_on(
         futures::stream::poll_fn(move |cx| access_changed.poll_recv(cx)),
     );
-    let ctx = Arc::new(ctx_parts(controller.store()));
-    controller
-        .graceful_shutdown_on(shutdown)
+    let store = controller.store();
+    let ctx = Arc::new(ctx_parts(store.clone()));
+    let shutdown = shutdown.shared();
+    let controller = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "EventTopic controller event");
             }
-        })
-        .await;
+        });
+    crate::reconcile::run_until_drained(controller, store, shutdown).await;
 }
 
 /// Entry point of one reconcile: the finalizer only for `deletionPolicy: Delete`.
 pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start(KIND);
-    let _ = ctx.store.wait_until_ready().await;
+    if !crate::reconcile::cache_filled(&ctx.store) {
+        return Ok(Action::requeue(crate::reconcile::CACHE_FILL_WAIT));
+    }
     let namespace = topic.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventTopic>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(topic.as_ref());

@@ -181,6 +181,7 @@ impl WebhookArgs {
         operator_namespace: &str,
         watch_namespace: Option<&String>,
         image: webhook::SidecarImage,
+        worker: WorkerSettings,
     ) -> Option<webhook::Settings> {
         let addr = self.webhook_addr?;
         let endpoint = match &self.webhook_url {
@@ -201,6 +202,7 @@ impl WebhookArgs {
             secret_namespace: operator_namespace.to_owned(),
             secret_name: self.webhook_secret.clone(),
             image,
+            worker,
             watch_namespace: watch_namespace.cloned(),
         })
     }
@@ -289,17 +291,21 @@ impl RunArgs {
         .await?;
         // Every replica serves admission (the Service may route to any); only the leader
         // registers it.
-        let (webhook, served) =
-            match webhook.settings(&lease_namespace, namespace.as_ref(), sidecar) {
-                Some(settings) => {
-                    let registration = settings.registration.clone();
-                    let (running, served) = webhook::start(client.clone(), settings)
-                        .await
-                        .context("starting the injection webhook")?;
-                    (Some((running, registration)), Some(served))
-                }
-                None => (None, None),
-            };
+        let (webhook, served) = match webhook.settings(
+            &lease_namespace,
+            namespace.as_ref(),
+            sidecar,
+            worker_settings.clone(),
+        ) {
+            Some(settings) => {
+                let registration = settings.registration.clone();
+                let (running, served) = webhook::start(client.clone(), settings)
+                    .await
+                    .context("starting the injection webhook")?;
+                (Some((running, registration)), Some(served))
+            }
+            None => (None, None),
+        };
         metrics.set_ready(true);
         info!(identity, lease = lease_name, "waiting for leadership");
 

@@ -259,6 +259,20 @@ async fn bad_event_consumers_are_refused() {
     })))
     .await
     .expect("the DESIGN example is accepted");
+    apply(
+        &api,
+        "sidecar",
+        consumer(
+            "sidecar",
+            json!({
+                "placement": "Sidecar",
+                "podSelector": {"app": "notification-service"},
+                "delivery": {"http": {"port": 8000, "path": "/events/orders"}},
+            }),
+        ),
+    )
+    .await
+    .expect("a Sidecar placement with a selector and a localhost port is accepted");
 
     let cases = [
         (
@@ -313,8 +327,50 @@ async fn bad_event_consumers_are_refused() {
         ),
         (
             json!({"delivery": {"http": {"url": "http://x", "service": {"name": "s", "port": 80}}}}),
-            "http delivery needs exactly one of service or url",
+            "http delivery needs exactly one of service, url or port",
             "two targets",
+        ),
+        (
+            json!({"placement": "Sidecar", "delivery": {"http": {"port": 8000}}}),
+            "placement: Sidecar needs spec.podSelector",
+            "sidecar without a selector",
+        ),
+        (
+            json!({"placement": "Sidecar", "podSelector": {}, "delivery": {"http": {"port": 8000}}}),
+            "placement: Sidecar needs spec.podSelector",
+            "sidecar with an empty selector",
+        ),
+        (
+            json!({"placement": "Sidecar", "podSelector": {"app": "n"}}),
+            "placement: Sidecar delivers to the service in its own pod",
+            "sidecar delivering to a Service",
+        ),
+        (
+            json!({"placement": "Sidecar", "podSelector": {"app": "n"},
+                   "delivery": {"http": {"port": 8000}},
+                   "scaling": {"minReplicas": 0, "maxReplicas": 3}}),
+            "spec.scaling does not apply",
+            "sidecar with scaling",
+        ),
+        (
+            json!({"delivery": {"http": {"port": 8000}}}),
+            "delivery.http.port (the service on localhost) needs placement: Sidecar",
+            "a Deployment delivering to localhost",
+        ),
+        (
+            json!({"podSelector": {"app": "n"}}),
+            "spec.podSelector goes with placement: Sidecar",
+            "a selector on a Deployment-placed consumer",
+        ),
+        (
+            json!({"delivery": {"http": {"service": {"name": "s", "port": 80}, "path": "/e"}}}),
+            "delivery.http.path goes with port",
+            "a path beside a Service",
+        ),
+        (
+            json!({"placement": "DaemonSet"}),
+            "supported values: \"Deployment\", \"Sidecar\"",
+            "unknown placement",
         ),
     ];
     for (i, (spec, expected, what)) in cases.into_iter().enumerate() {

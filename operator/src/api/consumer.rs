@@ -57,6 +57,11 @@ use super::Condition;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.placement != 'Sidecar' || (has(self.podSelector) && size(self.podSelector) > 0)").message("placement: Sidecar needs spec.podSelector: the labels of the service pods the worker is injected into"))]
+#[x_kube(validation = Rule::new("!has(self.podSelector) || self.placement == 'Sidecar'").message("spec.podSelector goes with placement: Sidecar; a Deployment-placed consumer runs its own worker pods"))]
+#[x_kube(validation = Rule::new("self.placement != 'Sidecar' || (has(self.delivery.http) && has(self.delivery.http.port))").message("placement: Sidecar delivers to the service in its own pod: set delivery.http.port (and path) instead of a Service, URL or container"))]
+#[x_kube(validation = Rule::new("self.placement == 'Sidecar' || !has(self.delivery.http) || !has(self.delivery.http.port)").message("delivery.http.port (the service on localhost) needs placement: Sidecar; a worker Deployment reaches the service through delivery.http.service"))]
+#[x_kube(validation = Rule::new("self.placement != 'Sidecar' || !has(self.scaling)").message("placement: Sidecar runs one worker in each selected service pod, so spec.scaling does not apply: scale the service instead"))]
 pub struct EventConsumerSpec {
     /// Names of EventTopics in this namespace to consume.
     #[schemars(length(min = 1, max = 32))]
@@ -103,9 +108,18 @@ pub struct EventConsumerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<Idempotency>,
 
-    /// Worker replicas, driven by lag and never above the partition count.
+    /// Where the workers run: their own Deployment, or injected into the service's pods.
     #[serde(default)]
-    pub scaling: Scaling,
+    pub placement: Placement,
+
+    /// With `placement: Sidecar`, the labels of the service pods that get a worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<BTreeMap<String, String>>,
+
+    /// Worker replicas, driven by lag and never above the partition count (placement:
+    /// Deployment; absent: one worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
 
     /// Where a new consumer group starts reading.
     #[serde(default)]
@@ -121,6 +135,17 @@ pub struct EventConsumerSpec {
 /// restart (the reference guide's consumer handled one at a time).
 const fn default_max_in_flight() -> i32 {
     64
+}
+
+/// Where an EventConsumer's workers run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Placement {
+    /// A worker Deployment of its own, scaled by lag.
+    #[default]
+    Deployment,
+    /// A worker injected next to each service pod that `podSelector` matches, delivering to
+    /// the service on localhost; its replicas are the service's.
+    Sidecar,
 }
 
 /// How records reach the service: exactly one of http or container.
@@ -139,7 +164,8 @@ pub struct Delivery {
 /// An HTTP endpoint: a Service of this namespace or a URL.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.service) != has(self.url)").message("http delivery needs exactly one of service or url"))]
+#[x_kube(validation = Rule::new("[has(self.service), has(self.url), has(self.port)].filter(x, x).size() == 1").message("http delivery needs exactly one of service, url or port"))]
+#[x_kube(validation = Rule::new("!has(self.path) || has(self.port)").message("delivery.http.path goes with port; a service target has its own path and a URL includes it"))]
 pub struct HttpDelivery {
     /// A Service in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +176,15 @@ pub struct HttpDelivery {
     #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
     #[x_kube(validation = Rule::new("self.startsWith('http://')").message("delivery.http.url must start with http://: the worker delivers over plain HTTP only (no TLS yet); point it at a plain-HTTP endpoint or use delivery.http.service"))]
     pub url: Option<String>,
+    /// A port of the service in the worker's own pod (placement: Sidecar): events go to
+    /// http://127.0.0.1:<port><path>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// The HTTP path events are POSTed to, with `port` (default /).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^/"))]
+    pub path: Option<String>,
     /// How long one delivery may take (e.g. 10s).
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]

@@ -15,8 +15,8 @@ pub use access_status::AccessStatus;
 pub use condition::{Condition, ConditionStatus};
 pub use consumer::{
     ConsumerTopics, ContainerDelivery, DeadLetter, Delivery, EnvVar, EventConsumer,
-    EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Retry,
-    RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom, StuckPartition,
+    EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Placement,
+    Retry, RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom, StuckPartition,
 };
 pub use topic::{
     Compatibility, ConfigMapKeyRef, DeletionPolicy, EventTopic, EventTopicSpec, EventTopicStatus,

@@ -22,7 +22,10 @@ use super::{
     topics::{self, Change},
 };
 use crate::{
-    api::EventConsumer, identity::credentials, kafka, reconcile, reconcile::PublishEvent as _,
+    api::{EventConsumer, Placement},
+    identity::credentials,
+    kafka, reconcile,
+    reconcile::PublishEvent as _,
     status::Outcome,
 };
 
@@ -72,6 +75,7 @@ impl EventConsumer {
                 let found = Found {
                     topics: Some(status_topics),
                     deployment: None,
+                    pods: None,
                 };
                 self.finish(ctx, outcome, found).await?;
                 // Requeue soon: the next describe confirms the topics.
@@ -102,10 +106,16 @@ impl EventConsumer {
             let found = Found {
                 topics: Some(status_topics),
                 deployment: None,
+                pods: None,
             };
             self.finish(ctx, outcome, found).await?;
             // Requeue at the resync interval only: the credential Secret watch wakes us.
             return Ok(Action::requeue(ctx.resync));
+        }
+        if self.spec.placement == Placement::Sidecar {
+            return self
+                .reconcile_sidecar(ctx, &resolved, status_topics, &retired)
+                .await;
         }
 
         let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
@@ -155,6 +165,7 @@ impl EventConsumer {
         let found = Found {
             topics: Some(status_topics),
             deployment: Some(applied),
+            pods: None,
         };
         self.finish(ctx, outcome, found).await?;
         // Requeue at the resync interval: drift in Kafka is found this way; the Deployment
@@ -169,7 +180,7 @@ impl EventConsumer {
         let mut memories = ctx.scale.lock().unwrap_or_else(|e| e.into_inner());
         let memory = memories.entry(key).or_default();
         scaler::decide(
-            &self.spec.scaling,
+            &self.spec.scaling.clone().unwrap_or_default(),
             resolved.max_partitions(),
             current,
             lag,

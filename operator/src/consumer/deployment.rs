@@ -47,6 +47,8 @@ pub const CONSUMER_CONTAINER: &str = "consumer";
 pub const SIDECAR_BINARY: &str = "/usr/local/bin/ferry-sidecar";
 /// The worker's `/healthz`, `/readyz` and `/metrics` port (its `--metrics-addr` default).
 pub const METRICS_PORT: i32 = 9090;
+/// The name of that port in the worker pod.
+const METRICS_PORT_NAME: &str = "metrics";
 /// The worker's own `--drain-timeout` default (`sidecar/src/worker/config.rs`): in-flight
 /// deliveries finish within it on SIGTERM.
 const WORKER_DRAIN: Duration = Duration::from_secs(20);
@@ -129,7 +131,7 @@ pub fn labels(consumer: &str) -> BTreeMap<String, String> {
 
 /// The Kafka settings every container of the pod gets: the operator's non-secret settings and
 /// the principal's user and password from its Secret.
-fn kafka_env(consumer: &EventConsumer, settings: &WorkerSettings) -> Vec<EnvVar> {
+pub(super) fn kafka_env(consumer: &EventConsumer, settings: &WorkerSettings) -> Vec<EnvVar> {
     let secret = credentials::secret_name(&consumer.spec.service_account);
     let mut env: Vec<EnvVar> = settings
         .kafka_env
@@ -157,7 +159,7 @@ fn start_from(s: StartFrom) -> &'static str {
 }
 
 /// The worker's `--drain-timeout`: its default, or longer when one delivery may take longer.
-fn drain(timeout: Duration) -> Duration {
+pub(super) fn drain(timeout: Duration) -> Duration {
     WORKER_DRAIN.max(timeout + Duration::from_secs(5))
 }
 
@@ -174,7 +176,7 @@ fn resources(spec: Option<&serde_json::Value>) -> Result<ResourceRequirements, I
 }
 
 /// `/tmp` as a small emptyDir: the root filesystem is read-only.
-fn tmp_mount() -> VolumeMount {
+pub(super) fn tmp_mount() -> VolumeMount {
     VolumeMount {
         name: "tmp".to_owned(),
         mount_path: "/tmp".to_owned(),
@@ -182,13 +184,16 @@ fn tmp_mount() -> VolumeMount {
     }
 }
 
-/// The `ferry-sidecar worker` container for HTTP delivery.
-fn worker_container(
+/// The `ferry-sidecar worker` container for HTTP delivery, serving `/healthz`, `/readyz` and
+/// `/metrics` on `port` named `port_name` (a Deployment's worker and an injected one differ
+/// only there, in name and in restart policy).
+pub(super) fn worker_container(
     consumer: &EventConsumer,
     resolved: &Resolved,
     settings: &WorkerSettings,
     target_url: String,
     timeout: &str,
+    (port, port_name): (i32, &str),
 ) -> Result<Container, Invalid> {
     let spec = &consumer.spec;
     let timeout_flag = duration::worker_flag(timeout);
@@ -229,7 +234,7 @@ fn worker_container(
     ));
     args.push(format!("--start-from={}", start_from(spec.start_from)));
     args.push(format!("--drain-timeout={}", duration::flag(drain)));
-    args.push(format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"));
+    args.push(format!("--metrics-addr=0.0.0.0:{port}"));
     // The pod's name in Kafka's client id, so broker logs and quotas name the pod.
     args.push("--kafka-option=client.id=$(FERRY_POD_NAME)".to_owned());
 
@@ -266,13 +271,13 @@ fn worker_container(
         args: Some(args),
         env: Some(env),
         ports: Some(vec![ContainerPort {
-            name: Some("metrics".to_owned()),
-            container_port: METRICS_PORT,
+            name: Some(port_name.to_owned()),
+            container_port: port,
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(http_probe("/readyz", "metrics", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", "metrics", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", port_name, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", port_name, 10, 6)),
         resources: Some(resources(spec.resources.as_ref())?),
         security_context: Some(locked_down(Some(SIDECAR_UID))),
         volume_mounts: Some(vec![tmp_mount()]),
@@ -347,12 +352,20 @@ pub fn build(
                     service.name, service.port, service.path
                 ),
                 (None, Some(url)) => url.clone(),
-                // The CRD requires one of them.
+                // A localhost `port`: the CRD allows it only with placement: Sidecar, which
+                // builds no Deployment.
                 (None, None) => String::new(),
             };
             let grace = drain(duration::parse(&http.timeout).unwrap_or_default()) + AFTER_DRAIN;
             (
-                worker_container(consumer, resolved, settings, url, &http.timeout)?,
+                worker_container(
+                    consumer,
+                    resolved,
+                    settings,
+                    url,
+                    &http.timeout,
+                    (METRICS_PORT, METRICS_PORT_NAME),
+                )?,
                 i64::try_from(grace.as_secs()).unwrap_or(DEFAULT_GRACE),
             )
         }
@@ -363,7 +376,14 @@ pub fn build(
         // The CRD requires exactly one; an old object without either gets a worker that
         // fails loudly on its empty target URL.
         (None, None) => (
-            worker_container(consumer, resolved, settings, String::new(), "10s")?,
+            worker_container(
+                consumer,
+                resolved,
+                settings,
+                String::new(),
+                "10s",
+                (METRICS_PORT, METRICS_PORT_NAME),
+            )?,
             DEFAULT_GRACE,
         ),
     };

@@ -34,15 +34,20 @@ mod error;
 pub mod lag;
 pub mod resolve;
 pub mod scaler;
+pub mod sidecar;
 pub mod status;
 pub mod topics;
 
 use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt as _, StreamExt};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Secret},
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -113,6 +118,19 @@ pub async fn run(
     let consumers_for_shutdown = consumers.clone();
     let by_topic = consumers.clone();
     let by_secret = consumers.clone();
+    let by_pod = consumers.clone();
+    // Opted-in pods (metadata only): their coming and going changes a Sidecar-placed
+    // consumer's status.
+    let pod_events = watcher(
+        api::<PartialObjectMeta<Pod>>(&client, ns),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            crate::webhook::INJECT_LABEL,
+            crate::webhook::INJECT_ENABLED
+        )),
+    )
+    .default_backoff()
+    .touched_objects();
     let controller = controller
         .owns(
             api::<Deployment>(&client, ns),
@@ -147,6 +165,17 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        .watches_stream(pod_events, move |pod: PartialObjectMeta<Pod>| {
+            // Every Sidecar-placed consumer that selects this pod.
+            let ns = pod.namespace();
+            let labels = pod.labels().clone();
+            by_pod
+                .state()
+                .iter()
+                .filter(|c| c.namespace() == ns && sidecar::selects(c, &labels))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .reconcile_on(futures::stream::poll_fn(move |cx| lag_rx.poll_recv(cx)));
     let lag_interval = settings.lag_interval;
     let lag_topics = topic_store.clone();

@@ -138,6 +138,8 @@ pub(super) struct Found {
     pub topics: Option<ConsumerTopics>,
     /// The worker Deployment as applied, if it was.
     pub deployment: Option<Deployment>,
+    /// With placement: Sidecar, the selected pods and how many run the worker.
+    pub pods: Option<super::sidecar::PodCount>,
 }
 
 impl EventConsumer {
@@ -164,14 +166,16 @@ impl EventConsumer {
                 .as_ref()
                 .and_then(|d| d.spec.as_ref())
                 .and_then(|s| s.replicas)
+                .or(found.pods.map(|p| p.selected))
                 .or(previous.replicas),
-            ready_replicas: match &found.deployment {
-                Some(_) => Some(
+            ready_replicas: match (&found.deployment, found.pods) {
+                (Some(_), _) => Some(
                     deployment_status
                         .and_then(|s| s.ready_replicas)
                         .unwrap_or(0),
                 ),
-                None => previous.ready_replicas,
+                (None, Some(pods)) => Some(pods.ready),
+                (None, None) => previous.ready_replicas,
             },
             lag,
             topics: found.topics.or_else(|| previous.topics.clone()),

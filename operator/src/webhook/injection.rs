@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::{
     annotations::{self, INJECTED},
     sidecar::{self, RELAY_CONTAINER, RELAY_METRICS_PORT, SidecarImage},
 };
+use crate::consumer::{deployment::Invalid, sidecar as consumer_sidecar};
 
 /// What the webhook answers for a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,9 +29,20 @@ pub enum Decision {
     Deny(String),
 }
 
+/// A consumer worker to inject (an EventConsumer with `placement: Sidecar` that selects the
+/// pod): its EventConsumer's name, and its container built for a metrics port and port name,
+/// which only the pod decides.
+pub struct Worker<'a> {
+    pub consumer: String,
+    pub build: BuildWorker<'a>,
+}
+
+/// Builds a worker container for `(port, port_name)`.
+pub type BuildWorker<'a> = Box<dyn Fn((i32, &str)) -> Result<Container, Invalid> + 'a>;
+
 /// Decides for `pod` (as the API server sends it: on CREATE, after built-in defaulting, so
-/// `serviceAccountName` is set).
-pub fn decide(pod: &Pod, image: &SidecarImage) -> Decision {
+/// `serviceAccountName` is set): the relay if its annotations ask for one, and `workers`.
+pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decision {
     let empty = BTreeMap::new();
     let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let requested = match annotations::parse(pod_annotations) {
@@ -38,21 +50,22 @@ pub fn decide(pod: &Pod, image: &SidecarImage) -> Decision {
         Err(e) => return Decision::Deny(e.to_string()),
     };
     let spec = pod.spec.as_ref();
-    let has_relay = spec
+    let names: BTreeSet<&str> = spec
         .into_iter()
         .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .any(|c| c.name == RELAY_CONTAINER);
-    if requested.already_injected || has_relay {
+        .map(|c| c.name.as_str())
+        .collect();
+    if requested.already_injected || names.contains(RELAY_CONTAINER) {
         // Reinvocation, or a pod re-applied from an injected one: never two relays.
         return Decision::Unchanged {
             reason: "already injected",
         };
     }
-    let Some(relay) = requested.relay else {
+    if requested.relay.is_none() && workers.is_empty() {
         return Decision::Unchanged {
             reason: "nothing requested",
         };
-    };
+    }
     let Some(spec) = spec else {
         return Decision::Deny("the pod has no spec".into());
     };
@@ -61,40 +74,67 @@ pub fn decide(pod: &Pod, image: &SidecarImage) -> Decision {
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
-    let used: BTreeSet<i32> = spec
-        .init_containers
+    let ports = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+    };
+    let mut used: BTreeSet<i32> = ports().map(|p| p.container_port).collect();
+    let port_names: BTreeSet<&str> = ports().filter_map(|p| p.name.as_deref()).collect();
+    if let Some(clash) = port_names
         .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .flat_map(|c| c.ports.iter().flatten())
-        .map(|p| p.container_port)
-        .collect();
-    if let Some(clash) = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some(sidecar::RELAY_PORT_NAME))
+        .find(|n| **n == sidecar::RELAY_PORT_NAME || n.starts_with(WORKER_PORT_PREFIX))
     {
         return Decision::Deny(format!(
-            "the pod already names a port {:?} ({}), which Ferry's relay needs for its probes; rename it",
-            sidecar::RELAY_PORT_NAME,
-            clash.container_port
+            "the pod already names a port {clash:?}, and Ferry names the ports of the containers it injects {:?} and {WORKER_PORT_PREFIX}<n>; rename it",
+            sidecar::RELAY_PORT_NAME
         ));
     }
-    let port = sidecar::free_port(&used, RELAY_METRICS_PORT);
-    let container = sidecar::relay(&relay, image, service_account, port);
-    let injected = vec!["relay".to_owned()];
+
+    let mut added = Vec::new();
+    let mut injected = Vec::new();
+    if let Some(relay) = &requested.relay {
+        let port = sidecar::free_port(&used, RELAY_METRICS_PORT);
+        used.insert(port);
+        added.push(sidecar::relay(relay, image, service_account, port));
+        injected.push("relay".to_owned());
+    }
+    for (n, worker) in workers.iter().enumerate() {
+        let port = sidecar::free_port(&used, consumer_sidecar::WORKER_METRICS_PORT);
+        let port_name = format!("{WORKER_PORT_PREFIX}{n}");
+        let container = match (worker.build)((port, &port_name)) {
+            Ok(c) => c,
+            Err(e) => {
+                // The consumer's own status says so (InvalidSpec); the pod is not held up.
+                tracing::warn!(consumer = worker.consumer, error = %e, "worker not injected");
+                continue;
+            }
+        };
+        if names.contains(container.name.as_str()) {
+            // Copied from an injected pod: it has this worker already (an older one shows in
+            // the consumer's status as a pod to restart).
+            continue;
+        }
+        used.insert(port);
+        added.push(container);
+        injected.push(format!("worker:{}", worker.consumer));
+    }
+    if added.is_empty() {
+        return Decision::Unchanged {
+            reason: "no worker could be built",
+        };
+    }
 
     let mut after = pod.clone();
     if let Some(spec) = after.spec.as_mut() {
         // Last among the init containers: regular ones (a schema migration creating the outbox
-        // table) finish first, and as a native sidecar the relay still starts before, and
-        // stops after, the service's containers.
+        // table) finish first, and as native sidecars the relay and workers still start
+        // before, and stop after, the service's containers.
         spec.init_containers
             .get_or_insert_with(Vec::new)
-            .push(container);
+            .extend(added);
     }
     after
         .metadata
@@ -109,6 +149,10 @@ pub fn decide(pod: &Pod, image: &SidecarImage) -> Decision {
         (Err(e), _) | (_, Err(e)) => Decision::Deny(format!("cannot encode the pod: {e}")),
     }
 }
+
+/// The names of injected workers' metrics ports: `ferry-w0`, `ferry-w1`, … (a pod's port
+/// names are unique and at most 15 characters).
+pub const WORKER_PORT_PREFIX: &str = "ferry-w";
 
 #[cfg(test)]
 mod tests {
@@ -166,7 +210,7 @@ mod tests {
     #[test]
     fn a_relay_is_added_as_the_last_init_container_and_nothing_else_changes() {
         let before = service_pod();
-        let decision = decide(&pod(before.clone()), &image());
+        let decision = decide(&pod(before.clone()), &image(), &[]);
         let after = admitted(&before, &decision);
         assert_eq!(init_names(&after), vec![RELAY_CONTAINER]);
         assert_eq!(after["metadata"]["annotations"][INJECTED], "relay");
@@ -188,7 +232,7 @@ mod tests {
         let mut before = service_pod();
         before["spec"]["initContainers"] =
             json!([{"name": "migrate", "image": "shop/order:1", "args": ["migrate"]}]);
-        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        let after = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
         assert_eq!(init_names(&after), vec!["migrate", RELAY_CONTAINER]);
     }
 
@@ -196,7 +240,7 @@ mod tests {
     fn the_marker_joins_the_pods_own_annotations() {
         let mut before = service_pod();
         before["metadata"]["annotations"] = json!({DATABASE_SECRET: "db"});
-        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        let after = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
         assert_eq!(after["metadata"]["annotations"][DATABASE_SECRET], "db");
         assert_eq!(after["metadata"]["annotations"][INJECTED], "relay");
     }
@@ -209,7 +253,7 @@ mod tests {
             .expect("containers")
             .push(json!({"name": "exporter", "image": "x", "ports": [{"containerPort": 9464}]}));
         before["spec"]["initContainers"] = json!([{"name": "proxy", "image": "y", "restartPolicy": "Always", "ports": [{"containerPort": 9465}]}]);
-        let after = admitted(&before, &decide(&pod(before.clone()), &image()));
+        let after = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
         let relay = &after["spec"]["initContainers"][1];
         assert_eq!(relay["name"], RELAY_CONTAINER);
         assert_eq!(relay["ports"][0]["containerPort"], 9466);
@@ -227,7 +271,7 @@ mod tests {
         let mut before = service_pod();
         before["spec"]["containers"][0]["ports"] =
             json!([{"containerPort": 7000, "name": "ferry-relay"}]);
-        let Decision::Deny(message) = decide(&pod(before), &image()) else {
+        let Decision::Deny(message) = decide(&pod(before), &image(), &[]) else {
             panic!("expected a denial");
         };
         assert!(message.contains("ferry-relay"), "{message}");
@@ -236,9 +280,9 @@ mod tests {
     #[test]
     fn an_injected_pod_is_left_alone() {
         let before = service_pod();
-        let once = admitted(&before, &decide(&pod(before.clone()), &image()));
+        let once = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
         assert_eq!(
-            decide(&pod(once.clone()), &image()),
+            decide(&pod(once.clone()), &image(), &[]),
             Decision::Unchanged {
                 reason: "already injected"
             }
@@ -250,7 +294,7 @@ mod tests {
             .expect("annotations")
             .remove(INJECTED);
         assert!(matches!(
-            decide(&pod(copied), &image()),
+            decide(&pod(copied), &image(), &[]),
             Decision::Unchanged { .. }
         ));
     }
@@ -260,7 +304,7 @@ mod tests {
         let mut before = service_pod();
         before["metadata"]["annotations"] = json!({"team": "shop"});
         assert_eq!(
-            decide(&pod(before), &image()),
+            decide(&pod(before), &image(), &[]),
             Decision::Unchanged {
                 reason: "nothing requested"
             }
@@ -271,7 +315,7 @@ mod tests {
     fn a_bad_annotation_denies_the_pod_with_its_name() {
         let mut before = service_pod();
         before["metadata"]["annotations"]["ferry.dev/outbox-batch-size"] = json!("lots");
-        let Decision::Deny(message) = decide(&pod(before), &image()) else {
+        let Decision::Deny(message) = decide(&pod(before), &image(), &[]) else {
             panic!("expected a denial");
         };
         assert!(message.contains("ferry.dev/outbox-batch-size"), "{message}");
@@ -298,8 +342,95 @@ mod tests {
             ..Default::default()
         };
         let before = serde_json::to_value(&p).expect("json");
-        let after = admitted(&before, &decide(&p, &image()));
+        let after = admitted(&before, &decide(&p, &image(), &[]));
         let env = after["spec"]["initContainers"][0]["env"].to_string();
         assert!(env.contains("ferry-kafka-default"), "{env}");
+    }
+
+    fn notify_worker(placement_port: i32) -> Worker<'static> {
+        let consumer: crate::api::EventConsumer = serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
+            "metadata": {"name": "notify", "namespace": "shop"},
+            "spec": {"topics": ["orders"], "serviceAccount": "notification",
+                     "placement": "Sidecar", "podSelector": {"app": "order"},
+                     "delivery": {"http": {"port": placement_port, "path": "/events"}}},
+        }))
+        .expect("consumer");
+        let resolved = crate::consumer::resolve::Resolved {
+            group: "shop.notify".into(),
+            sources: vec![crate::consumer::resolve::SourceTopic {
+                event_topic: "orders".into(),
+                kafka: "orders.v1".into(),
+                partitions: 1,
+            }],
+            dead_letter: crate::consumer::resolve::DeadLetter::Managed("shop.notify.dlq".into()),
+        };
+        let settings = crate::consumer::deployment::WorkerSettings {
+            image: "ferry-sidecar:0.1.0".into(),
+            pull_policy: "IfNotPresent".into(),
+            kafka_env: vec![],
+        };
+        Worker {
+            consumer: "notify".into(),
+            build: Box::new(move |port| {
+                consumer_sidecar::worker(&consumer, &resolved, &settings, port)
+            }),
+        }
+    }
+
+    #[test]
+    fn a_selected_worker_follows_the_relay_on_its_own_port() {
+        let before = service_pod();
+        let decision = decide(&pod(before.clone()), &image(), &[notify_worker(8000)]);
+        let after = admitted(&before, &decision);
+        assert_eq!(init_names(&after), vec![RELAY_CONTAINER, "notify-worker"]);
+        assert_eq!(
+            after["metadata"]["annotations"][INJECTED],
+            "relay,worker:notify"
+        );
+        let worker = &after["spec"]["initContainers"][1];
+        assert_eq!(worker["restartPolicy"], "Always");
+        assert_eq!(worker["ports"][0]["containerPort"], 9465);
+        assert_eq!(worker["ports"][0]["name"], "ferry-w0");
+        assert_eq!(worker["readinessProbe"]["httpGet"]["port"], "ferry-w0");
+        let args = worker["args"].to_string();
+        assert!(
+            args.contains("--target-url=http://127.0.0.1:8000/events"),
+            "{args}"
+        );
+        // Reinvoked after another webhook: nothing more.
+        assert_eq!(
+            decide(&pod(after), &image(), &[notify_worker(8000)]),
+            Decision::Unchanged {
+                reason: "already injected"
+            }
+        );
+    }
+
+    #[test]
+    fn a_worker_alone_is_injected_into_a_pod_without_an_outbox() {
+        let mut before = service_pod();
+        before["metadata"]["annotations"] = json!({});
+        before["spec"]["containers"][0]["ports"] = json!([{"containerPort": 9465}]);
+        let after = admitted(
+            &before,
+            &decide(&pod(before.clone()), &image(), &[notify_worker(8000)]),
+        );
+        assert_eq!(init_names(&after), vec!["notify-worker"]);
+        assert_eq!(
+            after["spec"]["initContainers"][0]["ports"][0]["containerPort"], 9466,
+            "the service's port 9465 is avoided"
+        );
+    }
+
+    #[test]
+    fn a_port_named_like_an_injected_workers_is_denied() {
+        let mut before = service_pod();
+        before["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 7000, "name": "ferry-w0"}]);
+        let Decision::Deny(message) = decide(&pod(before), &image(), &[notify_worker(8000)]) else {
+            panic!("expected a denial");
+        };
+        assert!(message.contains("ferry-w0"), "{message}");
     }
 }

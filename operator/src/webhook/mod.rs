@@ -21,7 +21,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Json, Router, extract::State, routing::post};
 use axum_server::{Handle, tls_rustls::RustlsConfig};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
@@ -31,10 +31,13 @@ use kube::{
 use tokio::{sync::watch, task::JoinHandle};
 
 pub use cert::Bundle;
-pub use registration::{Endpoint, Registration};
+pub use registration::{Endpoint, INJECT_ENABLED, INJECT_LABEL, Registration};
 pub use sidecar::SidecarImage;
 
-use crate::api::EventTopic;
+use crate::{
+    api::{EventConsumer, EventTopic},
+    consumer::deployment::WorkerSettings,
+};
 
 /// How often the certificate is checked for renewal when nothing else wakes the keeper. An
 /// hour: renewal is due months before expiry, and a deleted Secret wakes it at once anyway.
@@ -56,7 +59,7 @@ pub enum Error {
     Tls(#[source] std::io::Error),
     #[error("binding the webhook on {0}: the server stopped before listening")]
     Bind(SocketAddr),
-    #[error("the EventTopic cache did not sync within {0:?}")]
+    #[error("the EventTopic and EventConsumer caches did not sync within {0:?}")]
     CacheSync(Duration),
 }
 
@@ -70,6 +73,8 @@ pub struct Settings {
     pub secret_namespace: String,
     pub secret_name: String,
     pub image: SidecarImage,
+    /// What goes into every injected consumer worker besides its EventConsumer's spec.
+    pub worker: WorkerSettings,
     /// The namespace the operator watches, if only one.
     pub watch_namespace: Option<String>,
 }
@@ -102,7 +107,32 @@ impl Drop for Running {
     }
 }
 
-/// Makes sure the certificate exists, syncs the EventTopic cache, and starts serving. The
+/// A cache of `K` in `namespace` (all namespaces when `None`), and the task that fills it.
+fn cache<K>(client: &Client, namespace: Option<&str>) -> (reflector::Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = match namespace {
+        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+        None => Api::<K>::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(
+        reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| std::future::ready(())),
+    );
+    (store, task)
+}
+
+/// Makes sure the certificate exists, syncs the EventTopic and EventConsumer caches, and
+/// starts serving. The
 /// handle ends only if the server fails.
 pub async fn start(
     client: Client,
@@ -124,27 +154,27 @@ pub async fn start(
     .await
     .map_err(Error::Tls)?;
 
-    let topics = match &settings.watch_namespace {
-        Some(ns) => Api::<EventTopic>::namespaced(client.clone(), ns),
-        None => Api::<EventTopic>::all(client.clone()),
-    };
-    let (store, writer) = reflector::store();
-    let cache = tokio::spawn(
-        reflector(writer, watcher(topics, watcher::Config::default()))
-            .default_backoff()
-            .for_each(|_| std::future::ready(())),
-    );
-    tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready())
-        .await
-        .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?
-        .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?;
+    let (topics, topic_cache) = cache::<EventTopic>(&client, settings.watch_namespace.as_deref());
+    let (consumers, consumer_cache) =
+        cache::<EventConsumer>(&client, settings.watch_namespace.as_deref());
+    for ready in [
+        topics.wait_until_ready().boxed(),
+        consumers.wait_until_ready().boxed(),
+    ] {
+        tokio::time::timeout(CACHE_SYNC_TIMEOUT, ready)
+            .await
+            .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?
+            .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?;
+    }
 
     let (bundle_tx, bundle_rx) = watch::channel(bundle);
     let keeper = tokio::spawn(keep_certificate(stored, names, tls.clone(), bundle_tx));
 
     let reviewer = Arc::new(review::Reviewer {
         image: settings.image.clone(),
-        topics: store,
+        worker: settings.worker.clone(),
+        topics,
+        consumers,
     });
     let app = Router::new()
         .route(registration::PATH, post(mutate))
@@ -161,7 +191,7 @@ pub async fn start(
         local_addr,
         bundle: bundle_rx,
         handle,
-        tasks: vec![cache, keeper],
+        tasks: vec![topic_cache, consumer_cache, keeper],
     };
     Ok((running, served))
 }

@@ -1,8 +1,10 @@
 //! One admission review: the API server's request in, Ferry's answer out.
 //!
-//! Reads the operator's cache of EventTopics (never the API server: admission sits on the
-//! path of every opted-in pod creation) to warn when the pod's service account produces to no
-//! topic, so a relay that Kafka will refuse is seen at `kubectl apply`, not in a log.
+//! Reads the operator's caches of EventTopics and EventConsumers (never the API server:
+//! admission sits on the path of every opted-in pod creation) to find the Sidecar-placed
+//! consumers that select the pod and their Kafka topics, and to warn when the pod's service
+//! account produces to no topic, so a relay that Kafka will refuse is seen at `kubectl apply`,
+//! not in a log.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -14,16 +16,22 @@ use kube::{
 };
 
 use super::{
-    injection::{self, Decision},
+    injection::{self, Decision, Worker},
     sidecar::SidecarImage,
 };
-use crate::api::EventTopic;
+use crate::{
+    api::{EventConsumer, EventTopic},
+    consumer::{deployment::WorkerSettings, resolve, sidecar as consumer_sidecar},
+};
 
-/// What answers reviews: the image to inject and the EventTopics the operator watches.
+/// What answers reviews: the images and settings to inject and the caches of EventTopics and
+/// EventConsumers the webhook watches.
 #[derive(Clone)]
 pub struct Reviewer {
     pub image: SidecarImage,
+    pub worker: WorkerSettings,
     pub topics: Store<EventTopic>,
+    pub consumers: Store<EventConsumer>,
 }
 
 impl Reviewer {
@@ -45,9 +53,12 @@ impl Reviewer {
             .as_deref()
             .or(pod.metadata.generate_name.as_deref())
             .unwrap_or_default();
-        match injection::decide(pod, &self.image) {
+        let (workers, mut warnings) = self.workers(namespace, pod);
+        match injection::decide(pod, &self.image, &workers) {
             Decision::Unchanged { reason } => {
                 tracing::debug!(namespace, pod = pod_name, reason, "admitted unchanged");
+                let mut response = response;
+                response.warnings = Some(warnings).filter(|w| !w.is_empty());
                 response.into_review()
             }
             Decision::Deny(message) => {
@@ -56,21 +67,23 @@ impl Reviewer {
             }
             Decision::Inject { patch, injected } => {
                 let service_account = service_account(pod);
-                let warning = (!self.produces(namespace, service_account)).then(|| {
-                    format!(
+                if injected.iter().any(|i| i == "relay")
+                    && !self.produces(namespace, service_account)
+                {
+                    warnings.push(format!(
                         "service account {service_account} is a producer of no EventTopic in namespace {namespace}: Kafka will refuse its relay until an EventTopic lists it under spec.producers"
-                    )
-                });
+                    ));
+                }
                 tracing::info!(
                     namespace,
                     pod = pod_name,
                     ?injected,
-                    warned = warning.is_some(),
+                    warnings = warnings.len(),
                     "injected"
                 );
                 match response.with_patch(patch) {
                     Ok(mut response) => {
-                        response.warnings = warning.map(|w| vec![w]);
+                        response.warnings = Some(warnings).filter(|w| !w.is_empty());
                         response.into_review()
                     }
                     Err(e) => AdmissionResponse::from(&request)
@@ -79,6 +92,48 @@ impl Reviewer {
                 }
             }
         }
+    }
+
+    /// The workers of the Sidecar-placed EventConsumers of `namespace` that select `pod`, and a
+    /// warning for each that cannot run yet (its topics are missing or not Ready): the pod is
+    /// admitted without it, and the consumer's status lists the pod as one to restart.
+    fn workers(&self, namespace: &str, pod: &Pod) -> (Vec<Worker<'static>>, Vec<String>) {
+        let empty = std::collections::BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let topics = self.topics.state();
+        let mut consumers: Vec<_> = self
+            .consumers
+            .state()
+            .into_iter()
+            .filter(|c| {
+                c.metadata.namespace.as_deref() == Some(namespace)
+                    && c.metadata.deletion_timestamp.is_none()
+                    && consumer_sidecar::selects(c, labels)
+            })
+            .collect();
+        // One order for every pod of a Deployment, so their workers get the same ports.
+        consumers.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut workers = Vec::new();
+        let mut warnings = Vec::new();
+        for consumer in consumers {
+            let name = consumer.metadata.name.clone().unwrap_or_default();
+            match resolve::resolve(&consumer, topics.iter().map(AsRef::as_ref)) {
+                Ok(resolved) => {
+                    let settings = self.worker.clone();
+                    workers.push(Worker {
+                        consumer: name,
+                        build: Box::new(move |port| {
+                            consumer_sidecar::worker(&consumer, &resolved, &settings, port)
+                        }),
+                    });
+                }
+                Err(waiting) => warnings.push(format!(
+                    "EventConsumer {name} selects this pod but cannot run yet ({}: {}): the pod starts without its worker; restart it once the EventConsumer is Ready",
+                    waiting.reason, waiting.message
+                )),
+            }
+        }
+        (workers, warnings)
     }
 
     /// Whether an EventTopic of `namespace` lists `service_account` as a producer.

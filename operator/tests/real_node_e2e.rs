@@ -49,6 +49,8 @@ const CONVERGE: Duration = Duration::from_secs(180);
 /// Every row reaches the sink within this, including a consumer-group rebalance that waits out
 /// the killed member's session (45 s, librdkafka's default `session.timeout.ms`).
 const DELIVERED: Duration = Duration::from_secs(300);
+/// How often the sink's log is read while waiting for deliveries.
+const LOG_POLL: Duration = Duration::from_millis(500);
 /// The sink's port (non-root: above 1024).
 const SINK_PORT: i32 = 8000;
 
@@ -212,6 +214,8 @@ async fn an_outbox_row_travels_relay_pod_to_worker_pod_to_a_service_and_a_killed
     });
 
     let first = eventually("the first deliveries", DELIVERED, || async {
+        // Each read is the sink's whole log, through the API server and the kubelet.
+        tokio::time::sleep(LOG_POLL).await;
         let seen = delivered(&pods).await;
         (seen.len() >= KILL_AFTER).then_some(seen)
     })
@@ -236,6 +240,8 @@ async fn an_outbox_row_travels_relay_pod_to_worker_pod_to_a_service_and_a_killed
     let replacement = ready_worker(&pods, &real, Some(&worker_name)).await;
     writer.await.expect("every row written");
     let all = eventually("every row delivered", DELIVERED, || async {
+        // Each read is the sink's whole log, through the API server and the kubelet.
+        tokio::time::sleep(LOG_POLL).await;
         let seen = delivered(&pods).await;
         (seen.len() >= ROWS).then_some(seen)
     })

@@ -158,7 +158,13 @@ async fn an_outbox_row_travels_relay_pod_to_worker_pod_to_a_service_and_a_killed
                 "name": "web",
                 "image": real.testbox_image(),
                 "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                // The service itself listens on the relay's default metrics port, so the relay
+                // must move (the webhook picks the next free port) and its probes follow it.
+                "command": ["sh", "-c", format!("trap 'exit 0' TERM; \
+                    httpd -f -p {} -h /bin & wait", sidecar::RELAY_METRICS_PORT)],
+                "ports": [{"containerPort": sidecar::RELAY_METRICS_PORT}],
+                "readinessProbe": {"tcpSocket": {"port": sidecar::RELAY_METRICS_PORT},
+                                   "periodSeconds": 1},
                 "securityContext": hardened()
             }]
         }
@@ -168,13 +174,19 @@ async fn an_outbox_row_travels_relay_pod_to_worker_pod_to_a_service_and_a_killed
         .create(&PostParams::default(), &service)
         .await
         .expect("the service's pod is admitted");
-    let relays = admitted
+    let relays: Vec<_> = admitted
         .spec
         .iter()
         .flat_map(|s| s.init_containers.iter().flatten())
         .filter(|c| c.name == sidecar::RELAY_CONTAINER)
-        .count();
-    assert_eq!(relays, 1, "the webhook injected the relay: {admitted:?}");
+        .collect();
+    assert_eq!(
+        relays.len(),
+        1,
+        "the webhook injected the relay: {admitted:?}"
+    );
+    let relay_port = relays[0].ports.as_ref().map(|p| p[0].container_port);
+    assert_eq!(relay_port, Some(sidecar::RELAY_METRICS_PORT + 1));
     let service = match wait_for_pod(&pods, "order", "Ready", pod_ready).await {
         Ok(pod) => pod,
         Err(e) => panic!("{e:#}\n{}", logs(&pods, "order").await),

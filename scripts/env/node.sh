@@ -166,6 +166,14 @@ start_containerd() {
   # /proc/self/oom_score_adj: Permission denied", shows only when runc is run by hand).
   # SystemdCgroup=false: PID 1 is not systemd. netns_mounts_under_state_dir: pods' network
   # namespaces under $NODE_RUN, so node_down finds them. The opt plugin would create /opt/containerd.
+  # Registry: every image is imported (no registry here), so docker.io's upstream is a closed
+  # loopback port: a missing image fails at once instead of sending a lookup of
+  # registry-1.docker.io to the machine's resolver (seen when the kubelet, under disk pressure,
+  # had garbage-collected the pause image). containerd 1.6 refuses a hosts.toml without a [host]
+  # table ("invalid `host` tree") and then falls back to the upstream, hence both.
+  mkdir -p "$NODE_RUN/certs.d/docker.io"
+  printf 'server = "http://127.0.0.1:1"\n[host."http://127.0.0.1:1"]\n  capabilities = ["pull", "resolve"]\n' \
+    > "$NODE_RUN/certs.d/docker.io/hosts.toml"
   cat > "$NODE_RUN/containerd.toml" <<TOML
 version = 2
 root = "$NODE_ROOT/containerd"
@@ -194,6 +202,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$NODE_RUN/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$NODE_RUN/cni/net.d"
@@ -276,7 +286,11 @@ clusterDNS: [$NODE_IP]
 clusterDomain: cluster.local
 registerNode: true
 registerWithTaints: [{key: $NODE_TAINT_KEY, value: "true", effect: NoSchedule}]
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
+# Absolute disk thresholds, not percentages: 1% of a large disk that several checkouts' target
+# dirs fill is gigabytes, and the DiskPressure taint it set kept every test pod off the node
+# while there was still room. 5 s instead of 5 minutes before the taint goes once there is.
+evictionHard: {memory.available: 50Mi, nodefs.available: 256Mi, nodefs.inodesFree: 1%, imagefs.available: 256Mi}
+evictionPressureTransitionPeriod: 5s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 maxPods: 40

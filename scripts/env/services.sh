@@ -117,6 +117,12 @@ start_apiserver() {
   running apiserver && return 0
   local d=$STATE/pki
   log "starting kube-apiserver $K8S_VERSION on https://127.0.0.1:$API_PORT"
+  # PodNodeSelector + PodTolerationRestriction: a namespace annotated
+  # scheduler.alpha.kubernetes.io/node-selector and .../defaultTolerations puts every pod it
+  # holds on the real node, including the worker pods the operator's Deployments create
+  # (operator/tests/real_node_e2e.rs); namespaces without the annotations are untouched
+  # (PodTolerationRestriction only adds the memory-pressure toleration to non-BestEffort pods,
+  # as the DaemonSet controller does).
   start_bg apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --secure-port="$API_PORT" \
@@ -127,7 +133,7 @@ start_apiserver() {
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
-    --enable-admission-plugins=NodeRestriction \
+    --enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
     --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$d/ca.crt" \
     --kubelet-client-certificate="$d/apiserver-kubelet-client.crt" --kubelet-client-key="$d/apiserver-kubelet-client.key"
 }

@@ -1,15 +1,26 @@
 //! The real node `make env-up` starts beside the KWOK nodes (`scripts/env/node.sh`): a kubelet
 //! with containerd, where a pod's containers really run. Tests put a pod there by pinning it
-//! ([`RealNode::pin`]); every other pod keeps landing on the KWOK nodes, since the real node is
-//! tainted.
+//! ([`RealNode::pin`]), or every pod of a namespace, including those controllers create from
+//! templates the test does not write ([`RealNode::claim`]); every other pod keeps landing on the
+//! KWOK nodes, since the real node is tainted.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, Toleration};
-use kube::{Api, api::LogParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, Toleration};
+use kube::{
+    Api,
+    api::{LogParams, Patch, PatchParams},
+};
 
-use crate::{TestEnv, in_ci};
+use crate::{TempNamespace, TempSchema, TestEnv, in_ci};
+
+/// The namespace annotation the API server's `PodNodeSelector` admission plugin merges into
+/// each new pod's `nodeSelector` (enabled in `scripts/env/services.sh`).
+const NODE_SELECTOR_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/node-selector";
+/// The namespace annotation the `PodTolerationRestriction` admission plugin merges into each
+/// new pod's tolerations (a JSON list).
+const DEFAULT_TOLERATIONS_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/defaultTolerations";
 
 /// How long a pod on the real node may take to reach the state a test waits for: images are
 /// local, but a loaded 2-core machine starts a sandbox and its containers in seconds, not
@@ -24,6 +35,7 @@ pub struct RealNode {
     ip: String,
     testbox_image: String,
     kafka_bootstrap: String,
+    database_url: String,
 }
 
 impl TestEnv {
@@ -37,6 +49,7 @@ impl TestEnv {
                 ip: self.var("FERRY_NODE_IP")?.to_owned(),
                 testbox_image: self.var("FERRY_TESTBOX_IMAGE")?.to_owned(),
                 kafka_bootstrap: self.var("FERRY_NODE_KAFKA_BOOTSTRAP")?.to_owned(),
+                database_url: self.var("FERRY_NODE_DATABASE_URL")?.to_owned(),
             })
         })();
         if node.is_none() {
@@ -78,6 +91,17 @@ impl RealNode {
         &self.kafka_bootstrap
     }
 
+    /// PostgreSQL's DSN for pods on the node (the host's server, listening on the node's
+    /// address too); the host's own tests use `FERRY_DATABASE_URL` on loopback.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// A DSN for pods on the node whose sessions use `schema`.
+    pub fn schema_url(&self, schema: &TempSchema) -> String {
+        schema.url_on(&self.database_url)
+    }
+
     /// Schedules `spec` onto the real node: selects it by hostname and tolerates its taint.
     pub fn pin(&self, spec: &mut PodSpec) {
         spec.node_selector
@@ -85,12 +109,39 @@ impl RealNode {
             .insert("kubernetes.io/hostname".to_owned(), self.name.clone());
         spec.tolerations
             .get_or_insert_with(Vec::new)
-            .push(Toleration {
-                key: Some(self.taint_key.clone()),
-                operator: Some("Exists".to_owned()),
-                effect: Some("NoSchedule".to_owned()),
-                ..Toleration::default()
-            });
+            .push(self.toleration());
+    }
+
+    /// Puts every pod created in `namespace` from now on onto the real node, as [`Self::pin`]
+    /// does for one: the namespace's annotations, which the API server's `PodNodeSelector` and
+    /// `PodTolerationRestriction` admission plugins merge into each new pod. For pods a
+    /// controller creates from a template the test does not write (an operator's worker
+    /// Deployment), as a cluster admin dedicates nodes to a namespace.
+    pub async fn claim(&self, namespace: &TempNamespace) -> anyhow::Result<()> {
+        let tolerations = serde_json::to_string(&[self.toleration()])?;
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            NODE_SELECTOR_ANNOTATION: format!("kubernetes.io/hostname={}", self.name),
+            DEFAULT_TOLERATIONS_ANNOTATION: tolerations,
+        }}});
+        Api::<Namespace>::all(namespace.client())
+            .patch(
+                namespace.name(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("annotating namespace {}", namespace.name()))?;
+        Ok(())
+    }
+
+    /// Tolerates the node's taint, whatever its value.
+    fn toleration(&self) -> Toleration {
+        Toleration {
+            key: Some(self.taint_key.clone()),
+            operator: Some("Exists".to_owned()),
+            effect: Some("NoSchedule".to_owned()),
+            ..Toleration::default()
+        }
     }
 }
 

@@ -47,11 +47,14 @@ impl TempSchema {
 
     /// A DSN whose sessions use this schema by default (`options=-csearch_path=...`).
     pub fn url(&self) -> String {
-        let separator = if self.url.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{separator}options=-csearch_path%3D{}",
-            self.url, self.name
-        )
+        self.url_on(&self.url)
+    }
+
+    /// The same DSN with another base: the server reached by another address (pods on the
+    /// real node reach it at [`crate::RealNode::database_url`]).
+    pub fn url_on(&self, base: &str) -> String {
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}options=-csearch_path%3D{}", self.name)
     }
 
     /// A new connection whose `search_path` is this schema.

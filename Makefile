@@ -36,13 +36,16 @@ test: env-up lint generate-check ## env-up, lint, images of the tested binaries,
 	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked
 
-generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)
+# The chart ships the same files (charts/ferry/crds/, installed by Helm before the templates).
+generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen)
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir crds
+	rm -f charts/ferry/crds/*.yaml && cp crds/*.yaml charts/ferry/crds/
 
-generate-check: ## fail when crds/ differs from what the Rust types generate
+generate-check: ## fail when crds/ or charts/ferry/crds/ differs from what the Rust types generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir "$$tmp" 2>/dev/null; \
-	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi
+	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi; \
+	if ! diff -ru charts/ferry/crds "$$tmp" >&2; then echo "charts/ferry/crds/ is out of date: run make generate" >&2; exit 1; fi
 
 bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator

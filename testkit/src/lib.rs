@@ -28,6 +28,7 @@ mod poll;
 mod postgres;
 mod process;
 mod services;
+mod tools;
 
 pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};

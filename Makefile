@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down images demo test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
+.PHONY: help env-up env-down images demo test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test: env-up lint generate-check ## env-up, lint, images of the tested binaries,
 	cargo test --workspace --locked --no-run
 	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked
+	bash examples/shop/test.sh
+
+shop-test: env-up ## the shop example's Django unit tests (outbox in one transaction) against the env's PostgreSQL
+	bash examples/shop/test.sh
 
 # The chart ships the same files (charts/ferry/crds/, installed by Helm before the templates).
 generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen)

@@ -2,7 +2,11 @@
 //! against the test control plane, for tests of what people and CI run by hand: the chart, the
 //! examples' manifests.
 
-use std::{ffi::OsString, path::PathBuf, process::Command};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
 
 use crate::TestEnv;
 
@@ -38,4 +42,57 @@ impl TestEnv {
             .env("KUBECONFIG", self.kubeconfig());
         command
     }
+}
+
+/// The top of the workspace (where `charts/`, `examples/` and `crds/` are).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    here.canonicalize().unwrap_or(here)
+}
+
+/// Runs `command` to its end; panics if it cannot be started.
+pub fn run(mut command: Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Runs `command`, panics with its stderr unless it succeeds, and returns its stdout.
+pub fn succeed(command: Command) -> String {
+    let shown = format!("{command:?}");
+    let out = run(command);
+    assert!(
+        out.status.success(),
+        "{shown} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `command` with `input` on its stdin; panics with its stderr unless it succeeds, and
+/// returns its stdout.
+pub fn succeed_with_input(mut command: Command, input: &str) -> String {
+    use std::io::Write as _;
+    let shown = format!("{command:?}");
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("writing to {shown}: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

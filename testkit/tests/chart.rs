@@ -13,10 +13,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
-use ferry_testkit::{TempNamespace, TestEnv, require_env, unique_name};
+use ferry_testkit::{
+    TempNamespace, TestEnv, repo_root, require_env, run, succeed, succeed_with_input, unique_name,
+};
 use serde_json::Value;
 
 /// `helm --wait` deadline: two operator pods on KWOK nodes are Ready in seconds; a loaded 2-core
@@ -24,7 +26,7 @@ use serde_json::Value;
 const HELM_TIMEOUT: &str = "5m";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    repo_root()
 }
 
 fn chart() -> String {
@@ -36,24 +38,6 @@ fn non_default_values() -> String {
         .join("charts/ferry/ci/non-default-values.yaml")
         .display()
         .to_string()
-}
-
-fn run(mut command: Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-/// Runs `command`, panics with its stderr unless it succeeds, returns its stdout.
-fn succeed(command: Command) -> String {
-    let shown = format!("{command:?}");
-    let out = run(command);
-    assert!(
-        out.status.success(),
-        "{shown} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn helm(env: &TestEnv, args: &[&str]) -> Command {
@@ -149,26 +133,11 @@ fn dry_run(env: &TestEnv, release: &str, namespace: &str, extra: &[&str]) -> Vec
     let mut args = vec!["template", release, chart_str(), "-n", namespace];
     args.extend_from_slice(extra);
     let rendered = succeed(helm(env, &args));
-    let mut apply = kubectl(env, &["apply", "--dry-run=server", "-o", "json", "-f", "-"]);
-    apply
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = apply.spawn().expect("kubectl runs");
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(rendered.as_bytes())
-            .expect("write manifests");
-    }
-    let out = child.wait_with_output().expect("kubectl finishes");
-    assert!(
-        out.status.success(),
-        "the API server refused the rendered chart ({extra:?}): {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed_with_input(
+        kubectl(env, &["apply", "--dry-run=server", "-o", "json", "-f", "-"]),
+        &rendered,
     );
-    let json: Value = serde_json::from_slice(&out.stdout).expect("kubectl -o json");
+    let json: Value = serde_json::from_str(&out).expect("kubectl -o json");
     match json["kind"].as_str() {
         Some("List") => json["items"].as_array().cloned().unwrap_or_default(),
         _ => vec![json],

@@ -264,7 +264,7 @@ async fn rendered_chart_is_accepted_by_the_api_server_with_non_default_values() 
         ("FERRY_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
         (
             "FERRY_KAFKA_OPTIONS",
-            "client.id=ferry-operator;ssl.ca.location=/etc/ssl/certs/ca-certificates.crt",
+            "client.id=ferry-operator;ssl.ca.location=/etc/kafka-ca/ca.crt",
         ),
         ("FERRY_LOG", "info,ferry_operator=debug"),
         ("FERRY_LOG_FORMAT", "text"),
@@ -274,6 +274,7 @@ async fn rendered_chart_is_accepted_by_the_api_server_with_non_default_values() 
             "registry.example/ferry/sidecar:0.1.0-test",
         ),
         ("FERRY_SIDECAR_IMAGE_PULL_POLICY", "Always"),
+        ("FERRY_KAFKA_ADMIN_TIMEOUT", "60s"),
     ] {
         assert_eq!(
             env_value(deployment, name),

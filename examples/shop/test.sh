@@ -14,12 +14,14 @@ env_file=${FERRY_ENV_FILE:-$repo/.ferry/env}
 cache=${FERRY_CACHE:-$HOME/.cache/ferry}
 pins=$(sha256sum "$shop/requirements.txt" | cut -c1-12)
 venv=$cache/shop-venv-$pins
-if [ ! -x "$venv/bin/python" ]; then
+# Built in place (a virtualenv's scripts name its path, so it cannot be moved); .complete marks
+# one whose install finished.
+if [ ! -f "$venv/.complete" ]; then
   echo "shop-test: installing the shop's pinned requirements into $venv" >&2
-  rm -rf "$venv.tmp"
-  python3 -m venv "$venv.tmp"
-  "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check -r "$shop/requirements.txt"
-  mv "$venv.tmp" "$venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$shop/requirements.txt"
+  touch "$venv/.complete"
 fi
 
 status=0

@@ -41,9 +41,11 @@ shop-test: env-up ## the shop example's Django unit tests (outbox in one transac
 	bash examples/shop/test.sh
 
 # The chart ships the same files (charts/ferry/crds/, installed by Helm before the templates).
-generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen)
+generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen), the chart's version from Cargo.toml
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir crds
 	rm -f charts/ferry/crds/*.yaml && cp crds/*.yaml charts/ferry/crds/
+	v=$$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml); \
+	sed -i -e "s/^version: .*/version: $$v/" -e "s/^appVersion: .*/appVersion: \"$$v\"/" charts/ferry/Chart.yaml
 
 generate-check: ## fail when crds/ or charts/ferry/crds/ differs from what the Rust types generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \

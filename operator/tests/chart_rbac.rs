@@ -95,6 +95,15 @@ impl Drop for Release<'_> {
     }
 }
 
+/// A directory removed when the test ends, also when it fails.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test]
 async fn the_operator_does_its_job_with_only_the_charts_rbac() {
     let env = require_env!();
@@ -142,11 +151,11 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac() {
             "1h",
         ],
     ));
-    let dir = std::env::temp_dir().join(unique_name("ferry-sa"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let kubeconfig = dir.join("kubeconfig");
+    let dir = TempDir(std::env::temp_dir().join(unique_name("ferry-sa")));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let kubeconfig = dir.0.join("kubeconfig");
     token_kubeconfig(env, token.trim(), &kubeconfig);
-    let log_path = dir.join("operator.log");
+    let log_path = dir.0.join("operator.log");
     let log = std::fs::File::create(&log_path).expect("log file");
 
     let metrics_port = free_port();
@@ -295,5 +304,4 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac() {
         "the chart's RBAC refused the operator:\n{}",
         forbidden.join("\n")
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

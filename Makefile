@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
 
-.PHONY: help env-up env-down images demo test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
+.PHONY: help env-up env-down images demo test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,14 +35,23 @@ test: env-up lint generate-check ## env-up, lint, images of the tested binaries,
 	cargo test --workspace --locked --no-run
 	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked
+	bash examples/shop/test.sh
 
-generate: ## write crds/*.yaml from the Rust types (ferry-operator crdgen)
+shop-test: env-up ## the shop example's Django unit tests (outbox in one transaction) against the env's PostgreSQL
+	bash examples/shop/test.sh
+
+# The chart ships the same files (charts/ferry/crds/, installed by Helm before the templates).
+generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen), the chart's version from Cargo.toml
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir crds
+	rm -f charts/ferry/crds/*.yaml && cp crds/*.yaml charts/ferry/crds/
+	v=$$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml); \
+	sed -i -e "s/^version: .*/version: $$v/" -e "s/^appVersion: .*/appVersion: \"$$v\"/" charts/ferry/Chart.yaml
 
-generate-check: ## fail when crds/ differs from what the Rust types generate
+generate-check: ## fail when crds/ or charts/ferry/crds/ differs from what the Rust types generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir "$$tmp" 2>/dev/null; \
-	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi
+	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi; \
+	if ! diff -ru charts/ferry/crds "$$tmp" >&2; then echo "charts/ferry/crds/ is out of date: run make generate" >&2; exit 1; fi
 
 bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator

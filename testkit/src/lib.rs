@@ -28,6 +28,7 @@ mod poll;
 mod postgres;
 mod process;
 mod services;
+mod tools;
 
 pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
@@ -46,6 +47,7 @@ pub use poll::{Check, POLL_EVERY, eventually, wait_for};
 pub use postgres::{OUTBOX_SQL, TempSchema};
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
+pub use tools::{repo_root, run, succeed, succeed_with_input};
 
 /// The three-broker Kafka cluster, or return from the calling test after printing why it was
 /// skipped (a panic under `CI=true`, as with [`require_env!`]).

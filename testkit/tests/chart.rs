@@ -1,0 +1,671 @@
+//! The Helm chart (`charts/ferry`) against the real API server: lint, render with default and
+//! non-default values and have the API server accept the result (`kubectl apply
+//! --dry-run=server`, which runs the real validation, defaulting and admission), refusal of
+//! wrong values by `values.schema.json`, and a real install, upgrade and uninstall, with the
+//! operator's RBAC checked verb by verb through `kubectl auth can-i --as=<its ServiceAccount>`.
+//!
+//! KWOK marks the operator's pods Running and Ready without running them, so these tests prove
+//! what the chart asks of the cluster, not what the operator then does (the real-node demo does
+//! that).
+//!
+//! The tests live in testkit's tree, beside the environment's smoke tests: the chart belongs to
+//! no crate, and a crate of its own would compile one more test binary for the same helpers.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use ferry_testkit::{
+    TempNamespace, TestEnv, repo_root, require_env, run, succeed, succeed_with_input, unique_name,
+};
+use serde_json::Value;
+
+/// `helm --wait` deadline: two operator pods on KWOK nodes are Ready in seconds; a loaded 2-core
+/// machine gets minutes.
+const HELM_TIMEOUT: &str = "5m";
+
+fn repo() -> PathBuf {
+    repo_root()
+}
+
+fn chart() -> String {
+    repo().join("charts/ferry").display().to_string()
+}
+
+fn non_default_values() -> String {
+    repo()
+        .join("charts/ferry/ci/non-default-values.yaml")
+        .display()
+        .to_string()
+}
+
+fn helm(env: &TestEnv, args: &[&str]) -> Command {
+    let mut c = env.command("helm");
+    c.args(args);
+    c
+}
+
+fn kubectl(env: &TestEnv, args: &[&str]) -> Command {
+    let mut c = env.command("kubectl");
+    c.args(args);
+    c
+}
+
+/// `[workspace.package] version` of Cargo.toml.
+fn crate_version() -> String {
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+    let section = cargo
+        .split("[workspace.package]")
+        .nth(1)
+        .expect("a [workspace.package] section");
+    section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version"))
+        .and_then(|v| v.split('"').nth(1))
+        .expect("a version in [workspace.package]")
+        .to_owned()
+}
+
+/// A top-level `key: value` of Chart.yaml, unquoted.
+fn chart_field(key: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("charts/ferry/Chart.yaml")).expect("Chart.yaml");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("Chart.yaml has no {key}"))
+}
+
+#[test]
+fn chart_version_and_image_tags_are_the_crates_version() {
+    let version = crate_version();
+    assert_eq!(chart_field("version"), version, "Chart.yaml version");
+    assert_eq!(
+        chart_field("appVersion"),
+        version,
+        "Chart.yaml appVersion (the images' default tag)"
+    );
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let names = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("a CRD directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let generated = repo().join("crds");
+    let shipped = repo().join("charts/ferry/crds");
+    assert_eq!(names(&generated), names(&shipped), "run `make generate`");
+    for name in names(&generated) {
+        assert_eq!(
+            std::fs::read_to_string(generated.join(&name)).expect("crds/ file"),
+            std::fs::read_to_string(shipped.join(&name)).expect("chart crds/ file"),
+            "charts/ferry/crds/{name} differs from crds/{name}: run `make generate`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn helm_lint_passes_with_default_and_non_default_values() {
+    let env = require_env!();
+    succeed(helm(env, &["lint", "--strict", &chart()]));
+    succeed(helm(
+        env,
+        &[
+            "lint",
+            "--strict",
+            &chart(),
+            "-f",
+            &non_default_values(),
+            "--set",
+            "watchNamespaces={shop}",
+        ],
+    ));
+}
+
+/// Renders the chart and has the API server validate it without storing it; returns the
+/// objects as the server would store them.
+fn dry_run(env: &TestEnv, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, chart_str(), "-n", namespace];
+    args.extend_from_slice(extra);
+    let rendered = succeed(helm(env, &args));
+    let out = succeed_with_input(
+        kubectl(env, &["apply", "--dry-run=server", "-o", "json", "-f", "-"]),
+        &rendered,
+    );
+    let json: Value = serde_json::from_str(&out).expect("kubectl -o json");
+    match json["kind"].as_str() {
+        Some("List") => json["items"].as_array().cloned().unwrap_or_default(),
+        _ => vec![json],
+    }
+}
+
+fn chart_str() -> &'static str {
+    static CHART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHART.get_or_init(chart)
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered chart"))
+}
+
+fn container_env(deployment: &Value) -> Vec<(String, Value)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_owned(),
+                e.get("value")
+                    .cloned()
+                    .unwrap_or_else(|| e["valueFrom"].clone()),
+            )
+        })
+        .collect()
+}
+
+fn env_value(deployment: &Value, name: &str) -> Option<Value> {
+    container_env(deployment)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+#[tokio::test]
+async fn rendered_chart_is_accepted_by_the_api_server_with_default_values() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    let objects = dry_run(env, "ferry", ns.name(), &[]);
+
+    let deployment = find(&objects, "Deployment", "ferry-operator");
+    assert_eq!(deployment["spec"]["replicas"], 2, "two operator replicas");
+    let version = crate_version();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("docker.io/ferry/ferry-operator:{version}")
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_SIDECAR_IMAGE"),
+        Some(Value::from(format!(
+            "docker.io/ferry/ferry-sidecar:{version}"
+        )))
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_LEASE_NAMESPACE"),
+        Some(Value::from(ns.name())),
+        "the Lease lives in the release's namespace"
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_WEBHOOK_SERVICE"),
+        Some(Value::from("ferry-webhook"))
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_WEBHOOK_CONFIGURATION"),
+        Some(Value::from(format!("ferry-{}", ns.name())))
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_NAMESPACE"),
+        None,
+        "all namespaces"
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_KAFKA_PASSWORD").expect("password")["secretKeyRef"]["name"],
+        "kafka-admin"
+    );
+    let pdb = find(&objects, "PodDisruptionBudget", "ferry-operator");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let service = find(&objects, "Service", "ferry-webhook");
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    find(
+        &objects,
+        "ClusterRole",
+        &format!("ferry-{}-watch", ns.name()),
+    );
+    assert!(
+        objects.iter().all(|o| o["kind"] != "ServiceMonitor"),
+        "no ServiceMonitor unless asked"
+    );
+}
+
+#[tokio::test]
+async fn rendered_chart_is_accepted_by_the_api_server_with_non_default_values() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    let watched = TempNamespace::create(env).await.expect("watched namespace");
+    let release = "shop-events";
+    let set = format!("watchNamespaces={{{}}}", watched.name());
+    let objects = dry_run(
+        env,
+        release,
+        ns.name(),
+        &["-f", &non_default_values(), "--set", &set],
+    );
+    let deployment = find(&objects, "Deployment", "shop-events-ferry-operator");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "ferry-operator-sa"
+    );
+    for (name, value) in [
+        ("FERRY_NAMESPACE", watched.name()),
+        ("FERRY_WEBHOOK_FAILURE_POLICY", "Ignore"),
+        ("FERRY_WEBHOOK_ADDR", "0.0.0.0:10443"),
+        ("FERRY_METRICS_ADDR", "0.0.0.0:9191"),
+        ("FERRY_CLIENT_BOOTSTRAP", "kafka-external:9094"),
+        ("FERRY_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+        ("FERRY_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+        (
+            "FERRY_KAFKA_OPTIONS",
+            "client.id=ferry-operator;ssl.ca.location=/etc/kafka-ca/ca.crt",
+        ),
+        ("FERRY_LOG", "info,ferry_operator=debug"),
+        ("FERRY_LOG_FORMAT", "text"),
+        ("FERRY_LEASE_DURATION", "30s"),
+        (
+            "FERRY_SIDECAR_IMAGE",
+            "registry.example/ferry/sidecar:0.1.0-test",
+        ),
+        ("FERRY_SIDECAR_IMAGE_PULL_POLICY", "Always"),
+        ("FERRY_KAFKA_ADMIN_TIMEOUT", "60s"),
+    ] {
+        assert_eq!(
+            env_value(deployment, name),
+            Some(Value::from(value)),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        env_value(deployment, "FERRY_KAFKA_USERNAME").expect("username")["secretKeyRef"],
+        serde_json::json!({"name": "ferry-admin", "key": "user"})
+    );
+    // Watching one namespace: Roles there, no cluster-wide access to Secrets or Deployments.
+    let cluster_name = format!("shop-events-ferry-{}", ns.name());
+    let role = objects
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == watched.name())
+        .expect("a Role in the watched namespace");
+    assert_eq!(role["metadata"]["name"], cluster_name.as_str());
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"]["name"] != format!("{cluster_name}-watch").as_str()),
+        "no cluster-wide watch role when a namespace is named"
+    );
+    let pdb = find(
+        &objects,
+        "PodDisruptionBudget",
+        "shop-events-ferry-operator",
+    );
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+
+    // The ServiceMonitor's kind is not served here (no prometheus-operator): render it alone and
+    // check it selects the metrics Service.
+    let monitor = succeed(helm(
+        env,
+        &[
+            "template",
+            release,
+            chart_str(),
+            "-n",
+            ns.name(),
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/servicemonitor.yaml",
+        ],
+    ));
+    assert!(monitor.contains("kind: ServiceMonitor"), "{monitor}");
+    assert!(
+        monitor.contains("app.kubernetes.io/component: metrics")
+            && monitor.contains("port: metrics"),
+        "the ServiceMonitor selects the metrics Service's port: {monitor}"
+    );
+}
+
+#[tokio::test]
+async fn values_schema_refuses_wrong_values() {
+    let env = require_env!();
+    let template = |set: &[&str]| {
+        let mut args = vec!["template", "ferry", chart_str()];
+        for s in set {
+            args.extend_from_slice(&["--set", s]);
+        }
+        run(helm(env, &args))
+    };
+    // The defaults render (so each refusal below is the value's doing).
+    assert!(template(&[]).status.success());
+    for (set, says) in [
+        ("replicas=0", "replicas"),
+        ("webhook.failurePolicy=Sometimes", "failurePolicy"),
+        ("kafka.securityProtocol=TLS", "securityProtocol"),
+        ("kafka.bootstrap=no-port", "bootstrap"),
+        ("log.format=xml", "format"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("watchNamespaces={Not_A_Name}", "watchNamespaces"),
+        ("watchNamespaces={a,b}", "watchNamespaces"),
+        ("replica=2", "replica"),
+        ("certManager.enabled=true", "certManager"),
+    ] {
+        let out = template(&[set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(
+            stderr.contains(says),
+            "--set {set} was refused without naming {says}: {stderr}"
+        );
+    }
+    let out = run(helm(
+        env,
+        &[
+            "template",
+            "ferry",
+            chart_str(),
+            "--set-string",
+            "replicas=two",
+        ],
+    ));
+    assert!(!out.status.success(), "a string replica count was accepted");
+}
+
+/// Uninstalls the release when a test ends early, so its cluster-scoped objects do not stay.
+struct Release<'a> {
+    env: &'a TestEnv,
+    name: String,
+    namespace: String,
+    installed: bool,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if self.installed {
+            let _ = run(helm(
+                self.env,
+                &["uninstall", &self.name, "-n", &self.namespace, "--wait"],
+            ));
+        }
+    }
+}
+
+/// `kubectl auth can-i` as the operator's ServiceAccount.
+fn can(env: &TestEnv, sa: &str, verb: &str, resource: &str, sub: &str, namespace: &str) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", sa];
+    let sub_flag = format!("--subresource={sub}");
+    if !sub.is_empty() {
+        args.push(&sub_flag);
+    }
+    if !namespace.is_empty() {
+        args.extend_from_slice(&["-n", namespace]);
+    }
+    let out = run(kubectl(env, &args));
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!(
+            "kubectl auth can-i {verb} {resource}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Every call the operator makes (operator/src), as `(verb, resource, subresource)` in a
+/// namespace it watches.
+const WATCHED_NEEDS: &[(&str, &str, &str)] = &[
+    // Controllers and the identity pass list and watch both kinds; finalizers are patched.
+    ("list", "eventtopics.ferry.dev", ""),
+    ("watch", "eventtopics.ferry.dev", ""),
+    ("patch", "eventtopics.ferry.dev", ""),
+    ("patch", "eventtopics.ferry.dev", "status"),
+    ("update", "eventtopics.ferry.dev", "finalizers"),
+    ("list", "eventconsumers.ferry.dev", ""),
+    ("watch", "eventconsumers.ferry.dev", ""),
+    ("patch", "eventconsumers.ferry.dev", ""),
+    ("patch", "eventconsumers.ferry.dev", "status"),
+    ("update", "eventconsumers.ferry.dev", "finalizers"),
+    // Credential Secrets: listed/watched by label, read, applied, deleted.
+    ("get", "secrets", ""),
+    ("list", "secrets", ""),
+    ("watch", "secrets", ""),
+    ("create", "secrets", ""),
+    ("patch", "secrets", ""),
+    ("delete", "secrets", ""),
+    // Worker Deployments: owned, applied, deleted by the finalizer.
+    ("get", "deployments.apps", ""),
+    ("list", "deployments.apps", ""),
+    ("watch", "deployments.apps", ""),
+    ("create", "deployments.apps", ""),
+    ("patch", "deployments.apps", ""),
+    ("delete", "deployments.apps", ""),
+    // Events through kube-runtime's Recorder.
+    ("create", "events.events.k8s.io", ""),
+    ("patch", "events.events.k8s.io", ""),
+];
+
+/// A sample of what the operator never calls and must not be able to.
+const NEVER: &[(&str, &str, &str)] = &[
+    ("create", "pods", ""),
+    ("delete", "pods", ""),
+    ("delete", "namespaces", ""),
+    ("create", "serviceaccounts", ""),
+    ("update", "secrets", ""),
+    ("delete", "eventtopics.ferry.dev", ""),
+    ("create", "eventconsumers.ferry.dev", ""),
+    ("update", "deployments.apps", "scale"),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("create", "pods", "exec"),
+];
+
+fn assert_rbac(
+    env: &TestEnv,
+    sa: &str,
+    namespace: &str,
+    needs: &[(&str, &str, &str)],
+    allowed: bool,
+) {
+    let wrong: Vec<String> = needs
+        .iter()
+        .filter(|(verb, resource, sub)| can(env, sa, verb, resource, sub, namespace) != allowed)
+        .map(|(verb, resource, sub)| {
+            format!(
+                "{verb} {resource}{}{sub}",
+                if sub.is_empty() { "" } else { "/" }
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{sa} in namespace {namespace:?} should {}: {wrong:?}",
+        if allowed { "be allowed" } else { "be refused" }
+    );
+}
+
+fn deployment_json(env: &TestEnv, name: &str, namespace: &str) -> Value {
+    let out = succeed(kubectl(
+        env,
+        &["get", "deployment", name, "-n", namespace, "-o", "json"],
+    ));
+    serde_json::from_str(&out).expect("deployment JSON")
+}
+
+fn exists(env: &TestEnv, args: &[&str]) -> bool {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "name", "--ignore-not-found"]);
+    !succeed(kubectl(env, &full)).trim().is_empty()
+}
+
+#[tokio::test]
+async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("release namespace");
+    let watched = TempNamespace::create(env).await.expect("watched namespace");
+    let elsewhere = TempNamespace::create(env).await.expect("another namespace");
+    let release = unique_name("ferry");
+    let namespace = ns.name().to_owned();
+    let operator = format!("{release}-operator");
+    let sa = format!("system:serviceaccount:{namespace}:{operator}");
+    let cluster_name = format!("{release}-{namespace}");
+    let lease = format!("leases.coordination.k8s.io/{operator}");
+    let webhook_secret = format!("secrets/{release}-webhook-tls");
+    let webhook_configuration =
+        format!("mutatingwebhookconfigurations.admissionregistration.k8s.io/{cluster_name}");
+
+    succeed(kubectl(
+        env,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "kafka-admin",
+            "-n",
+            &namespace,
+            "--from-literal=username=admin",
+            "--from-literal=password=unused-here",
+        ],
+    ));
+    let mut guard = Release {
+        env,
+        name: release.clone(),
+        namespace: namespace.clone(),
+        installed: true,
+    };
+    succeed(helm(
+        env,
+        &[
+            "install",
+            &release,
+            chart_str(),
+            "-n",
+            &namespace,
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ],
+    ));
+    let deployment = deployment_json(env, &operator, &namespace);
+    assert_eq!(
+        deployment["status"]["readyReplicas"], 2,
+        "two Ready replicas"
+    );
+    for crd in ["eventtopics.ferry.dev", "eventconsumers.ferry.dev"] {
+        assert!(exists(env, &["crd", crd]), "helm installed CRD {crd}");
+    }
+    assert!(
+        exists(env, &["mutatingwebhookconfiguration", &cluster_name]),
+        "the release's (empty) webhook configuration, for the operator to fill in"
+    );
+
+    // All namespaces: what the operator calls, in any namespace; its own objects by name.
+    assert_rbac(env, &sa, elsewhere.name(), WATCHED_NEEDS, true);
+    assert_rbac(env, &sa, elsewhere.name(), NEVER, false);
+    assert_rbac(
+        env,
+        &sa,
+        &namespace,
+        &[
+            ("create", "leases.coordination.k8s.io", ""),
+            ("get", &lease, ""),
+            ("patch", &lease, ""),
+            ("create", "secrets", ""),
+            ("get", &webhook_secret, ""),
+            ("list", &webhook_secret, ""),
+            ("watch", &webhook_secret, ""),
+            ("update", &webhook_secret, ""),
+        ],
+        true,
+    );
+    assert_rbac(
+        env,
+        &sa,
+        &namespace,
+        &[
+            ("patch", "leases.coordination.k8s.io/someone-elses", ""),
+            ("delete", &lease, ""),
+            ("update", "secrets/someone-elses", ""),
+        ],
+        false,
+    );
+    assert_rbac(env, &sa, "", &[("patch", &webhook_configuration, "")], true);
+    assert_rbac(
+        env,
+        &sa,
+        "",
+        &[
+            (
+                "patch",
+                "mutatingwebhookconfigurations.admissionregistration.k8s.io/other",
+                "",
+            ),
+            (
+                "create",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io",
+                "",
+            ),
+            ("delete", &webhook_configuration, ""),
+            ("list", "nodes", ""),
+            ("create", "clusterroles.rbac.authorization.k8s.io", ""),
+        ],
+        false,
+    );
+
+    // Upgrade to one watched namespace: Roles there, nothing elsewhere.
+    let set = format!("watchNamespaces={{{}}}", watched.name());
+    succeed(helm(
+        env,
+        &[
+            "upgrade",
+            &release,
+            chart_str(),
+            "-n",
+            &namespace,
+            "--set",
+            &set,
+            "--set",
+            "log.level=debug",
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ],
+    ));
+    let deployment = deployment_json(env, &operator, &namespace);
+    assert_eq!(
+        env_value(&deployment, "FERRY_NAMESPACE"),
+        Some(Value::from(watched.name()))
+    );
+    assert_eq!(
+        env_value(&deployment, "FERRY_LOG"),
+        Some(Value::from("debug"))
+    );
+    assert_rbac(env, &sa, watched.name(), WATCHED_NEEDS, true);
+    assert_rbac(env, &sa, watched.name(), NEVER, false);
+    assert_rbac(env, &sa, elsewhere.name(), WATCHED_NEEDS, false);
+    assert!(
+        !exists(env, &["clusterrole", &format!("{cluster_name}-watch")]),
+        "the cluster-wide role is gone once a namespace is named"
+    );
+
+    succeed(helm(
+        env,
+        &["uninstall", &release, "-n", &namespace, "--wait"],
+    ));
+    guard.installed = false;
+    assert!(!exists(env, &["deployment", &operator, "-n", &namespace]));
+    assert!(
+        !exists(env, &["mutatingwebhookconfiguration", &cluster_name]),
+        "the webhook configuration goes with the release (no failurePolicy=Fail webhook left behind)"
+    );
+    assert!(!exists(
+        env,
+        &["clusterrole", &format!("{cluster_name}-webhook")]
+    ));
+    for crd in ["eventtopics.ferry.dev", "eventconsumers.ferry.dev"] {
+        assert!(exists(env, &["crd", crd]), "CRD {crd} is kept on uninstall");
+    }
+}

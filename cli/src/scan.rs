@@ -1,8 +1,9 @@
 //! Reads a dead-letter topic once, from each partition's first kept record to its end as of
 //! the start of the scan (records written meanwhile wait for the next command), with the
 //! consumer's credential. No consumer group is joined and no offset is committed: the scan
-//! assigns partitions itself, so it needs READ and DESCRIBE on the topic only, and never
-//! disturbs the workers' group.
+//! assigns partitions itself and starts from explicit offsets, so it never disturbs the
+//! workers' group. (librdkafka refuses `assign` without a `group.id`; the consumer's own group
+//! is named, the one group its principal may use, and nothing is ever committed to it.)
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,9 @@ pub async fn scan(config: &ClientConfig, topic: &str, group: &str) -> Result<Vec
 fn scan_blocking(config: &ClientConfig, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = config
         .clone()
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| Error::kafka("creating the dead-letter reader", e))?;

@@ -31,8 +31,16 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("access denied"), "{err}");
-    assert!(err.contains(&format!("User \"{user}\" cannot get resource \"eventconsumers\"")), "{err}");
-    assert!(err.contains("ask your cluster admin for get on eventconsumers.ferry.dev"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "User \"{user}\" cannot get resource \"eventconsumers\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("ask your cluster admin for get on eventconsumers.ferry.dev"),
+        "{err}"
+    );
 
     // May read Ferry's resources, but not the consumer's credential.
     let client = fx.ns.client();
@@ -75,18 +83,34 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         .expect("binding");
 
     let secret = format!("ferry-kafka-{SERVICE_ACCOUNT}");
-    let err = ferry_testkit::wait_for("RBAC to let the user read the EventConsumer", Duration::from_secs(30), || async {
-        let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
-        let err = stderr(&out);
-        (!out.status.success() && err.contains("\"secrets\"")).then_some(err)
-    })
+    let err = ferry_testkit::wait_for(
+        "RBAC to let the user read the EventConsumer",
+        Duration::from_secs(30),
+        || async {
+            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let err = stderr(&out);
+            (!out.status.success() && err.contains("\"secrets\"")).then_some(err)
+        },
+    )
     .await;
     assert!(err.contains("access denied"), "{err}");
-    assert!(err.contains(&format!("get on the Secret {secret} in namespace {}", fx.ns.name())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "get on the Secret {secret} in namespace {}",
+            fx.ns.name()
+        )),
+        "{err}"
+    );
     // Refused before anything was written.
     let ledgers: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(fx.ns.client(), fx.ns.name());
-    assert!(ledgers.get_opt(&format!("ferry-replays-{CONSUMER}")).await.expect("get").is_none());
+    assert!(
+        ledgers
+            .get_opt(&format!("ferry-replays-{CONSUMER}"))
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +127,10 @@ async fn the_consumers_credential_cannot_read_another_topic() {
         "spec": {"topicName": foreign.name(), "partitions": 1},
     }))
     .expect("EventTopic");
-    topics.create(&PostParams::default(), &topic).await.expect("EventTopic");
+    topics
+        .create(&PostParams::default(), &topic)
+        .await
+        .expect("EventTopic");
     let consumers: Api<EventConsumer> = Api::namespaced(fx.ns.client(), fx.ns.name());
     consumers
         .patch(

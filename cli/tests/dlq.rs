@@ -82,7 +82,15 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
         ("e3", "order.paid"),
         ("e4", "order.created"),
     ] {
-        produce(&producer, fx.source.name(), None, id, &envelope(id, event), &[]).await;
+        produce(
+            &producer,
+            fx.source.name(),
+            None,
+            id,
+            &envelope(id, event),
+            &[],
+        )
+        .await;
     }
     // One more dead letter, written long ago for another reason, and one of another group
     // in the same topic, which this consumer's list never shows.
@@ -95,10 +103,26 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
         (headers::GROUP, fx.group.as_str()),
         (headers::FAILED_AT, "2020-01-01T00:00:00Z"),
     ];
-    produce(&producer, fx.dead_letter.name(), Some(0), "e5", &envelope("e5", "order.created"), &old).await;
+    produce(
+        &producer,
+        fx.dead_letter.name(),
+        Some(0),
+        "e5",
+        &envelope("e5", "order.created"),
+        &old,
+    )
+    .await;
     let mut other = old;
     other[5] = (headers::GROUP, "someone.else");
-    produce(&producer, fx.dead_letter.name(), Some(1), "x9", &envelope("x9", "order.created"), &other).await;
+    produce(
+        &producer,
+        fx.dead_letter.name(),
+        Some(1),
+        "x9",
+        &envelope("x9", "order.created"),
+        &other,
+    )
+    .await;
 
     // The worker dead-letters the four at once (422 is permanent).
     let listed = wait_for("the worker's four dead letters listed", WITHIN, || async {
@@ -120,7 +144,10 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     }
     let table = fx.plugin_ok(&["dlq", "list", CONSUMER]);
     assert!(table.starts_with("EVENT ID"), "{table}");
-    assert!(table.contains("order.paid") && !table.contains("x9"), "{table}");
+    assert!(
+        table.contains("order.paid") && !table.contains("x9"),
+        "{table}"
+    );
 
     // Filters select exactly what they say.
     let pick = |extra: &[&str]| {
@@ -134,13 +161,30 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     assert_eq!(pick(&["--since", "1h"]), ["e1", "e2", "e3", "e4"]);
     assert_eq!(pick(&["--until", "2021-01-01T00:00:00Z"]), ["e5"]);
     assert_eq!(pick(&["--id", "e2", "--id", "e4"]), ["e2", "e4"]);
-    let yaml = fx.plugin_ok(&["dlq", "list", CONSUMER, "--type", "order.paid", "-o", "yaml"]);
+    let yaml = fx.plugin_ok(&[
+        "dlq",
+        "list",
+        CONSUMER,
+        "--type",
+        "order.paid",
+        "-o",
+        "yaml",
+    ]);
     assert!(yaml.contains("eventId: e3"), "{yaml}");
 
     // One event in full.
     let shown = fx.plugin_ok(&["dlq", "show", CONSUMER, "e3"]);
-    for expected in ["Event ID:         e3", "order.paid", headers::ERROR, "Payload:", "\"id\": \"e3\""] {
-        assert!(shown.contains(expected), "{expected:?} missing in:\n{shown}");
+    for expected in [
+        "Event ID:         e3",
+        "order.paid",
+        headers::ERROR,
+        "Payload:",
+        "\"id\": \"e3\"",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "{expected:?} missing in:\n{shown}"
+        );
     }
     let shown: Value =
         serde_json::from_str(&fx.plugin_ok(&["dlq", "show", CONSUMER, "e3", "-o", "json"]))
@@ -156,7 +200,10 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     let ledgers: Api<ConfigMap> = Api::namespaced(fx.ns.client(), fx.ns.name());
     let ledger = format!("ferry-replays-{CONSUMER}");
     assert!(ledgers.get_opt(&ledger).await.expect("get").is_none());
-    assert!(all_committed(&fx, fx.tier.name()), "the dry run wrote to the tier");
+    assert!(
+        all_committed(&fx, fx.tier.name()),
+        "the dry run wrote to the tier"
+    );
 
     // A bare replay (no filter) is refused rather than replaying everything by accident.
     let bare = fx.plugin(&["dlq", "replay", CONSUMER]);
@@ -180,14 +227,24 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
         assert_eq!(accepted.get(id), Some(&1), "{id}: {accepted:?}");
     }
     let cm = ledgers.get(&ledger).await.expect("the ledger ConfigMap");
-    assert!(cm.metadata.owner_references.is_some_and(|o| o[0].name == CONSUMER));
+    assert!(
+        cm.metadata
+            .owner_references
+            .is_some_and(|o| o[0].name == CONSUMER)
+    );
 
     // The same selection again replays nothing.
     let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all"]);
     assert!(again.contains("replayed:           0"), "{again}");
     assert!(again.contains("already replayed:   5"), "{again}");
     let json: Value = serde_json::from_str(&fx.plugin_ok(&[
-        "dlq", "replay", CONSUMER, "--type", "order.paid", "-o", "json",
+        "dlq",
+        "replay",
+        CONSUMER,
+        "--type",
+        "order.paid",
+        "-o",
+        "json",
     ]))
     .expect("json");
     assert_eq!(json["sends"].as_array().map(Vec::len), Some(0), "{json}");
@@ -197,11 +254,17 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     let requests_before = target.requests().len();
     let forced = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--again"]);
     assert!(forced.contains("replayed:           5"), "{forced}");
-    wait_for("the worker to finish the re-replayed tier records", WITHIN, || async {
-        all_committed(&fx, fx.tier.name())
-    })
+    wait_for(
+        "the worker to finish the re-replayed tier records",
+        WITHIN,
+        || async { all_committed(&fx, fx.tier.name()) },
+    )
     .await;
-    assert_eq!(target.requests().len(), requests_before, "a de-duplicated event was delivered");
+    assert_eq!(
+        target.requests().len(),
+        requests_before,
+        "a de-duplicated event was delivered"
+    );
     for id in ["e1", "e2", "e3", "e4", "e5"] {
         assert_eq!(target.accepted().get(id), Some(&1), "{id}");
     }

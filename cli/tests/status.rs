@@ -48,8 +48,15 @@ async fn status_shows_lag_and_a_topic_not_ready_with_its_reason() {
         .expect("consumer status");
     let producer = admin_producer(env);
     for id in ["d1", "d2"] {
-        produce(&producer, fx.dead_letter.name(), Some(0), id, &envelope(id, "order.created"), &[])
-            .await;
+        produce(
+            &producer,
+            fx.dead_letter.name(),
+            Some(0),
+            id,
+            &envelope(id, "order.created"),
+            &[],
+        )
+        .await;
     }
 
     let screen = fx.plugin_ok(&["status"]);
@@ -68,7 +75,10 @@ async fn status_shows_lag_and_a_topic_not_ready_with_its_reason() {
     assert!(topic.contains("order-service"), "{screen}");
     let consumer = line(CONSUMER);
     for expected in ["Deployment", "1/2", "1234", "   2   ", "True"] {
-        assert!(consumer.contains(expected), "{expected:?} missing:\n{screen}");
+        assert!(
+            consumer.contains(expected),
+            "{expected:?} missing:\n{screen}"
+        );
     }
     assert!(screen.contains("Injected pods\n  (none)"), "{screen}");
 
@@ -78,9 +88,7 @@ async fn status_shows_lag_and_a_topic_not_ready_with_its_reason() {
     assert_eq!(json["eventTopics"][0]["ready"]["reason"], "Conflict");
 
     // Without Kafka (or without access to the credential) the count is unknown, not zero.
-    let json: Value = serde_json::from_str(&fx.plugin_ok(&[
-        "status", "-o", "json", "--no-kafka",
-    ]))
-    .expect("json");
+    let json: Value =
+        serde_json::from_str(&fx.plugin_ok(&["status", "-o", "json", "--no-kafka"])).expect("json");
     assert_eq!(json["eventConsumers"][0]["deadLetters"], Value::Null);
 }

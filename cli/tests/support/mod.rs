@@ -28,7 +28,9 @@ use ferry_operator::{
         acls::{AclBinding, Operation, ResourceType},
     },
 };
-use ferry_testkit::{ChildProcess, Grant, TempNamespace, TempSchema, TempTopic, TestEnv, eventually};
+use ferry_testkit::{
+    ChildProcess, Grant, TempNamespace, TempSchema, TempTopic, TestEnv, eventually,
+};
 use k8s_openapi::{
     api::core::v1::Secret,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -59,9 +61,13 @@ pub async fn install_crds(client: &kube::Client) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in [EventTopic::crd(), EventConsumer::crd()] {
         let name = crd.metadata.name.clone().expect("CRD name");
-        api.patch(&name, &PatchParams::apply("ferry-tests").force(), &Patch::Apply(&crd))
-            .await
-            .expect("CRD applied");
+        api.patch(
+            &name,
+            &PatchParams::apply("ferry-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD applied");
         eventually("the CRD to be established", Duration::from_secs(30), || {
             let (api, name) = (api.clone(), name.clone());
             async move {
@@ -109,7 +115,10 @@ impl Fixture {
                      "producers": [{"serviceAccount": "order-service"}]},
         }))
         .expect("EventTopic");
-        topics.create(&PostParams::default(), &topic).await.expect("EventTopic created");
+        topics
+            .create(&PostParams::default(), &topic)
+            .await
+            .expect("EventTopic created");
         let consumers: Api<EventConsumer> = Api::namespaced(client.clone(), ns.name());
         let consumer: EventConsumer = serde_json::from_value(json!({
             "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
@@ -167,13 +176,17 @@ impl Fixture {
         let grant = Grant::allow(env, &username, &acls).await;
 
         let settings = credentials::ClientSettings {
-            bootstrap_servers: env.var("FERRY_KAFKA_BOOTSTRAP").expect("bootstrap").to_owned(),
+            bootstrap_servers: env
+                .var("FERRY_KAFKA_BOOTSTRAP")
+                .expect("bootstrap")
+                .to_owned(),
             security_protocol: env
                 .var("FERRY_KAFKA_SECURITY_PROTOCOL")
                 .unwrap_or("SASL_PLAINTEXT")
                 .to_owned(),
         };
-        let secret = credentials::secret(ns.name(), SERVICE_ACCOUNT, &username, &password, &settings);
+        let secret =
+            credentials::secret(ns.name(), SERVICE_ACCOUNT, &username, &password, &settings);
         Api::<Secret>::namespaced(client, ns.name())
             .create(&PostParams::default(), &secret)
             .await
@@ -241,10 +254,12 @@ impl Fixture {
             "--log-level=info".to_owned(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let kafka = self.env.kafka_args_as(&self.username, &self.password).to_env();
+        let kafka = self
+            .env
+            .kafka_args_as(&self.username, &self.password)
+            .to_env();
         let envs: Vec<(&str, &str)> = kafka.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        ChildProcess::spawn("worker", &binary, &args, &envs)
-            .expect("spawn worker")
+        ChildProcess::spawn("worker", &binary, &args, &envs).expect("spawn worker")
     }
 }
 

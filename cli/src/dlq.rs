@@ -352,6 +352,7 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
         SystemTime::now(),
     );
     if !args.dry_run && !plan.sends.is_empty() {
+        ledger::check_writable(&session.cluster, consumer, &ledger_now).await?;
         let secret = match destination {
             Destination::FirstTier => consumer.credential_secret.clone(),
             Destination::Source => producer_secret(&session.cluster, &plan).await?,

@@ -11,7 +11,9 @@
 //!
 //! Crash safety: the ledger is written after Kafka acknowledged the replayed records, so a
 //! crash in between replays them again next time — harmless, since each keeps its event id
-//! and the worker de-duplicates.
+//! and the worker de-duplicates. Two people replaying the same consumer at the same moment
+//! may overwrite each other's entries (the last write wins); the cost is the same: a later
+//! replay sends those records again and the worker skips them.
 
 use std::collections::BTreeMap;
 
@@ -206,6 +208,27 @@ pub async fn save(
     ledger: &Ledger,
     last: &str,
 ) -> Result<()> {
+    write(cluster, consumer, ledger, last, false).await
+}
+
+/// Checks, before anything is sent, that the user may write the ledger (a server-side dry
+/// run of the same write), so a replay is never sent and then left unrecorded for want of
+/// RBAC.
+pub async fn check_writable(
+    cluster: &Cluster,
+    consumer: &ConsumerView,
+    ledger: &Ledger,
+) -> Result<()> {
+    write(cluster, consumer, ledger, "", true).await
+}
+
+async fn write(
+    cluster: &Cluster,
+    consumer: &ConsumerView,
+    ledger: &Ledger,
+    last: &str,
+    dry_run: bool,
+) -> Result<()> {
     let name = configmap_name(&consumer.name);
     let owner = consumer.uid.as_ref().map(|uid| {
         vec![OwnerReference {
@@ -243,23 +266,23 @@ pub async fn save(
         ..ConfigMap::default()
     };
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &consumer.namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .map_err(|e| {
-        Error::from_kube(
-            e,
-            format!("writing ConfigMap {}/{name}", consumer.namespace),
-            format!(
-                "create and patch on configmaps in namespace {} (the replay ledger {name})",
-                consumer.namespace
-            ),
-            None,
-        )
-    })?;
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    }
+    api.patch(&name, &params, &Patch::Apply(&cm))
+        .await
+        .map_err(|e| {
+            Error::from_kube(
+                e,
+                format!("writing ConfigMap {}/{name}", consumer.namespace),
+                format!(
+                    "create and patch on configmaps in namespace {} (the replay ledger {name})",
+                    consumer.namespace
+                ),
+                None,
+            )
+        })?;
     Ok(())
 }
 

@@ -7,15 +7,20 @@ mod support;
 
 use std::time::Duration;
 
+use ferry_common::headers;
 use ferry_operator::api::{EventConsumer, EventTopic};
-use ferry_testkit::{TempTopic, require_env};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use ferry_testkit::{TempTopic, require_env, wait_for};
+use k8s_openapi::api::{
+    core::v1::ConfigMap,
+    rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+};
 use kube::{
     Api,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
-use support::{CONSUMER, Fixture, SERVICE_ACCOUNT};
+use support::{CONSUMER, Fixture, SERVICE_ACCOUNT, admin_producer, envelope, produce};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -83,7 +88,7 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         .expect("binding");
 
     let secret = format!("ferry-kafka-{SERVICE_ACCOUNT}");
-    let err = ferry_testkit::wait_for(
+    let err = wait_for(
         "RBAC to let the user read the EventConsumer",
         Duration::from_secs(30),
         || async {
@@ -102,15 +107,72 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "{err}"
     );
     // Refused before anything was written.
-    let ledgers: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(fx.ns.client(), fx.ns.name());
-    assert!(
-        ledgers
-            .get_opt(&format!("ferry-replays-{CONSUMER}"))
-            .await
-            .expect("get")
-            .is_none()
+    let ledgers: Api<ConfigMap> = Api::namespaced(fx.ns.client(), fx.ns.name());
+    let ledger = format!("ferry-replays-{CONSUMER}");
+    assert!(ledgers.get_opt(&ledger).await.expect("get").is_none());
+
+    // May read the credential and the ledger but not write the ledger: a replay is refused
+    // before anything is sent, rather than sent and left unrecorded.
+    let producer = admin_producer(env);
+    let dead = [
+        (headers::ORIGINAL_TOPIC, fx.source.name()),
+        (headers::ORIGINAL_PARTITION, "0"),
+        (headers::ORIGINAL_OFFSET, "0"),
+        (headers::GROUP, fx.group.as_str()),
+    ];
+    produce(
+        &producer,
+        fx.dead_letter.name(),
+        Some(0),
+        "k",
+        &envelope("e1", "order.created"),
+        &dead,
+    )
+    .await;
+    let reader = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        resource_names: Some(vec![secret.clone()]),
+        verbs: vec!["get".into()],
+        ..PolicyRule::default()
+    };
+    let configmaps = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: vec!["get".into()],
+        ..PolicyRule::default()
+    };
+    let roles: Api<Role> = Api::namespaced(fx.ns.client(), fx.ns.name());
+    let mut role = roles.get("ferry-viewer").await.expect("role");
+    role.rules
+        .get_or_insert_with(Vec::new)
+        .extend([reader, configmaps]);
+    roles
+        .replace("ferry-viewer", &PostParams::default(), &role)
+        .await
+        .expect("role widened");
+    let err = wait_for(
+        "RBAC to let the user read the Secret",
+        Duration::from_secs(30),
+        || async {
+            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let err = stderr(&out);
+            (!out.status.success() && err.contains("\"configmaps\"")).then_some(err)
+        },
+    )
+    .await;
+    assert!(err.contains("create and patch on configmaps"), "{err}");
+    let reader: BaseConsumer = env.kafka_config().create().expect("reader");
+    let (_, high) = reader
+        .fetch_watermarks(fx.tier.name(), 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!(
+        high, 0,
+        "a replay was sent although it could not be recorded"
     );
+    // The listing itself needs no write.
+    let listed = fx.plugin(&["--as", &user, "dlq", "list", CONSUMER]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,15 +9,20 @@ mod support;
 use std::time::Duration;
 
 use ferry_common::headers;
+use ferry_operator::{api::EventConsumer, identity::grants::ProducerGrant};
 use ferry_testkit::{TempSchema, require_env, wait_for};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
-use rdkafka::{
-    Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
 };
-use serde_json::Value;
-use support::{CONSUMER, Fixture, Target, admin_producer, envelope, produce};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+};
+use serde_json::{Value, json};
+use support::{CONSUMER, Fixture, TOPIC, Target, admin_producer, envelope, identity, produce};
 
 /// Generous on a loaded 2-core machine: a worker start, a rebalance, a delivery.
 const WITHIN: Duration = Duration::from_secs(90);
@@ -268,4 +273,105 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     for id in ["e1", "e2", "e3", "e4", "e5"] {
         assert_eq!(target.accepted().get(id), Some(&1), "{id}");
     }
+}
+
+/// A consumer without retry tiers: a replay must say it goes to the source topic
+/// (`--to-source`), and then writes there with a producer's credential, each record keeping
+/// its key, partition and event id, without the worker's bookkeeping headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
+    let env = require_env!();
+    let fx = Fixture::create(env, 2).await;
+    let consumers: Api<EventConsumer> = Api::namespaced(fx.ns.client(), fx.ns.name());
+    consumers
+        .patch(
+            CONSUMER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"retry": {"delays": null}}})),
+        )
+        .await
+        .expect("tiers removed");
+    let dead = [
+        (headers::EVENT_ID, "e7"),
+        (headers::ERROR, "target answered 422 Unprocessable Entity"),
+        (headers::ORIGINAL_TOPIC, fx.source.name()),
+        (headers::ORIGINAL_PARTITION, "1"),
+        (headers::ORIGINAL_OFFSET, "5"),
+        (headers::ATTEMPTS, "3"),
+        (headers::GROUP, fx.group.as_str()),
+        (headers::FAILED_AT, "2026-11-30T10:00:00Z"),
+    ];
+    let producer = admin_producer(env);
+    produce(
+        &producer,
+        fx.dead_letter.name(),
+        Some(0),
+        "k7",
+        &envelope("e7", "order.created"),
+        &dead,
+    )
+    .await;
+
+    let refused = fx.plugin(&["dlq", "replay", CONSUMER, "--all"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no retry tier") && err.contains("--to-source"),
+        "{err}"
+    );
+
+    let _producer_identity = identity(
+        env,
+        &fx.ns,
+        "order-service",
+        &[ProducerGrant {
+            resource: format!("EventTopic/{}/{TOPIC}", fx.ns.name()),
+            namespace: fx.ns.name().to_owned(),
+            service_account: "order-service".into(),
+            topic: fx.source.name().to_owned(),
+        }],
+        &[],
+    )
+    .await;
+    let out = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    assert!(out.contains("replayed:           1"), "{out}");
+
+    let reader: BaseConsumer = env
+        .kafka_config()
+        .set("group.id", ferry_testkit::unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(fx.source.name(), 1, Offset::Beginning)
+        .expect("partition");
+    reader.assign(&tpl).expect("assign");
+    let message = wait_for(
+        "the replayed record in the source topic",
+        WITHIN,
+        || async {
+            reader
+                .poll(Duration::from_millis(500))
+                .and_then(Result::ok)
+                .map(|m| m.detach())
+        },
+    )
+    .await;
+    assert_eq!(message.key(), Some(&b"k7"[..]));
+    let names: Vec<(String, String)> = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, [(headers::EVENT_ID.to_owned(), "e7".to_owned())]);
+    let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    assert!(again.contains("replayed:           0"), "{again}");
 }

@@ -20,7 +20,10 @@ use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::p
 use ferry_operator::{
     api::{EventConsumer, EventTopic},
     identity::{
-        consumer_grants::group_id, credentials, desired_acls::desired_acls, grants::ConsumerGrant,
+        consumer_grants::group_id,
+        credentials,
+        desired_acls::desired_acls,
+        grants::{ConsumerGrant, ProducerGrant},
         principal,
     },
     kafka::{
@@ -149,13 +152,6 @@ impl Fixture {
         .expect("dead-letter topic");
 
         // The consumer's principal, as the identity controller makes it.
-        let username = principal::username(ns.name(), SERVICE_ACCOUNT);
-        let password = credentials::new_password();
-        let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
-        admin
-            .upsert_scram_credential(&username, &password)
-            .await
-            .expect("SCRAM user");
         let grant = ConsumerGrant {
             resource: format!("EventConsumer/{}/{CONSUMER}", ns.name()),
             namespace: ns.name().to_owned(),
@@ -165,32 +161,11 @@ impl Fixture {
             retry_topics: vec![tier.name().to_owned()],
             dead_letter_topic: Some(dead_letter.name().to_owned()),
         };
-        let bindings: Vec<AclBinding> = desired_acls(&[], &[grant])
-            .into_values()
-            .flatten()
-            .collect();
-        let acls: Vec<(ResourceType, &str, Operation)> = bindings
-            .iter()
-            .map(|b| (b.resource_type, b.resource_name.as_str(), b.operation))
-            .collect();
-        let grant = Grant::allow(env, &username, &acls).await;
-
-        let settings = credentials::ClientSettings {
-            bootstrap_servers: env
-                .var("FERRY_KAFKA_BOOTSTRAP")
-                .expect("bootstrap")
-                .to_owned(),
-            security_protocol: env
-                .var("FERRY_KAFKA_SECURITY_PROTOCOL")
-                .unwrap_or("SASL_PLAINTEXT")
-                .to_owned(),
-        };
-        let secret =
-            credentials::secret(ns.name(), SERVICE_ACCOUNT, &username, &password, &settings);
-        Api::<Secret>::namespaced(client, ns.name())
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("credential Secret");
+        let Identity {
+            username,
+            password,
+            grant,
+        } = identity(env, &ns, SERVICE_ACCOUNT, &[], &[grant]).await;
         Fixture {
             env,
             ns,
@@ -260,6 +235,60 @@ impl Fixture {
             .to_env();
         let envs: Vec<(&str, &str)> = kafka.iter().map(|(k, v)| (*k, v.as_str())).collect();
         ChildProcess::spawn("worker", &binary, &args, &envs).expect("spawn worker")
+    }
+}
+
+/// A principal as the identity controller makes one: its SCRAM user, exactly the ACLs
+/// `desired_acls` derives from its grants, and its credential Secret in `ns`.
+pub struct Identity {
+    pub username: String,
+    pub password: String,
+    pub grant: Grant,
+}
+
+/// Creates the [`Identity`] of `service_account` in `ns`.
+pub async fn identity(
+    env: &'static TestEnv,
+    ns: &TempNamespace,
+    service_account: &str,
+    producers: &[ProducerGrant],
+    consumers: &[ConsumerGrant],
+) -> Identity {
+    let username = principal::username(ns.name(), service_account);
+    let password = credentials::new_password();
+    let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
+    admin
+        .upsert_scram_credential(&username, &password)
+        .await
+        .expect("SCRAM user");
+    let bindings: Vec<AclBinding> = desired_acls(producers, consumers)
+        .into_values()
+        .flatten()
+        .collect();
+    let acls: Vec<(ResourceType, &str, Operation)> = bindings
+        .iter()
+        .map(|b| (b.resource_type, b.resource_name.as_str(), b.operation))
+        .collect();
+    let grant = Grant::allow(env, &username, &acls).await;
+    let settings = credentials::ClientSettings {
+        bootstrap_servers: env
+            .var("FERRY_KAFKA_BOOTSTRAP")
+            .expect("bootstrap")
+            .to_owned(),
+        security_protocol: env
+            .var("FERRY_KAFKA_SECURITY_PROTOCOL")
+            .unwrap_or("SASL_PLAINTEXT")
+            .to_owned(),
+    };
+    let secret = credentials::secret(ns.name(), service_account, &username, &password, &settings);
+    Api::<Secret>::namespaced(ns.client(), ns.name())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("credential Secret");
+    Identity {
+        username,
+        password,
+        grant,
     }
 }
 

@@ -24,15 +24,20 @@ pub enum Error {
     /// An object the command names does not exist.
     #[error("{kind} {namespace}/{name} not found")]
     NotFound {
+        /// What was looked for.
         kind: &'static str,
+        /// In which namespace.
         namespace: String,
+        /// Its name.
         name: String,
     },
 
     /// Any other answer of the API server.
     #[error("Kubernetes API ({doing}): {source}")]
     Api {
+        /// What the plugin was doing.
         doing: String,
+        /// The API error.
         #[source]
         source: kube::Error,
     },
@@ -40,15 +45,20 @@ pub enum Error {
     /// The consumer's credential Secret lacks what a Kafka client needs.
     #[error("the credential Secret {namespace}/{name} is incomplete: {what}")]
     Credential {
+        /// The Secret's namespace.
         namespace: String,
+        /// The Secret's name.
         name: String,
+        /// What is missing or wrong.
         what: String,
     },
 
     /// Kafka refused or failed an operation.
     #[error("Kafka ({doing}): {source}")]
     Kafka {
+        /// What the plugin was doing.
         doing: String,
+        /// Kafka's error.
         #[source]
         source: rdkafka::error::KafkaError,
     },

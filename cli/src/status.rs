@@ -57,11 +57,17 @@ pub struct StatusArgs {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicLine {
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// The Kafka topic.
     pub topic: String,
+    /// Partitions the Kafka topic has (status).
     pub partitions: Option<i32>,
+    /// Service accounts allowed to publish.
     pub producers: Vec<String>,
+    /// Its Ready condition.
     pub ready: Readiness,
 }
 
@@ -69,16 +75,23 @@ pub struct TopicLine {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerLine {
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// `Deployment` or `Sidecar`.
     pub placement: String,
+    /// Worker replicas wanted.
     pub replicas: Option<i32>,
+    /// Worker replicas ready.
     pub ready_replicas: Option<i32>,
+    /// Records not yet processed.
     pub lag: Option<i64>,
     /// Records the dead-letter topic retains (`None`: not readable).
     pub dead_letters: Option<i64>,
     /// Whether the dead-letter topic is shared with other consumers.
     pub dead_letter_shared: bool,
+    /// Its Ready condition.
     pub ready: Readiness,
 }
 
@@ -86,12 +99,19 @@ pub struct ConsumerLine {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodLine {
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// What the webhook injected (`ferry.dev/injected`).
     pub injected: String,
+    /// The pod's phase.
     pub phase: String,
+    /// Whether the pod is Ready.
     pub ready: bool,
+    /// Unpublished outbox rows (the relay's gauge), if readable.
     pub relay_backlog: Option<f64>,
+    /// Age of the oldest unpublished row, if readable.
     pub relay_oldest_seconds: Option<f64>,
 }
 
@@ -99,8 +119,11 @@ pub struct PodLine {
 #[derive(Debug, Serialize, PartialEq, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Readiness {
+    /// True, False or Unknown.
     pub status: String,
+    /// The condition's reason word.
     pub reason: String,
+    /// The condition's sentence.
     pub message: String,
 }
 
@@ -147,8 +170,11 @@ impl Readiness {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// Every EventTopic.
     pub event_topics: Vec<TopicLine>,
+    /// Every EventConsumer.
     pub event_consumers: Vec<ConsumerLine>,
+    /// Every pod the webhook injected.
     pub injected_pods: Vec<PodLine>,
 }
 

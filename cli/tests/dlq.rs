@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferry_common::headers;
 use ferry_operator::{api::EventConsumer, identity::grants::ProducerGrant};
 use ferry_testkit::{TempSchema, require_env, wait_for};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -232,6 +232,24 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
         assert_eq!(accepted.get(id), Some(&1), "{id}: {accepted:?}");
     }
     let cm = ledgers.get(&ledger).await.expect("the ledger ConfigMap");
+    let events: Api<Event> = Api::namespaced(fx.ns.client(), fx.ns.name());
+    let recorded = events.list(&Default::default()).await.expect("events");
+    assert!(
+        recorded
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Replayed")
+                && e.involved_object.name.as_deref() == Some(CONSUMER)
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("replayed 5"))),
+        "no Replayed Event on the EventConsumer: {:?}",
+        recorded
+            .items
+            .iter()
+            .map(|e| &e.message)
+            .collect::<Vec<_>>()
+    );
     assert!(
         cm.metadata
             .owner_references

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 /// The kubectl flags the plugin honours, with kubectl's names.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Kubernetes (as kubectl)")]
 pub struct KubeArgs {
     /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true)]

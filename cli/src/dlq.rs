@@ -43,6 +43,7 @@ pub enum DlqCommand {
 
 /// How Kafka is reached from here.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Kafka")]
 pub struct KafkaReach {
     /// Brokers to use instead of the credential Secret's bootstrap.servers (a port-forward,
     /// or the brokers' names as this machine knows them).

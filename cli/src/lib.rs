@@ -64,7 +64,7 @@ pub use error::{Error, Result};
 
 /// `kubectl ferry`: Ferry at a glance, and its dead letters.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "kubectl ferry", version, about, long_about = None)]
+#[command(name = "kubectl ferry", bin_name = "kubectl ferry", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub kube: cluster::KubeArgs,
@@ -96,5 +96,39 @@ impl Cli {
             Command::Status(args) => status::run(args, kube, reach).await,
             Command::Dlq(command) => dlq::run(command, kube, reach).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_kubectl_flags_go_anywhere() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "kubectl-ferry",
+            "dlq",
+            "replay",
+            "notify",
+            "-n",
+            "shop",
+            "--all",
+            "--rate",
+            "5/s",
+            "--as",
+            "alice",
+        ])
+        .expect("parses");
+        assert_eq!(cli.kube.namespace.as_deref(), Some("shop"));
+        assert_eq!(cli.kube.as_user.as_deref(), Some("alice"));
+        let Command::Dlq(dlq::DlqCommand::Replay(args)) = cli.command else {
+            panic!("replay")
+        };
+        assert!(args.all && !args.dry_run && args.rate == Some(5.0));
+        assert!(Cli::try_parse_from(["kubectl-ferry", "status", "-A", "-o", "yaml"]).is_ok());
+        assert!(Cli::try_parse_from(["kubectl-ferry", "dlq", "show", "notify"]).is_err());
     }
 }

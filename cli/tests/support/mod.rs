@@ -205,17 +205,7 @@ impl Fixture {
 
     /// The real worker for the consumer, as its own principal, delivering to `target`.
     pub fn worker(&self, target: &str, database: &TempSchema) -> ChildProcess {
-        let binary = std::env::current_exe()
-            .expect("test binary")
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target dir")
-            .join("ferry-sidecar");
-        assert!(
-            binary.exists(),
-            "{} is missing: cargo build -p ferry-sidecar first",
-            binary.display()
-        );
+        let binary = workspace_binary("ferry-sidecar");
         let args = [
             "worker".to_owned(),
             format!("--topics={}", self.source.name()),
@@ -290,6 +280,23 @@ pub async fn identity(
         password,
         grant,
     }
+}
+
+/// Another binary of the workspace, built beside this test (`target/debug/<name>`): cargo
+/// builds only this package's binaries for its tests, so the test says what to build.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let binary = std::env::current_exe()
+        .expect("test binary")
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo build -p {name} first",
+        binary.display()
+    );
+    binary
 }
 
 /// An envelope as the relay publishes it.

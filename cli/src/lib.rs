@@ -29,6 +29,10 @@
 //!   usual retries, per-key order and de-duplication by event id ([`replay`]).
 //! - where brokers are not reachable from the laptop, `--kafka-bootstrap` points the plugin at a
 //!   `kubectl port-forward` (or any name the laptop knows) instead of the Secret's address.
+//!   Kafka clients then connect to each broker's *advertised* address, so this works where the
+//!   brokers advertise an address the laptop reaches (a single broker forwarded on its own
+//!   port, an external listener); a cluster whose brokers are reachable only from inside needs
+//!   the in-cluster variant below. That is this design's real limit.
 //!
 //! The issue also sketches a stricter variant: the plugin asks the operator (an `EventReplay`
 //! resource or an annotation) and the operator runs a Job under a dedicated principal with

@@ -23,7 +23,7 @@ use crate::{
     credential,
     dead_letter::DeadLetter,
     error::{Error, Result},
-    filter::FilterArgs,
+    filter::{Filter, FilterArgs},
     ledger::{self, FIELD_MANAGER},
     output::{self, Format},
     replay::{self, Destination, Plan},
@@ -144,13 +144,14 @@ impl Session {
         credential::client_config(&args)
     }
 
-    /// Every dead letter of the consumer.
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+    /// The consumer's dead letters that `filter` selects.
+    async fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>> {
         let kafka = self.kafka(&self.consumer.credential_secret).await?;
         scan::scan(
             &kafka,
             &self.consumer.dead_letter_topic,
             &self.consumer.group,
+            filter,
         )
         .await
     }
@@ -168,12 +169,7 @@ pub async fn run(command: &DlqCommand, kube: &KubeArgs, reach: &KafkaReach) -> R
 async fn list(args: &ListArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
     let filter = args.filter.parse(Timestamp::now())?;
     let session = Session::open(kube, reach, &args.consumer).await?;
-    let selected: Vec<DeadLetter> = session
-        .dead_letters()
-        .await?
-        .into_iter()
-        .filter(|d| filter.matches(d))
-        .collect();
+    let selected = session.dead_letters(&filter).await?;
     if args.output != Format::Table {
         return output::structured(&selected, args.output);
     }
@@ -231,12 +227,12 @@ fn truncate(s: &str, max: usize) -> String {
 
 async fn show(args: &ShowArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
     let session = Session::open(kube, reach, &args.consumer).await?;
-    let found: Vec<DeadLetter> = session
-        .dead_letters()
-        .await?
-        .into_iter()
-        .filter(|d| d.event_id.as_deref() == Some(args.event_id.as_str()))
-        .collect();
+    let by_id = FilterArgs {
+        ids: vec![args.event_id.clone()],
+        ..FilterArgs::default()
+    }
+    .parse(Timestamp::now())?;
+    let found = session.dead_letters(&by_id).await?;
     if found.is_empty() {
         return Err(Error::NotFound {
             kind: "dead-lettered event",
@@ -337,12 +333,7 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
             )));
         }
     };
-    let selected: Vec<DeadLetter> = session
-        .dead_letters()
-        .await?
-        .into_iter()
-        .filter(|d| filter.matches(d))
-        .collect();
+    let selected = session.dead_letters(&filter).await?;
     let mut ledger_now = ledger::load(&session.cluster, consumer).await?;
     let plan = replay::plan(
         &selected,

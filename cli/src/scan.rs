@@ -16,6 +16,7 @@ use rdkafka::{
 use crate::{
     dead_letter::DeadLetter,
     error::{Error, Result},
+    filter::Filter,
 };
 
 /// How long one metadata or watermark request may take (librdkafka's default request timeout
@@ -25,15 +26,32 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// (the watermarks say so), so a long silence means the broker is unreachable or refuses.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every record of `topic` written by `group`'s workers, in partition and offset order.
-pub async fn scan(config: &ClientConfig, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
-    let (config, topic, group) = (config.clone(), topic.to_owned(), group.to_owned());
-    tokio::task::spawn_blocking(move || scan_blocking(&config, &topic, &group))
+/// Every record of `topic` written by `group`'s workers that `filter` selects, in partition
+/// and offset order (the others are dropped as they are read, so a large dead-letter topic
+/// costs memory only for what is selected).
+pub async fn scan(
+    config: &ClientConfig,
+    topic: &str,
+    group: &str,
+    filter: &Filter,
+) -> Result<Vec<DeadLetter>> {
+    let (config, topic, group, filter) = (
+        config.clone(),
+        topic.to_owned(),
+        group.to_owned(),
+        filter.clone(),
+    );
+    tokio::task::spawn_blocking(move || scan_blocking(&config, &topic, &group, &filter))
         .await
         .map_err(|e| Error::Unusable(format!("the dead-letter reader stopped: {e}")))?
 }
 
-fn scan_blocking(config: &ClientConfig, topic: &str, group: &str) -> Result<Vec<DeadLetter>> {
+fn scan_blocking(
+    config: &ClientConfig,
+    topic: &str,
+    group: &str,
+    filter: &Filter,
+) -> Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", group)
@@ -91,7 +109,7 @@ fn scan_blocking(config: &ClientConfig, topic: &str, group: &str) -> Result<Vec<
         let end = end_of(partition);
         if offset < end {
             let dl = DeadLetter::from_message(&message.detach());
-            if dl.belongs_to(group) {
+            if dl.belongs_to(group) && filter.matches(&dl) {
                 found.push(dl);
             }
         }

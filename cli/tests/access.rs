@@ -90,7 +90,7 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
     let secret = format!("ferry-kafka-{SERVICE_ACCOUNT}");
     let err = wait_for(
         "RBAC to let the user read the EventConsumer",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
             let err = stderr(&out);
@@ -153,7 +153,7 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         .expect("role widened");
     let err = wait_for(
         "RBAC to let the user read the Secret",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
             let err = stderr(&out);

@@ -15,8 +15,9 @@
 //!   reads the topic's `max.message.bytes` and `cleanup.policy` to refuse a record the broker
 //!   would reject before sending it);
 //! - a consumer: READ + DESCRIBE on its topics, READ on its group, READ + WRITE + DESCRIBE on
-//!   its retry topics (it both parks records there and consumes them back), and WRITE +
-//!   DESCRIBE on its dead-letter topic.
+//!   its retry topics (it both parks records there and consumes them back), and READ + WRITE +
+//!   DESCRIBE on its dead-letter topic (READ so `kubectl ferry dlq` can list and replay its
+//!   dead letters with the consumer's own credential instead of an admin's, issue #18).
 //!
 //! WRITE implies IDEMPOTENT_WRITE since Kafka 3.0 (KIP-679), so idempotent producers need no
 //! cluster ACL.
@@ -61,7 +62,7 @@ pub fn desired_acls(
             grant(&who, ResourceType::Topic, topic, &[Read, Write, Describe]);
         }
         if let Some(topic) = &c.dead_letter_topic {
-            grant(&who, ResourceType::Topic, topic, &[Write, Describe]);
+            grant(&who, ResourceType::Topic, topic, &[Read, Write, Describe]);
         }
     }
     desired
@@ -179,10 +180,10 @@ mod tests {
         );
         assert_eq!(
             ops(set, ResourceType::Topic, "dlq.v1"),
-            [Operation::Write, Operation::Describe].into()
+            [Operation::Read, Operation::Write, Operation::Describe].into()
         );
         // Nothing else: no WRITE on the main topic, no other group.
-        assert_eq!(set.len(), 2 + 1 + 3 + 2);
+        assert_eq!(set.len(), 2 + 1 + 3 + 3);
     }
 
     #[test]

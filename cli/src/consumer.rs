@@ -155,6 +155,8 @@ mod tests {
                     http: Some(HttpDelivery {
                         service: None,
                         url: Some("http://x/".into()),
+                        port: None,
+                        path: None,
                         timeout: "10s".into(),
                     }),
                     container: None,

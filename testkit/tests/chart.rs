@@ -443,6 +443,9 @@ const WATCHED_NEEDS: &[(&str, &str, &str)] = &[
     ("create", "deployments.apps", ""),
     ("patch", "deployments.apps", ""),
     ("delete", "deployments.apps", ""),
+    // Opted-in pods, to count those that run a Sidecar-placed consumer's worker.
+    ("list", "pods", ""),
+    ("watch", "pods", ""),
     // Events through kube-runtime's Recorder.
     ("create", "events.events.k8s.io", ""),
     ("patch", "events.events.k8s.io", ""),
@@ -451,6 +454,7 @@ const WATCHED_NEEDS: &[(&str, &str, &str)] = &[
 /// A sample of what the operator never calls and must not be able to.
 const NEVER: &[(&str, &str, &str)] = &[
     ("create", "pods", ""),
+    ("get", "pods", ""),
     ("delete", "pods", ""),
     ("delete", "namespaces", ""),
     ("create", "serviceaccounts", ""),

@@ -122,30 +122,12 @@ fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
-/// Whether the EventConsumer CRD in `crds/` has `spec.placement` yet (the Sidecar placement is
-/// being added to the operator; until then its consumer cannot pass strict validation).
-fn crd_has_placement() -> bool {
-    std::fs::read_to_string(repo_root().join("crds/eventconsumers.ferry.dev.yaml"))
-        .expect("EventConsumer CRD")
-        .contains("placement:")
-}
-
 #[tokio::test]
 async fn shop_manifests_are_accepted_by_the_api_server() {
     let env = require_env!();
     install_crds(env);
     let ns = TempNamespace::create(env).await.expect("namespace");
-    let sidecar_consumer = ("EventConsumer", "order-service-users");
-    let drop: &[(&str, &str)] = if crd_has_placement() {
-        &[]
-    } else {
-        eprintln!(
-            "note: the EventConsumer CRD has no spec.placement yet; {} is checked for its text only",
-            sidecar_consumer.1
-        );
-        std::slice::from_ref(&sidecar_consumer)
-    };
-    let overlay = Overlay::new(&repo_root().join("examples/shop"), ns.name(), "shop", drop);
+    let overlay = Overlay::new(&repo_root().join("examples/shop"), ns.name(), "shop", &[]);
     let objects = overlay.dry_run(env);
 
     for service in ["user-service", "order-service", "notification-service"] {
@@ -191,16 +173,10 @@ async fn shop_manifests_are_accepted_by_the_api_server() {
         "the notification consumer runs in its own Deployment: {placement}"
     );
 
-    if drop.is_empty() {
-        let sidecar = named(&objects, "EventConsumer", sidecar_consumer.1);
-        assert_eq!(sidecar["spec"]["placement"], "Sidecar");
-    } else {
-        let text = std::fs::read_to_string(
-            repo_root().join("examples/shop/k8s/consumer-order-users.yaml"),
-        )
-        .expect("the Sidecar consumer's manifest");
-        assert!(text.contains("placement: Sidecar") && text.contains("app: order-service"));
-    }
+    let sidecar = named(&objects, "EventConsumer", "order-service-users");
+    assert_eq!(sidecar["spec"]["placement"], "Sidecar");
+    assert_eq!(sidecar["spec"]["podSelector"]["app"], "order-service");
+    assert_eq!(sidecar["spec"]["delivery"]["http"]["port"], 8000);
 }
 
 #[tokio::test]

@@ -53,7 +53,7 @@ generate-check: ## fail when crds/ or charts/ferry/crds/ differs from what the R
 	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi; \
 	if ! diff -ru charts/ferry/crds "$$tmp" >&2; then echo "charts/ferry/crds/ is out of date: run make generate" >&2; exit 1; fi
 
-bench-operator: env-up ## 1,000 EventTopics applied at once: seconds until all Ready, operator peak RSS, baseline
+bench-operator: env-up ## 1,000 EventTopics; 1,000 EventConsumers (CPU per lag round); 10,000 EventTopics: seconds until Ready, peak RSS, baselines
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator
 	bash bench/operator/run.sh
 

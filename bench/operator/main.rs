@@ -190,7 +190,11 @@ where
 {
     let mut ready = 0;
     while start.elapsed() < DEADLINE {
-        ready = count_ready().await?;
+        // A list the loaded API server drops is retried, not the end of the run.
+        match count_ready().await {
+            Ok(n) => ready = n,
+            Err(e) => eprintln!("(listing failed, retrying: {e:#})"),
+        }
         if ready == count {
             break;
         }

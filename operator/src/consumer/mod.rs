@@ -292,6 +292,16 @@ async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resu
 /// After an error: count it and retry with per-object exponential backoff.
 pub fn error_policy(consumer: Arc<EventConsumer>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(KIND, error.metric_label());
+    if let Error::Finalizer(e) = error
+        && crate::reconcile::is_stale_finalizer_write(e)
+    {
+        // Not a failure: the cache was behind the server; read it again soon.
+        tracing::debug!(
+            name = consumer.name_any(),
+            "finalizer write on a stale object; retrying"
+        );
+        return Action::requeue(crate::reconcile::STALE_CACHE_RETRY);
+    }
     let delay = ctx.next_backoff(ObjectRef::from_obj(consumer.as_ref()));
     warn!(
         namespace = consumer.namespace().unwrap_or_default(),

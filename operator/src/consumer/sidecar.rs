@@ -215,12 +215,19 @@ impl EventConsumer {
                 return Ok(Action::requeue(ctx.resync));
             }
         };
+        // Only opted-in pods: the webhook never sees the others, so they could never be
+        // restarted into running the worker.
         let selector = self
             .spec
             .pod_selector
             .iter()
             .flatten()
             .map(|(k, v)| format!("{k}={v}"))
+            .chain([format!(
+                "{}={}",
+                crate::webhook::INJECT_LABEL,
+                crate::webhook::INJECT_ENABLED
+            )])
             .collect::<Vec<_>>()
             .join(",");
         let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)

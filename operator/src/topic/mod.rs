@@ -138,6 +138,16 @@ pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Acti
 /// After an error: count it and retry with per-object exponential backoff.
 pub fn error_policy(topic: Arc<EventTopic>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(KIND, error.metric_label());
+    if let Error::Finalizer(e) = error
+        && crate::reconcile::is_stale_finalizer_write(e)
+    {
+        // Not a failure: the cache was behind the server; read it again soon.
+        tracing::debug!(
+            name = topic.name_any(),
+            "finalizer write on a stale object; retrying"
+        );
+        return Action::requeue(crate::reconcile::STALE_CACHE_RETRY);
+    }
     let delay = ctx.next_backoff(ObjectRef::from_obj(topic.as_ref()));
     warn!(
         namespace = topic.namespace().unwrap_or_default(),

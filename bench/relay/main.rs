@@ -14,6 +14,8 @@
 #[path = "../../sidecar/tests/relay/support.rs"]
 mod support;
 
+mod burst;
+
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -228,6 +230,35 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    // The burst case (issue #20), each run beside the pre-filled drain of the same rows:
+    // `FERRY_BENCH_RELAY_RUNS` runs (default 3; it varies from run to run), and only this
+    // case with `FERRY_BENCH_RELAY_CASES=burst`.
+    let runs: usize = std::env::var("FERRY_BENCH_RELAY_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for (label, extra) in [
+        ("marks published_at", &[][..]),
+        ("--delete-published", &["--delete-published"][..]),
+    ] {
+        for run in 1..=runs {
+            let prefilled = burst::run(env, topic.name(), pad, true, extra).await;
+            let during = burst::run(env, topic.name(), pad, false, extra).await;
+            let target = during.writer.as_secs_f64() * 1.5 + prefilled.drain.as_secs_f64();
+            println!(
+                "burst     {label}, run {run}: {} rows pre-filled: {prefilled}",
+                burst::BURST_ROWS
+            );
+            println!(
+                "burst     {label}, run {run}: {} rows written while it runs: {during}   [target <= {target:.2} s]",
+                burst::BURST_ROWS
+            );
+        }
+    }
+    if std::env::var("FERRY_BENCH_RELAY_CASES").as_deref() == Ok("burst") {
+        return;
+    }
 
     // Baselines first, on their own topic and table.
     let produce_rate = raw_produce_rate(env, payload.as_bytes()).await;

@@ -29,8 +29,9 @@ pub struct Drain {
     pub partial_index_reads: i64,
     /// Index scans of the table (`idx_scan`): the reads, the marks and the probes.
     pub idx_scan: i64,
-    /// Autovacuum and autoanalyze runs on the table during the case.
+    /// Autovacuum runs on the table during the case.
     pub autovacuums: i64,
+    /// Autoanalyze runs on the table during the case (each re-plans the relay's read).
     pub autoanalyzes: i64,
 }
 
@@ -110,7 +111,10 @@ pub async fn run(env: &TestEnv, topic: &str, pad: usize, prefill: bool, extra: &
     // Leading (ready) and polling the empty table before the first insert.
     let ready = Instant::now();
     while metric(port, "ferry_relay_leader").await < 1.0 {
-        assert!(ready.elapsed() < Duration::from_secs(60), "relay not leading");
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "relay not leading"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
@@ -131,18 +135,22 @@ pub async fn run(env: &TestEnv, topic: &str, pad: usize, prefill: bool, extra: &
     // A backend reports its statistics at exit at the latest: wait until the relay's
     // sessions (their last statements all name published_at) have ended. Then check, after
     // reading them, that nothing is left.
-    wait_for("the relay's sessions to end", Duration::from_secs(30), || async {
-        outbox
-            .client
-            .query_one(
-                "SELECT count(*) = 0 FROM pg_stat_activity
+    wait_for(
+        "the relay's sessions to end",
+        Duration::from_secs(30),
+        || async {
+            outbox
+                .client
+                .query_one(
+                    "SELECT count(*) = 0 FROM pg_stat_activity
                  WHERE pid <> pg_backend_pid() AND query LIKE '%published_at%'",
-                &[],
-            )
-            .await
-            .expect("sessions")
-            .get::<_, bool>(0)
-    })
+                    &[],
+                )
+                .await
+                .expect("sessions")
+                .get::<_, bool>(0)
+        },
+    )
     .await;
     let after = table_stats(&outbox.client).await;
     let left: i64 = outbox

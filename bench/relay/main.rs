@@ -1,5 +1,7 @@
 //! `make bench-relay`: the outbox relay against the real PostgreSQL and Kafka of
 //! `make env-up`, with 256-byte payloads and 1,000 keys (DESIGN §10). Prints:
+//! - the burst case (issue #20, `burst.rs`): 100,000 rows written in 1,000-row transactions
+//!   while the relay runs on a fresh table, beside the same rows pre-filled, per run;
 //! - rows/s draining 200,000 pre-filled rows (the real `ferry-sidecar relay` binary, release);
 //! - p50/p99 commit→mark latency at a steady 1,000 rows/s, after a second of warm-up
 //!   (`published_at` minus `clock_timestamp()` read just before the writer's COMMIT, both on

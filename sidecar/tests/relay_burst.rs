@@ -177,10 +177,12 @@ async fn reads_of_a_fresh_table_walk_the_partial_index_in_id_order() {
         .get(0);
     let rows = (transactions * ROWS_PER_TRANSACTION) as i64;
     eprintln!("the partial index handed out {read} entries for {rows} rows");
-    // Each row's entry: once when read, up to twice more while skipped as in flight by the
-    // next reads, once more while its mark is not yet visible to every snapshot.
+    // Each row's entry: once when read, again while skipped as in flight by the next reads
+    // (up to a batch each) and while its mark is not yet dead to every snapshot: about
+    // 6.5 entries a row here. The old plan handed out about 60 a row (592,544 for 10,000),
+    // most of them in the idle polls after the drain; 20 leaves room on both sides.
     assert!(
-        read <= 10 * rows,
+        read <= 20 * rows,
         "the partial index handed out {read} entries for {rows} rows: reads rescan the backlog and marked rows' entries"
     );
 }

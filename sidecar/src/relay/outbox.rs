@@ -269,7 +269,7 @@ impl Outbox {
     /// plan was a bitmap heap scan of every entry of the partial index followed by a top-N
     /// sort: each read fetched the whole backlog and the entry of every row marked since the
     /// last vacuum (a bitmap scan never marks index entries dead), so a burst of 100,000 rows
-    /// written while the relay ran drained in 20-37 s against 3.5 s pre-filled, fast only when
+    /// written while the relay ran drained in 11-38 s against 2-4 s pre-filled, fast only when
     /// autovacuum happened to analyze the table early (issue #20). Pricing bitmap scans and
     /// sorts out leaves the ordered index scan (the partial index, else the primary key) as
     /// the one cheap plan; it stops after `LIMIT` rows and marks the entries of rows dead to

@@ -173,3 +173,84 @@ pub async fn run(env: &TestEnv, topic: &str, pad: usize, prefill: bool, extra: &
         autoanalyzes: after.4 - before.4,
     }
 }
+
+/// Seconds of the sustained case (issue #20).
+pub const SUSTAINED_SECONDS: usize = 60;
+/// Transactions of `BURST_TX_ROWS` per second in the sustained case: 10,000 rows/s.
+const SUSTAINED_TX_PER_SECOND: usize = 10;
+
+/// What the sustained case saw, sampled once a second.
+pub struct Sustained {
+    /// Rows per second the writer achieved.
+    pub rate: f64,
+    /// Largest backlog seen (rows written, not yet reported published by the relay).
+    pub max_backlog: i64,
+    /// The median backlog.
+    pub median_backlog: i64,
+    /// Largest age of the oldest unpublished row, in seconds.
+    pub max_age: f64,
+}
+
+/// The relay running on a fresh table while a writer adds 1,000-row transactions at 10,000
+/// rows/s for a minute; the backlog (rows written minus rows the relay reports published) and
+/// the oldest unpublished row's age, each second.
+pub async fn sustained(env: &TestEnv, topic: &str, pad: usize) -> Sustained {
+    let outbox = TestOutbox::create(env).await;
+    let port = free_port();
+    let mut relay = spawn_relay_on(
+        "relay-sustained",
+        env,
+        &outbox.url(),
+        port,
+        &["--idle-poll-interval=1s"],
+    );
+    let ready = Instant::now();
+    while metric(port, "ferry_relay_leader").await < 1.0 {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "relay not leading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        1_000 / SUSTAINED_TX_PER_SECOND as u64,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let mut backlogs = Vec::new();
+    let mut max_age = 0f64;
+    for tx in 0..SUSTAINED_SECONDS * SUSTAINED_TX_PER_SECOND {
+        tick.tick().await;
+        insert(&outbox.client, topic, &burst_rows(tx), pad)
+            .await
+            .expect("sustained insert");
+        if (tx + 1) % SUSTAINED_TX_PER_SECOND == 0 {
+            let written = ((tx + 1) * BURST_TX_ROWS) as f64;
+            backlogs.push((written - metric(port, "ferry_relay_published_total").await) as i64);
+            let age: f64 = outbox
+                .client
+                .query_one(
+                    "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0)
+                     FROM outbox WHERE published_at IS NULL",
+                    &[],
+                )
+                .await
+                .expect("age")
+                .get(0);
+            max_age = max_age.max(age);
+        }
+    }
+    let rate = (SUSTAINED_SECONDS * SUSTAINED_TX_PER_SECOND * BURST_TX_ROWS) as f64
+        / started.elapsed().as_secs_f64();
+    relay
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("terminate");
+    backlogs.sort_unstable();
+    Sustained {
+        rate,
+        max_backlog: backlogs.last().copied().unwrap_or(0),
+        median_backlog: backlogs.get(backlogs.len() / 2).copied().unwrap_or(0),
+        max_age,
+    }
+}

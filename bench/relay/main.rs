@@ -1,7 +1,8 @@
 //! `make bench-relay`: the outbox relay against the real PostgreSQL and Kafka of
 //! `make env-up`, with 256-byte payloads and 1,000 keys (DESIGN §10). Prints:
 //! - the burst case (issue #20, `burst.rs`): 100,000 rows written in 1,000-row transactions
-//!   while the relay runs on a fresh table, beside the same rows pre-filled, per run;
+//!   while the relay runs on a fresh table, beside the same rows pre-filled, per run; and
+//!   the backlog while a writer adds 10,000 rows/s for a minute;
 //! - rows/s draining 200,000 pre-filled rows (the real `ferry-sidecar relay` binary, release);
 //! - p50/p99 commit→mark latency at a steady 1,000 rows/s, after a second of warm-up
 //!   (`published_at` minus `clock_timestamp()` read just before the writer's COMMIT, both on
@@ -258,6 +259,16 @@ async fn main() {
             );
         }
     }
+    let sustained = burst::sustained(env, topic.name(), pad).await;
+    println!(
+        "sustained {:.0} rows/s for {} s in 1,000-row transactions: backlog each second median {} rows, max {} rows; oldest unpublished row at most {:.2} s old   [target backlog <= {} rows, 2 batches]",
+        sustained.rate,
+        burst::SUSTAINED_SECONDS,
+        sustained.median_backlog,
+        sustained.max_backlog,
+        sustained.max_age,
+        2 * config::DEFAULT_BATCH_SIZE
+    );
     if std::env::var("FERRY_BENCH_RELAY_CASES").as_deref() == Ok("burst") {
         return;
     }

@@ -1,5 +1,8 @@
 //! `make bench-relay`: the outbox relay against the real PostgreSQL and Kafka of
 //! `make env-up`, with 256-byte payloads and 1,000 keys (DESIGN §10). Prints:
+//! - the burst case (issue #20, `burst.rs`): 100,000 rows written in 1,000-row transactions
+//!   while the relay runs on a fresh table, beside the same rows pre-filled, per run; and
+//!   the backlog while a writer adds 10,000 rows/s for a minute;
 //! - rows/s draining 200,000 pre-filled rows (the real `ferry-sidecar relay` binary, release);
 //! - p50/p99 commit→mark latency at a steady 1,000 rows/s, after a second of warm-up
 //!   (`published_at` minus `clock_timestamp()` read just before the writer's COMMIT, both on
@@ -13,6 +16,8 @@
 
 #[path = "../../sidecar/tests/relay/support.rs"]
 mod support;
+
+mod burst;
 
 use std::{
     collections::HashMap,
@@ -228,6 +233,45 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    // The burst case (issue #20), each run beside the pre-filled drain of the same rows:
+    // `FERRY_BENCH_RELAY_RUNS` runs (default 3; it varies from run to run), and only this
+    // case with `FERRY_BENCH_RELAY_CASES=burst`.
+    let runs: usize = std::env::var("FERRY_BENCH_RELAY_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for (label, extra) in [
+        ("marks published_at", &[][..]),
+        ("--delete-published", &["--delete-published"][..]),
+    ] {
+        for run in 1..=runs {
+            let prefilled = burst::run(env, topic.name(), pad, true, extra).await;
+            let during = burst::run(env, topic.name(), pad, false, extra).await;
+            let target = during.writer.as_secs_f64() * 1.5 + prefilled.drain.as_secs_f64();
+            println!(
+                "burst     {label}, run {run}: {} rows pre-filled: {prefilled}",
+                burst::BURST_ROWS
+            );
+            println!(
+                "burst     {label}, run {run}: {} rows written while it runs: {during}   [target <= {target:.2} s]",
+                burst::BURST_ROWS
+            );
+        }
+    }
+    let sustained = burst::sustained(env, topic.name(), pad).await;
+    println!(
+        "sustained {:.0} rows/s for {} s in 1,000-row transactions: backlog each second median {} rows, max {} rows; oldest unpublished row at most {:.2} s old   [target backlog <= {} rows, 2 batches]",
+        sustained.rate,
+        burst::SUSTAINED_SECONDS,
+        sustained.median_backlog,
+        sustained.max_backlog,
+        sustained.max_age,
+        2 * config::DEFAULT_BATCH_SIZE
+    );
+    if std::env::var("FERRY_BENCH_RELAY_CASES").as_deref() == Ok("burst") {
+        return;
+    }
 
     // Baselines first, on their own topic and table.
     let produce_rate = raw_produce_rate(env, payload.as_bytes()).await;

@@ -96,6 +96,7 @@ impl Relay {
         };
         let ((reader, mut work_closed), (marker, mut marking_closed)) =
             tokio::try_join!(open(self.notify.then(|| wake.clone())), open(None))?;
+        reader.read_in_id_order().await?;
         if self.notify {
             reader.listen().await?;
         }

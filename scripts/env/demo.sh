@@ -60,7 +60,7 @@ kubectl patch namespace "$OPERATOR_NS" --type=merge -p "$claim" >/dev/null
 kubectl -n "$OPERATOR_NS" create secret generic kafka-admin --from-literal=username="$FERRY_KAFKA_USERNAME" \
   --from-literal=password="$FERRY_KAFKA_PASSWORD" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 helm upgrade --install "$RELEASE" "$REPO/charts/ferry" -n "$OPERATOR_NS" --wait --timeout "${READY_TIMEOUT}s" \
-  --set replicas=1 --set log.format=text \
+  --set replicas=1 \
   --set kafka.bootstrap="$FERRY_NODE_KAFKA_BOOTSTRAP" --set kafka.clientBootstrap="$FERRY_NODE_KAFKA_BOOTSTRAP" >/dev/null \
   || { kubectl -n "$OPERATOR_NS" get pods -o wide; kubectl -n "$OPERATOR_NS" logs deploy/"$RELEASE"-operator --tail=30 || true; die "helm install failed"; }
 kubectl -n "$OPERATOR_NS" get pods -o wide

@@ -26,6 +26,10 @@ NODE_SOCK=$NODE_RUN/containerd.sock
 NODE_BRIDGE=ferry0
 NODE_POD_CIDR=10.244.0.0/24
 NODE_IP=10.244.0.1
+# The kubernetes Service's ClusterIP: the first address of the API server's
+# --service-cluster-ip-range (services.sh), which its serving certificate names.
+NODE_API_SERVICE=10.0.0.1
+NODE_SERVICE_CIDR=10.0.0.0/24
 # Pods that ask for the real node tolerate this taint; everything else stays on the KWOK nodes.
 NODE_TAINT_KEY=ferry.dev/real-node
 # The kubelet's fixed ports (its defaults; only one kubelet per machine).
@@ -137,6 +141,19 @@ node_network() {
   iptables -w -N FERRY-NODE 2>/dev/null || iptables -w -F FERRY-NODE
   iptables -w -A FERRY-NODE -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP
   iptables -w -C FORWARD -j FERRY-NODE 2>/dev/null || iptables -w -I FORWARD 1 -j FERRY-NODE
+  # In-cluster clients on the node (the operator's pod: `make demo`) reach the API server, which
+  # listens on loopback only, at the kubernetes Service's address (in its certificate): DNAT of
+  # what comes from the bridge for $NODE_API_SERVICE:443 to 127.0.0.1:$API_PORT. route_localnet
+  # (this bridge only) lets the kernel route bridge traffic to loopback; nothing new listens.
+  # The API server (and anything on the host) reaches ClusterIPs, e.g. the webhook Service,
+  # through kube-proxy's DNAT; the route keeps a Service address without a rule on the bridge
+  # instead of the default route (off the machine).
+  ip route replace "$NODE_SERVICE_CIDR" dev "$NODE_BRIDGE"
+  sysctl -qw "net.ipv4.conf.$NODE_BRIDGE.route_localnet=1"
+  iptables -w -t nat -N FERRY-NODE-API 2>/dev/null || iptables -w -t nat -F FERRY-NODE-API
+  iptables -w -t nat -A FERRY-NODE-API -i "$NODE_BRIDGE" -d "$NODE_API_SERVICE" -p tcp --dport 443 \
+    -j DNAT --to-destination "127.0.0.1:$API_PORT"
+  iptables -w -t nat -C PREROUTING -j FERRY-NODE-API 2>/dev/null || iptables -w -t nat -A PREROUTING -j FERRY-NODE-API
   mkdir -p "$NODE_RUN/cni/net.d" "$NODE_ROOT/cni"
   cat > "$NODE_RUN/cni/net.d/10-ferry.conflist" <<CNI
 {

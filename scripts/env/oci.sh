@@ -13,19 +13,42 @@
 oci_archive() {
   local rootfs=$1 out=$2 ref=$3 user=$4 entrypoint=$5 env_json=${6:-'["PATH=/usr/local/bin:/usr/bin:/bin"]'}
   local work; work=$(mktemp -d)
+  oci_layer "$rootfs" "$work/layer.tar"
+  oci_archive_layers "$out" "$ref" "$user" "$entrypoint" "$env_json" / "$work/layer.tar"
+  rm -rf "$work"
+}
+
+# oci_layer ROOTFS OUT.tar: the reproducible, uncompressed layer tar of a directory tree (sorted,
+# mtime 0, numeric owners), so the same tree always gives the same digest. The tree's root
+# becomes the image's / (mktemp -d makes it 0700, which would lock a non-root user out).
+oci_layer() {
+  chmod 0755 "$1"
+  tar -C "$1" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime -cf "$2.partial" .
+  mv "$2.partial" "$2"
+}
+
+# oci_archive_layers OUT.tar REF USER ENTRYPOINT_JSON ENV_JSON WORKDIR LAYER.tar...
+#   the same archive as oci_archive from layer tars made by oci_layer, lowest first: images
+#   sharing a lower layer (e.g. a Python runtime) store it once in containerd.
+oci_archive_layers() {
+  local out=$1 ref=$2 user=$3 entrypoint=$4 env_json=$5 workdir=$6; shift 6
+  local work; work=$(mktemp -d)
   mkdir -p "$work/blobs/sha256"
-  tar -C "$rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
-    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime -cf "$work/layer.tar" .
-  local layer_digest layer_size
-  layer_digest=$(sha256sum "$work/layer.tar" | cut -d' ' -f1); layer_size=$(stat -c %s "$work/layer.tar")
-  mv "$work/layer.tar" "$work/blobs/sha256/$layer_digest"
-  printf '{"architecture":"amd64","os":"linux","config":{"User":"%s","Entrypoint":%s,"Env":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"scripts/env/oci.sh"}]}' \
-    "$user" "$entrypoint" "$env_json" "$layer_digest" > "$work/config.json"
+  local layer digest size diff_ids="" layers=""
+  for layer in "$@"; do
+    digest=$(sha256sum "$layer" | cut -d' ' -f1); size=$(stat -c %s "$layer")
+    cp "$layer" "$work/blobs/sha256/$digest"
+    diff_ids+="${diff_ids:+,}\"sha256:$digest\""
+    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$digest\",\"size\":$size}"
+  done
+  printf '{"architecture":"amd64","os":"linux","config":{"User":"%s","Entrypoint":%s,"Env":%s,"WorkingDir":"%s"},"rootfs":{"type":"layers","diff_ids":[%s]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"scripts/env/oci.sh"}]}' \
+    "$user" "$entrypoint" "$env_json" "$workdir" "$diff_ids" > "$work/config.json"
   local config_digest config_size
   config_digest=$(sha256sum "$work/config.json" | cut -d' ' -f1); config_size=$(stat -c %s "$work/config.json")
   mv "$work/config.json" "$work/blobs/sha256/$config_digest"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$config_digest" "$config_size" "$layer_digest" "$layer_size" > "$work/manifest.json"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+    "$config_digest" "$config_size" "$layers" > "$work/manifest.json"
   local manifest_digest manifest_size
   manifest_digest=$(sha256sum "$work/manifest.json" | cut -d' ' -f1); manifest_size=$(stat -c %s "$work/manifest.json")
   mv "$work/manifest.json" "$work/blobs/sha256/$manifest_digest"

@@ -29,7 +29,8 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `operator_bin run` for `namespace` (its Lease there too), logging only warnings, with
+/// `operator_bin run` for `namespace` (its Lease there too), logging only warnings unless
+/// `FERRY_BENCH_OPERATOR_LOG` says otherwise, with
 /// `extra` flags appended.
 pub fn spawn_operator(
     env: &TestEnv,
@@ -39,7 +40,11 @@ pub fn spawn_operator(
 ) -> anyhow::Result<ChildProcess> {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut envs = env.kafka_args().to_env();
-    envs.push(("FERRY_LOG", "warn".to_owned()));
+    // FERRY_BENCH_OPERATOR_LOG (e.g. `info`) to see what the operator does during a run.
+    envs.push((
+        "FERRY_LOG",
+        std::env::var("FERRY_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".to_owned()),
+    ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut args = vec![
         "run",

@@ -178,10 +178,11 @@ fn is_ready(
 }
 
 /// Polls `count_ready` until it reaches `count` or [`DEADLINE`] passes since `start`; how many
-/// were Ready and when.
+/// were Ready and when. Ends early if the `operator` process exits.
 async fn wait_all<F, Fut>(
     start: Instant,
     count: usize,
+    operator: u32,
     count_ready: F,
 ) -> anyhow::Result<(usize, Duration)>
 where
@@ -190,6 +191,9 @@ where
 {
     let mut ready = 0;
     while start.elapsed() < DEADLINE {
+        if exited(operator) {
+            bail!("the operator (pid {operator}) exited during the run, {ready}/{count} Ready");
+        }
         // A list the loaded API server drops is retried, not the end of the run.
         match count_ready().await {
             Ok(n) => ready = n,
@@ -267,7 +271,7 @@ async fn topics(
     let start = Instant::now();
     let kafka_names = apply_topics(&api, "et", count).await?;
     let applied_after = start.elapsed();
-    let (ready, took) = wait_all(start, count, || count_ready_topics(&api)).await?;
+    let (ready, took) = wait_all(start, count, pid, || count_ready_topics(&api)).await?;
     // Stay a little longer so the resync and status traffic after convergence is in the peak.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = ferry_testkit::peak_rss_kib(pid).unwrap_or(0);
@@ -331,6 +335,17 @@ async fn add_fake_node(client: &kube::Client, name: &str, pods: usize) -> anyhow
     Ok(())
 }
 
+/// Whether process `pid` has exited (a zombie, or gone).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
 /// CPU seconds (user + system) `pid` has used, from /proc.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -376,7 +391,7 @@ async fn consumers(
 
     let topics = Api::<EventTopic>::namespaced(client.clone(), ns.name());
     let kafka_names = apply_topics(&topics, "et", count).await?;
-    let (ready, _) = wait_all(Instant::now(), count, || count_ready_topics(&topics)).await?;
+    let (ready, _) = wait_all(Instant::now(), count, pid, || count_ready_topics(&topics)).await?;
     if ready < count {
         bail!("only {ready}/{count} EventTopics Ready: no consumer scenario");
     }
@@ -408,7 +423,7 @@ async fn consumers(
         .await;
     applied.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     let applied_after = start.elapsed();
-    let (ready, took) = wait_all(start, count, || async {
+    let waited = wait_all(start, count, pid, || async {
         Ok(api
             .list(&ListParams::default())
             .await?
@@ -422,7 +437,11 @@ async fn consumers(
             })
             .count())
     })
-    .await?;
+    .await;
+    let (ready, took) = match waited {
+        Ok(r) => r,
+        Err(e) => bail!("{e:#}; its exit status: {:?}", operator.try_status()),
+    };
     println!(
         "baseline: applied {count} EventConsumers through the API server in {:.2} s",
         applied_after.as_secs_f64()

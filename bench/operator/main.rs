@@ -138,15 +138,34 @@ async fn apply_topics(
     count: usize,
 ) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = (0..count).map(|_| unique_name("bench-et")).collect();
-    let applied: Vec<anyhow::Result<()>> = stream::iter(names.iter().enumerate())
-        .map(|(i, topic)| {
+    apply_all(
+        api,
+        names.iter().enumerate().map(|(i, topic)| {
+            let name = format!("{prefix}-{i:05}");
+            let body = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
+                "metadata": {"name": name},
+                "spec": {"topicName": topic, "partitions": 1, "deletionPolicy": "Delete",
+                         "config": {"retention.ms": "3600000"}}});
+            (name, body)
+        }),
+    )
+    .await?;
+    Ok(names)
+}
+
+/// Server-side applies each `(name, body)`, at most [`APPLY_CONCURRENCY`] requests at once, as
+/// `kubectl apply` of a large directory or a GitOps sync would.
+async fn apply_all<K>(
+    api: &Api<K>,
+    objects: impl Iterator<Item = (String, serde_json::Value)>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let applied: Vec<anyhow::Result<()>> = stream::iter(objects)
+        .map(|(name, body)| {
             let api = api.clone();
             async move {
-                let name = format!("{prefix}-{i:05}");
-                let body = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
-                    "metadata": {"name": name},
-                    "spec": {"topicName": topic, "partitions": 1, "deletionPolicy": "Delete",
-                             "config": {"retention.ms": "3600000"}}});
                 api.patch(
                     &name,
                     &PatchParams::apply("ferry-bench"),
@@ -159,8 +178,7 @@ async fn apply_topics(
         .buffer_unordered(APPLY_CONCURRENCY)
         .collect()
         .await;
-    applied.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(names)
+    applied.into_iter().collect()
 }
 
 /// Whether an object's `Ready` condition is True for its current generation.
@@ -398,30 +416,20 @@ async fn consumers(
 
     let api = Api::<EventConsumer>::namespaced(client.clone(), ns.name());
     let start = Instant::now();
-    let applied: Vec<anyhow::Result<()>> = stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("ec-{i:05}");
-                let body = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
-                    "metadata": {"name": name},
-                    "spec": {"topics": [format!("et-{i:05}")],
-                             "serviceAccount": format!("bench-{}", i % SERVICE_ACCOUNTS),
-                             "retry": {"delays": ["5s", "1m"]},
-                             "delivery": {"http": {"url": "http://127.0.0.1:9/events"}}}});
-                api.patch(
-                    &name,
-                    &PatchParams::apply("ferry-bench"),
-                    &Patch::Apply(&body),
-                )
-                .await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(APPLY_CONCURRENCY)
-        .collect()
-        .await;
-    applied.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    apply_all(
+        &api,
+        (0..count).map(|i| {
+            let name = format!("ec-{i:05}");
+            let body = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
+                "metadata": {"name": name},
+                "spec": {"topics": [format!("et-{i:05}")],
+                         "serviceAccount": format!("bench-{}", i % SERVICE_ACCOUNTS),
+                         "retry": {"delays": ["5s", "1m"]},
+                         "delivery": {"http": {"url": "http://127.0.0.1:9/events"}}}});
+            (name, body)
+        }),
+    )
+    .await?;
     let applied_after = start.elapsed();
     let waited = wait_all(start, count, pid, || async {
         Ok(api

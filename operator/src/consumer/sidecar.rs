@@ -142,16 +142,21 @@ pub fn count(consumer: &EventConsumer, pods: &[Pod], desired: &Container) -> Pod
     count
 }
 
-/// Where the workers stand, from the selected pods.
-pub fn outcome(consumer: &EventConsumer, count: PodCount) -> Outcome {
-    let selector = consumer
+/// `podSelector` as a label selector, `k=v,…`.
+fn selector(consumer: &EventConsumer) -> String {
+    consumer
         .spec
         .pod_selector
         .iter()
         .flatten()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+}
+
+/// Where the workers stand, from the selected pods.
+pub fn outcome(consumer: &EventConsumer, count: PodCount) -> Outcome {
+    let selector = selector(consumer);
     let PodCount {
         selected,
         current,
@@ -217,19 +222,12 @@ impl EventConsumer {
         };
         // Only opted-in pods: the webhook never sees the others, so they could never be
         // restarted into running the worker.
-        let selector = self
-            .spec
-            .pod_selector
-            .iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v}"))
-            .chain([format!(
-                "{}={}",
-                crate::webhook::INJECT_LABEL,
-                crate::webhook::INJECT_ENABLED
-            )])
-            .collect::<Vec<_>>()
-            .join(",");
+        let selector = format!(
+            "{},{}={}",
+            selector(self),
+            crate::webhook::INJECT_LABEL,
+            crate::webhook::INJECT_ENABLED
+        );
         let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
             .list(&ListParams::default().labels(&selector))
             .await

@@ -50,17 +50,20 @@ shop-test: env-up ## the shop example's Django unit tests (outbox in one transac
 	bash examples/shop/test.sh
 
 # The chart ships the same files (charts/ferry/crds/, installed by Helm before the templates).
-generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen), the chart's version from Cargo.toml
+generate: ## write crds/*.yaml and the chart's copy from the Rust types (ferry-operator crdgen), docs/api.md from the CRDs (apidoc), the chart's version from Cargo.toml
 	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir crds
 	rm -f charts/ferry/crds/*.yaml && cp crds/*.yaml charts/ferry/crds/
+	cargo run --quiet --locked -p ferry-operator -- apidoc --crd-dir crds --out docs/api.md
 	v=$$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml); \
 	sed -i -e "s/^version: .*/version: $$v/" -e "s/^appVersion: .*/appVersion: \"$$v\"/" charts/ferry/Chart.yaml
 
-generate-check: ## fail when crds/ or charts/ferry/crds/ differs from what the Rust types generate
+generate-check: ## fail when crds/, charts/ferry/crds/ or docs/api.md differs from what the Rust types generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir "$$tmp" 2>/dev/null; \
-	if ! diff -ru crds "$$tmp" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi; \
-	if ! diff -ru charts/ferry/crds "$$tmp" >&2; then echo "charts/ferry/crds/ is out of date: run make generate" >&2; exit 1; fi
+	cargo run --quiet --locked -p ferry-operator -- crdgen --out-dir "$$tmp/crds" 2>/dev/null; \
+	cargo run --quiet --locked -p ferry-operator -- apidoc --crd-dir "$$tmp/crds" --out "$$tmp/api.md" 2>/dev/null; \
+	if ! diff -ru crds "$$tmp/crds" >&2; then echo "crds/ is out of date: run make generate" >&2; exit 1; fi; \
+	if ! diff -ru charts/ferry/crds "$$tmp/crds" >&2; then echo "charts/ferry/crds/ is out of date: run make generate" >&2; exit 1; fi; \
+	if ! diff -u docs/api.md "$$tmp/api.md" >&2; then echo "docs/api.md is out of date: run make generate" >&2; exit 1; fi
 
 bench-operator: env-up ## 1,000 EventTopics; 1,000 EventConsumers (CPU per lag round); 10,000 EventTopics: seconds until Ready, peak RSS, baselines
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-operator

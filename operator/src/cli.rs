@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::crdgen;
+use crate::{apidoc, crdgen};
 
 /// Ferry's Kubernetes operator.
 #[derive(Debug, Parser)]
@@ -24,6 +24,16 @@ enum Command {
         #[arg(long, env = "FERRY_CRD_OUT_DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Print the API reference (Markdown) generated from the CRDs in --crd-dir, or write it
+    /// to --out (`make generate` writes docs/api.md).
+    Apidoc {
+        /// Directory of the generated CRD YAML files to document.
+        #[arg(long, env = "FERRY_CRD_DIR", default_value = "crds")]
+        crd_dir: PathBuf,
+        /// File to write; prints to stdout if unset.
+        #[arg(long, env = "FERRY_APIDOC_OUT")]
+        out: Option<PathBuf>,
+    },
 }
 
 impl Cli {
@@ -39,6 +49,18 @@ impl Cli {
                 for path in crdgen::write_all(&dir)? {
                     eprintln!("wrote {path}");
                 }
+                Ok(())
+            }
+            Command::Apidoc { crd_dir, out: None } => {
+                print!("{}", apidoc::render_dir(&crd_dir)?);
+                Ok(())
+            }
+            Command::Apidoc {
+                crd_dir,
+                out: Some(path),
+            } => {
+                apidoc::write(&crd_dir, &path)?;
+                eprintln!("wrote {}", path.display());
                 Ok(())
             }
         }

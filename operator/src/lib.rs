@@ -19,6 +19,7 @@
 pub mod access_status;
 pub mod admission;
 pub mod api;
+pub mod apidoc;
 pub mod cli;
 pub mod consumer;
 pub mod container;

@@ -19,7 +19,8 @@ pub enum ConditionStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Reconciling` or `Stalled`.
+    /// `Ready`, `Reconciling` or `Stalled` (kstatus), or `AccessGranted` (whether Kafka holds
+    /// the resource's ACLs).
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.

@@ -63,69 +63,99 @@ use super::Condition;
 #[x_kube(validation = Rule::new("self.placement == 'Sidecar' || !has(self.delivery.http) || !has(self.delivery.http.port)").message("delivery.http.port (the service on localhost) needs placement: Sidecar; a worker Deployment reaches the service through delivery.http.service"))]
 #[x_kube(validation = Rule::new("self.placement != 'Sidecar' || !has(self.scaling)").message("placement: Sidecar runs one worker in each selected service pod, so spec.scaling does not apply: scale the service instead"))]
 pub struct EventConsumerSpec {
-    /// Names of EventTopics in this namespace to consume.
+    /// Names of EventTopics in this namespace to consume (their `metadata.name`, not the Kafka
+    /// topic name). No worker starts until each exists and is Ready (`TopicNotFound`,
+    /// `TopicNotReady`).
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("self.all(t, size(t) > 0)").message("topics must name EventTopics; empty names are not allowed"))]
     pub topics: Vec<String>,
 
-    /// The service account whose Kafka identity consumes.
+    /// The service account whose Kafka principal, `User:<namespace>.<serviceAccount>`, consumes:
+    /// the operator creates its credential Secret `ferry-kafka-<serviceAccount>` and grants it
+    /// read access to the topics and the group, and read and write access to the retry tiers and
+    /// the dead-letter topic.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub service_account: String,
 
-    /// The Kafka consumer group; defaults to <namespace>.<name>.
+    /// The Kafka consumer group; defaults to `<namespace>.<name>`. It must start with
+    /// `<namespace>.`: the tenancy admission policy shipped in `crds/` refuses any other, and
+    /// without the policy the operator grants nothing (`GroupOutsideNamespace`). The retry tiers
+    /// `<topic>.<group>.retry.<delay>` and the managed dead-letter topic `<group>.dlq` are named
+    /// after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249))]
     pub group_id: Option<String>,
 
-    /// Where each record goes.
+    /// Where each record goes: exactly one of `http` (the worker POSTs it as a CloudEvent) or
+    /// `container` (the team's own consumer).
     pub delivery: Delivery,
 
-    /// Check records against the topic's schema before delivery.
+    /// Reserved for checking records against the topic's schema before delivery. Not
+    /// implemented yet: the field is accepted and has no effect.
     #[serde(default)]
     pub validate: bool,
 
-    /// Which records may be delivered in parallel.
+    /// Which records may be delivered in parallel: `partition` (one at a time per
+    /// partition), `key` (in order within a key, in parallel across keys) or `unordered` (up
+    /// to maxInFlight at once). With `partition` and `key`, a record waiting in a retry tier
+    /// holds the later records of its partition or key behind it.
     #[serde(default)]
     pub ordering: Ordering,
 
-    /// Most records in delivery at once per worker.
+    /// Most records in delivery at once per worker; it also bounds the records read but not
+    /// yet committed, so a worker that crashes redelivers at most this many.
     #[serde(default = "default_max_in_flight")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_in_flight: i32,
 
-    /// In-process retries, then retry tiers, then the dead-letter topic.
+    /// What happens to a record the service does not take: in-process attempts with backoff,
+    /// then one pass through each retry tier, then the dead-letter topic. 429, 5xx, timeouts
+    /// and connection errors are retried; any other answer but 2xx (a 4xx, a 3xx) sends the
+    /// record to the dead-letter topic at once.
     #[serde(default)]
     pub retry: Retry,
 
-    /// Where records go that cannot be delivered.
+    /// Where records go that cannot be delivered. Absent: the managed topic `<group>.dlq`,
+    /// created and deleted with this consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetter>,
 
-    /// De-duplication by event id, stored in the service's PostgreSQL.
+    /// De-duplication by event id: an event whose id was already delivered for this group
+    /// is skipped, so a redelivery after a crash or rebalance has no second effect. The ids
+    /// are kept in a PostgreSQL database (usually the service's own). Absent: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<Idempotency>,
 
-    /// Where the workers run: their own Deployment, or injected into the service's pods.
+    /// Where the workers run: `Deployment` (a worker Deployment `<name>-worker`, scaled by
+    /// lag) or `Sidecar` (a worker injected next to each service pod that `podSelector`
+    /// matches, delivering to the service on localhost; pods that started before the consumer
+    /// or its last change get it only when restarted: reason `PodsToRestart`).
     #[serde(default)]
     pub placement: Placement,
 
-    /// With `placement: Sidecar`, the labels of the service pods that get a worker.
+    /// With `placement: Sidecar`, the labels of the service pods that get a worker. Only pods
+    /// labelled `ferry.dev/inject: enabled` reach the injection webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<BTreeMap<String, String>>,
 
-    /// Worker replicas, driven by lag and never above the partition count (placement:
-    /// Deployment; absent: one worker).
+    /// Worker replicas, sized by lag every `--lag-interval` of the operator: `ceil(lag /
+    /// lagThreshold)` within `minReplicas`..`maxReplicas`, never above the widest topic's
+    /// partition count, down only after `--scale-down-cooldown`. Placement `Deployment` only;
+    /// absent: one worker. Do not also put an HPA on the worker Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<Scaling>,
 
-    /// Where a new consumer group starts reading.
+    /// Where a group without committed offsets starts reading: `earliest` (the oldest record
+    /// the topic keeps) or `latest` (only records produced after the group joins). A group
+    /// that has committed offsets continues from them.
     #[serde(default)]
     pub start_from: StartFrom,
 
-    /// Compute resources of the worker container (a Kubernetes ResourceRequirements).
+    /// Compute resources of the worker container (a Kubernetes ResourceRequirements). Absent:
+    /// 50m CPU and 64Mi memory requested, 256Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::preserve_unknown_fields")]
     pub resources: Option<serde_json::Value>,
@@ -148,15 +178,19 @@ pub enum Placement {
     Sidecar,
 }
 
-/// How records reach the service: exactly one of http or container.
+/// How records reach the service: exactly one of `http` or `container`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.http) != has(self.container)").message("delivery needs exactly one of http or container"))]
 pub struct Delivery {
-    /// Deliver each record as a CloudEvent over HTTP.
+    /// Deliver each record as a CloudEvent over HTTP (binary mode: the record's `data` is the
+    /// body, its attributes are `ce-*` headers): a 2xx answer means done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDelivery>,
-    /// Run the team's own consumer code with the consumer's Kafka credentials.
+    /// Run the team's own consumer image instead of Ferry's worker, with this consumer's Kafka
+    /// settings and credential as `FERRY_KAFKA_*` variables and `FERRY_TOPICS`, `FERRY_GROUP`
+    /// and `FERRY_DEAD_LETTER_TOPIC`: a migration path for consumer code that already exists.
+    /// ACLs, lag and scaling still apply; retries and de-duplication are the image's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerDelivery>,
 }
@@ -167,7 +201,7 @@ pub struct Delivery {
 #[x_kube(validation = Rule::new("[has(self.service), has(self.url), has(self.port)].filter(x, x).size() == 1").message("http delivery needs exactly one of service, url or port"))]
 #[x_kube(validation = Rule::new("!has(self.path) || has(self.port)").message("delivery.http.path goes with port; a service target has its own path and a URL includes it"))]
 pub struct HttpDelivery {
-    /// A Service in this namespace.
+    /// A Service in this namespace, reached by its cluster DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceTarget>,
     /// A full http:// URL. (The worker speaks plain HTTP: an https:// URL is refused here
@@ -185,7 +219,7 @@ pub struct HttpDelivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), regex(pattern = r"^/"))]
     pub path: Option<String>,
-    /// How long one delivery may take (e.g. 10s).
+    /// How long one delivery attempt may take (e.g. 10s); a timeout is retried like a 5xx.
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]
     pub timeout: String,
@@ -220,16 +254,17 @@ fn default_path() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDelivery {
-    /// The container image.
+    /// The container image, run as a non-root user with a read-only root filesystem (a
+    /// writable `/tmp`).
     #[schemars(length(min = 1))]
     pub image: String,
-    /// The entrypoint.
+    /// The container's command (its entrypoint); absent: the image's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Its arguments.
+    /// The command's arguments; absent: the image's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment variables.
+    /// Environment variables added after Ferry's, so one of the same name overrides Ferry's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
 }
@@ -237,10 +272,10 @@ pub struct ContainerDelivery {
 /// A plain environment variable.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct EnvVar {
-    /// Its name.
+    /// The variable's name.
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Its value.
+    /// The variable's value (plain text: put secrets in the image's own Secret mounts).
     #[serde(default)]
     pub value: String,
 }
@@ -262,14 +297,21 @@ pub enum Ordering {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Retry {
-    /// In-process attempts before a record moves to the first retry tier.
+    /// In-process delivery attempts on the main topic before a record moves to the first
+    /// retry tier (or, without tiers, to the dead-letter topic); 0 counts as 1. Each tier
+    /// gives the record one more attempt.
     #[serde(default = "default_attempts")]
     #[schemars(range(min = 0, max = 100))]
     pub attempts: i32,
-    /// Backoff between in-process attempts (exponential with jitter).
+    /// Wait between in-process attempts: exponential (doubling) from `initial` to `max`, with
+    /// jitter; a `Retry-After` header of a 429 or 503 answer is honoured.
     #[serde(default)]
     pub backoff: RetryBackoff,
-    /// Delays of the retry tiers, ascending (one retry topic each), e.g. [5s, 1m, 10m].
+    /// Delays of the retry tiers, ascending, e.g. [5s, 1m, 10m]: one retry topic each,
+    /// `<topic>.<group>.retry.<delay>`, created by the operator with the source's partition
+    /// count. A record waits in a tier until its delay has passed, without blocking the main
+    /// topic. Empty: failures go straight to the dead-letter topic. Remove a delay only once
+    /// its tier is drained: what waits there is not read any more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 10),
@@ -298,11 +340,11 @@ impl Default for Retry {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryBackoff {
-    /// The first delay.
+    /// The wait before the second attempt.
     #[serde(default = "default_initial")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]
     pub initial: String,
-    /// The longest delay.
+    /// The longest wait between two attempts.
     #[serde(default = "default_max")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]
     pub max: String,
@@ -329,7 +371,9 @@ impl Default for RetryBackoff {
 /// The dead-letter topic.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct DeadLetter {
-    /// An EventTopic in this namespace; default: a managed <group>.dlq topic.
+    /// The name of an EventTopic of this namespace that owns its Kafka topic (else
+    /// `DeadLetterTopicNotFound` or `DeadLetterTopicInConflict`, and no access is granted);
+    /// several consumers may share it. Absent: the managed `<group>.dlq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub topic: Option<String>,
@@ -340,13 +384,15 @@ pub struct DeadLetter {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.enabled || has(self.databaseSecretRef)").message("idempotency needs databaseSecretRef when enabled"))]
 pub struct Idempotency {
-    /// Skip events already delivered to this group.
+    /// Skip events whose id (the envelope's `id`) was already delivered for this group.
     #[serde(default)]
     pub enabled: bool,
-    /// The Secret key holding the PostgreSQL URL where delivered ids are kept.
+    /// The key of a Secret in this namespace holding the PostgreSQL URL where delivered ids
+    /// are kept (given to the worker by reference, never copied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_secret_ref: Option<SecretKeyRef>,
-    /// How long delivered ids are remembered (e.g. 7d).
+    /// How long delivered ids are remembered (e.g. 7d); older ones are pruned. Keep it at
+    /// least as long as a record can be redelivered (the topic's retention).
     #[serde(default = "default_window")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]
     pub window: String,
@@ -374,7 +420,8 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("scaling.minReplicas must not exceed scaling.maxReplicas"))]
 pub struct Scaling {
-    /// Fewest worker replicas.
+    /// Fewest worker replicas; 0 scales to zero while there is no lag (one worker returns
+    /// with the first record).
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub min_replicas: i32,
@@ -382,7 +429,8 @@ pub struct Scaling {
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
-    /// Lag per replica above which another replica is added.
+    /// Records of lag per replica: the operator wants `ceil(lag / lagThreshold)` replicas.
+    /// Lag of a stuck partition adds none.
     #[serde(default = "default_lag_threshold")]
     #[schemars(range(min = 1))]
     pub lag_threshold: i64,
@@ -430,13 +478,15 @@ pub struct EventConsumerStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Worker replicas wanted.
+    /// Worker replicas wanted (the worker Deployment's `spec.replicas`; with
+    /// `placement: Sidecar`, the selected pods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
-    /// Worker replicas ready.
+    /// Worker replicas ready (with `placement: Sidecar`, the selected pods that run the
+    /// current worker and are Ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// Records not yet processed.
+    /// Records not yet processed, measured by the operator every `--lag-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
     /// The Kafka topics the workers read and write.
@@ -464,7 +514,7 @@ pub struct ConsumerTopics {
     /// One retry topic per source topic and delay tier, managed by the operator.
     #[serde(default)]
     pub retry: Vec<String>,
-    /// The dead-letter topic.
+    /// The dead-letter topic's Kafka name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
     /// Whether the dead-letter topic is the managed `<group>.dlq` (deleted with the consumer).
@@ -472,13 +522,14 @@ pub struct ConsumerTopics {
     pub dead_letter_managed: bool,
 }
 
-/// Consumer lag.
+/// Consumer lag: records between the group's committed offset (or, for a partition it never
+/// committed, where `startFrom` begins) and the end of each partition.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Lag {
-    /// Over all topics.
+    /// Records not yet processed over all consumed topics.
     pub total: i64,
-    /// Per topic.
+    /// Records not yet processed per Kafka topic.
     #[serde(default)]
     pub by_topic: BTreeMap<String, i64>,
     /// Partitions whose committed offset has not moved while they had lag and workers ran: a

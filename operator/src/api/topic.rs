@@ -55,32 +55,40 @@ pub struct EventTopicSpec {
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions cannot decrease: Kafka cannot remove partitions from a topic"))]
     pub partitions: i32,
 
-    /// How many brokers hold a copy of each partition; defaults to the broker's
-    /// default.replication.factor. Immutable after creation.
+    /// How many brokers hold a copy of each partition; absent: the broker's
+    /// `default.replication.factor`. Immutable after creation (it can be neither added nor
+    /// removed); a topic found with another factor is reported, not changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32767))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("replicationFactor is immutable after creation"))]
     pub replication_factor: Option<i32>,
 
-    /// Kafka topic configs (e.g. cleanup.policy, retention.ms), values as strings. Configs not
-    /// listed here fall back to the broker's defaults: overrides made elsewhere are removed,
-    /// unless unmanagedConfigs is Keep.
+    /// Kafka topic configs (e.g. `cleanup.policy: compact`, `retention.ms: "604800000"`),
+    /// values as strings. Configs not listed here fall back to the broker's defaults: overrides
+    /// made elsewhere are removed, unless unmanagedConfigs is Keep. A key that is not a Kafka
+    /// topic config, or an unsafe one (`unclean.leader.election.enable`, replication
+    /// throttles), stalls the EventTopic with reason `InvalidConfig`, as does a value Kafka
+    /// refuses.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9.]*$') && size(k) <= 128)").message("config keys are Kafka topic config names such as retention.ms or cleanup.policy"))]
     pub config: BTreeMap<String, String>,
 
-    /// Service accounts of this namespace allowed to publish to the topic.
+    /// Service accounts of this namespace allowed to publish to the topic: each gets the
+    /// Kafka principal `User:<namespace>.<serviceAccount>`, its credential Secret
+    /// `ferry-kafka-<serviceAccount>` and WRITE, DESCRIBE and DESCRIBE_CONFIGS on the topic.
+    /// Removing one revokes its access.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub producers: Vec<Producer>,
 
-    /// An optional contract for the envelope's data, enforced by the outbox relay at publish.
+    /// Reserved for a contract for the envelope's `data`. Not enforced yet: the schema is
+    /// stored with the resource, and neither the relay nor the worker checks events against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TopicSchema>,
 
-    /// What happens to the Kafka topic when this resource is deleted: Retain (default) keeps
-    /// it, Delete deletes it and its data.
+    /// What happens to the Kafka topic when this resource is deleted: `Retain` (default) keeps
+    /// it and its data, `Delete` deletes both. Either way the producers' access is revoked.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
@@ -117,7 +125,7 @@ const fn default_partitions() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Producer {
-    /// Name of a service account in the EventTopic's namespace.
+    /// Name of a service account in the EventTopic's namespace (it need not exist yet).
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -130,14 +138,15 @@ pub struct Producer {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.jsonSchema) != has(self.configMapRef)").message("schema needs exactly one of jsonSchema or configMapRef"))]
 pub struct TopicSchema {
-    /// The JSON Schema document itself.
+    /// The JSON Schema document itself, inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::preserve_unknown_fields")]
     pub json_schema: Option<serde_json::Value>,
     /// A key of a ConfigMap in this namespace that holds the JSON Schema document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
-    /// Which schema changes are allowed: backward (new schema reads old events) or none.
+    /// Which schema changes are meant to be allowed: `backward` (the new schema accepts
+    /// every event the old one did) or `none` (any change). Not checked yet.
     #[serde(default)]
     pub compatibility: Compatibility,
 }

@@ -183,8 +183,9 @@ pub enum Placement {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.http) != has(self.container)").message("delivery needs exactly one of http or container"))]
 pub struct Delivery {
-    /// Deliver each record as a CloudEvent over HTTP (binary mode: the record's `data` is the
-    /// body, its attributes are `ce-*` headers): a 2xx answer means done.
+    /// Deliver each record as a CloudEvent over HTTP (binary mode: the envelope's `data` is
+    /// the body, its `id`, `event` and `ts` the `ce-id`, `ce-type` and `ce-time` headers): a
+    /// 2xx answer means done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDelivery>,
     /// Run the team's own consumer image instead of Ferry's worker, with this consumer's Kafka

@@ -4,8 +4,9 @@
 //!
 //! Pure: documents in, one string out, byte-identical for the same input so `make
 //! generate-check` can diff it. Descriptions are the Rust doc comments (Markdown already);
-//! they are kept as written except that `<` and `>` outside code spans are escaped (GitHub
-//! would take `<namespace>` for an HTML tag and hide it) and, in tables, lines are joined.
+//! they are kept as written except that `<`, `>` and `_` outside code spans are escaped
+//! (GitHub would take `<namespace>` for an HTML tag and hide it, and `__x` for emphasis) and,
+//! in tables, lines are joined.
 
 use std::fmt::Write as _;
 
@@ -215,7 +216,7 @@ fn render_section(
         if !section.rules.is_empty() {
             let _ = writeln!(out, "\nRules on the whole object:\n");
             for rule in &section.rules {
-                let _ = writeln!(out, "- {}", rule_line(rule));
+                let _ = writeln!(out, "- {}", rule_line(rule, escape));
             }
         }
         let _ = writeln!(out, "\nTop-level fields:\n");
@@ -233,7 +234,7 @@ fn render_section(
         if !section.rules.is_empty() {
             let _ = writeln!(out, "Rules:\n");
             for rule in &section.rules {
-                let _ = writeln!(out, "- {}", rule_line(rule));
+                let _ = writeln!(out, "- {}", rule_line(rule, escape));
             }
             out.push('\n');
         }
@@ -274,7 +275,7 @@ fn field_row(out: &mut String, kind: &str, version: Option<&str>, field: &Field)
         .constraints
         .iter()
         .map(|c| cell(c))
-        .chain(field.rules.iter().map(|r| cell(&rule_line(r))))
+        .chain(field.rules.iter().map(|r| rule_line(r, cell)))
         .collect();
     let _ = writeln!(
         out,
@@ -284,10 +285,11 @@ fn field_row(out: &mut String, kind: &str, version: Option<&str>, field: &Field)
     );
 }
 
-/// A rule as a reader meets it: its message, marked when it applies to updates only.
-fn rule_line(rule: &Rule) -> String {
+/// A rule as a reader meets it: its message (escaped by `text`: [`escape`] in a list,
+/// [`cell`] in a table), marked when it applies to updates only.
+fn rule_line(rule: &Rule, text: fn(&str) -> String) -> String {
     let prefix = if rule.on_update { "*on update:* " } else { "" };
-    format!("{prefix}{}", escape(&rule.message))
+    format!("{prefix}{}", text(&rule.message))
 }
 
 fn render_policy(out: &mut String, policy: &ValidatingAdmissionPolicy) {
@@ -321,15 +323,15 @@ fn render_policy(out: &mut String, policy: &ValidatingAdmissionPolicy) {
     for condition in spec.match_conditions.iter().flatten() {
         let _ = writeln!(
             out,
-            "- Only when `{}`: `{}`.",
+            "- Only when `{}` holds: `{}`.",
             condition.name, condition.expression
         );
     }
     for validation in spec.validations.iter().flatten() {
         let message = match (&validation.message, &validation.message_expression) {
-            (Some(message), _) => escape(message),
-            (None, Some(expression)) => format!("the message `{expression}` computes"),
-            (None, None) => "a refusal".to_owned(),
+            (Some(message), _) => format!("the message \"{}\"", escape(message)),
+            (None, Some(expression)) => format!("the message computed by `{expression}`"),
+            (None, None) => "the API server's generic message".to_owned(),
         };
         let reason = validation
             .reason
@@ -338,7 +340,7 @@ fn render_policy(out: &mut String, policy: &ValidatingAdmissionPolicy) {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- Refuses, with {message}{reason}, an object for which `{}` is false.",
+            "- Requires `{}`; otherwise refuses the object{reason} with {message}.",
             validation.expression
         );
     }
@@ -403,8 +405,9 @@ fn cell(text: &str) -> String {
         .replace("\n\n", "<br><br>")
 }
 
-/// Escapes `<` and `>` outside code spans, so `<namespace>.<name>` shows instead of vanishing
-/// as an unknown HTML tag; code spans are kept as written.
+/// Escapes `<`, `>` and `_` outside code spans, so `<namespace>.<name>` shows instead of
+/// vanishing as an unknown HTML tag and `__name` is not emphasis; code spans are kept as
+/// written.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_code = false;
@@ -416,6 +419,8 @@ fn escape(text: &str) -> String {
             }
             '<' if !in_code => out.push_str("&lt;"),
             '>' if !in_code => out.push_str("&gt;"),
+            // `__consumer_offsets, __transaction_state` would otherwise start bold text.
+            '_' if !in_code => out.push_str("\\_"),
             _ => out.push(c),
         }
     }
@@ -523,6 +528,7 @@ mod tests {
     #[test]
     fn escaping_keeps_code_spans_and_joins_lines_in_cells() {
         assert_eq!(escape("<a> `<b>` <c>"), "&lt;a&gt; `<b>` &lt;c&gt;");
+        assert_eq!(escape("__x `__y`"), "\\_\\_x `__y`");
         assert_eq!(
             cell("one\ntwo\n\nthree | four"),
             "one two<br><br>three \\| four"
@@ -550,8 +556,8 @@ mod tests {
             "## Admission policy `tenancy.example.dev`",
             "Failure policy: Fail.",
             "- Checks `widgets` on CREATE, UPDATE.",
-            "- Only when `on-create`: `request.operation == 'CREATE'`.",
-            "- Refuses, with too big (reason `Invalid`), an object for which `object.spec.size < 5` is false.",
+            "- Only when `on-create` holds: `request.operation == 'CREATE'`.",
+            "- Requires `object.spec.size < 5`; otherwise refuses the object (reason `Invalid`) with the message \"too big\".",
         ] {
             assert!(text.contains(needle), "lacks {needle:?} in\n{text}");
         }

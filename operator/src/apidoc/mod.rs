@@ -249,6 +249,7 @@ mod tests {
     /// How a message appears in a table cell.
     fn markdown_text(message: &str) -> String {
         message
+            .replace('_', "\\_")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
             .replace('|', "\\|")

@@ -223,25 +223,36 @@ fn own_constraints(s: &JSONSchemaProps) -> Vec<String> {
             .collect();
         out.push(format!("one of {}", values.join(", ")));
     }
-    if let Some(min) = s.minimum {
-        let op = if s.exclusive_minimum == Some(true) {
-            ">"
-        } else {
-            "≥"
-        };
-        out.push(format!("{op} {}", number(min)));
+    let exclusive_min = s.exclusive_minimum == Some(true);
+    let exclusive_max = s.exclusive_maximum == Some(true);
+    match (s.minimum, s.maximum) {
+        (Some(min), Some(max)) if !exclusive_min && !exclusive_max => {
+            out.push(format!("{}–{}", number(min), number(max)));
+        }
+        (min, max) => {
+            if let Some(min) = min {
+                let op = if exclusive_min { ">" } else { "≥" };
+                out.push(format!("{op} {}", number(min)));
+            }
+            if let Some(max) = max {
+                let op = if exclusive_max { "<" } else { "≤" };
+                out.push(format!("{op} {}", number(max)));
+            }
+        }
     }
-    if let Some(max) = s.maximum {
-        let op = if s.exclusive_maximum == Some(true) {
-            "<"
-        } else {
-            "≤"
-        };
-        out.push(format!("{op} {}", number(max)));
-    }
-    push_range(&mut out, "characters", s.min_length, s.max_length);
-    push_range(&mut out, "items", s.min_items, s.max_items);
-    push_range(&mut out, "entries", s.min_properties, s.max_properties);
+    push_range(
+        &mut out,
+        ("character", "characters"),
+        s.min_length,
+        s.max_length,
+    );
+    push_range(&mut out, ("item", "items"), s.min_items, s.max_items);
+    push_range(
+        &mut out,
+        ("entry", "entries"),
+        s.min_properties,
+        s.max_properties,
+    );
     if let Some(pattern) = &s.pattern {
         out.push(format!("pattern `{pattern}`"));
     }
@@ -260,12 +271,18 @@ fn own_constraints(s: &JSONSchemaProps) -> Vec<String> {
     out
 }
 
-/// `1–63 characters`, `at least 1 items`, `at most 64 entries`.
-fn push_range(out: &mut Vec<String>, unit: &str, min: Option<i64>, max: Option<i64>) {
+/// `1–63 characters`, `at least 1 character`, `at most 64 entries`.
+fn push_range(
+    out: &mut Vec<String>,
+    (one, many): (&str, &str),
+    min: Option<i64>,
+    max: Option<i64>,
+) {
+    let unit = |n: i64| if n == 1 { one } else { many };
     match (min, max) {
-        (Some(min), Some(max)) => out.push(format!("{min}–{max} {unit}")),
-        (Some(min), None) => out.push(format!("at least {min} {unit}")),
-        (None, Some(max)) => out.push(format!("at most {max} {unit}")),
+        (Some(min), Some(max)) => out.push(format!("{min}–{max} {}", unit(max))),
+        (Some(min), None) => out.push(format!("at least {min} {}", unit(min))),
+        (None, Some(max)) => out.push(format!("at most {max} {}", unit(max))),
         (None, None) => {}
     }
 }
@@ -288,9 +305,11 @@ fn number(n: f64) -> String {
     }
 }
 
-/// A JSON value as a reader writes it in a manifest: strings bare, the rest as compact JSON.
+/// A JSON value as a reader writes it in a manifest: strings bare (the empty one as `""`),
+/// the rest as compact JSON.
 pub fn compact(value: &serde_json::Value) -> String {
     match value {
+        serde_json::Value::String(s) if s.is_empty() => "\"\"".to_owned(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -393,6 +412,8 @@ mod tests {
                 "retry": {"type": "object", "default": {"attempts": 3}, "properties": {"attempts": {"type": "integer"}}},
                 "config": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string"}},
                 "ratio": {"type": "number", "minimum": 0.5, "exclusiveMinimum": true},
+                "count": {"type": "integer", "minimum": 0.0},
+                "note": {"type": "string", "minLength": 1, "default": ""},
             },
         }));
         let fields = &sections(&root)[0].fields;
@@ -403,7 +424,7 @@ mod tests {
                 .expect("the field is listed")
                 .clone()
         };
-        assert_eq!(by_name("port").constraints, ["≥ 1", "≤ 65535"]);
+        assert_eq!(by_name("port").constraints, ["1–65535"]);
         assert_eq!(by_name("port").default.as_deref(), Some("80"));
         assert_eq!(
             by_name("name").constraints,
@@ -425,6 +446,9 @@ mod tests {
         );
         assert_eq!(by_name("config").constraints, ["at most 64 entries"]);
         assert_eq!(by_name("ratio").constraints, ["> 0.5"]);
+        assert_eq!(by_name("count").constraints, ["≥ 0"]);
+        assert_eq!(by_name("note").constraints, ["at least 1 character"]);
+        assert_eq!(by_name("note").default.as_deref(), Some("\"\""));
     }
 
     #[test]

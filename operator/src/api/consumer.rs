@@ -305,7 +305,7 @@ pub struct Retry {
     #[schemars(range(min = 0, max = 100))]
     pub attempts: i32,
     /// Wait between in-process attempts: exponential (doubling) from `initial` to `max`, with
-    /// jitter; a `Retry-After` header of a 429 or 503 answer is honoured.
+    /// jitter; a longer `Retry-After` of a 429 or 5xx answer is honoured.
     #[serde(default)]
     pub backoff: RetryBackoff,
     /// Delays of the retry tiers, ascending, e.g. [5s, 1m, 10m]: one retry topic each,

@@ -147,13 +147,14 @@ impl Session {
     /// The consumer's dead letters that `filter` selects.
     async fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>> {
         let kafka = self.kafka(&self.consumer.credential_secret).await?;
-        scan::scan(
+        Ok(scan::scan(
             &kafka,
             &self.consumer.dead_letter_topic,
             &self.consumer.group,
+            &self.consumer.group,
             filter,
         )
-        .await
+        .await?)
     }
 }
 
@@ -337,7 +338,7 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
     let mut ledger_now = ledger::load(&session.cluster, consumer).await?;
     let plan = replay::plan(
         &selected,
-        consumer,
+        &consumer.target(),
         destination,
         &ledger_now,
         args.again,
@@ -364,9 +365,14 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
                 Timestamp::now()
             );
             let (cluster, ledger) = (session.cluster.clone(), ledger_now.clone());
-            async move { ledger::save(&cluster, consumer, &ledger, &line).await }
+            async move {
+                ledger::save(&cluster, consumer, &ledger, &line)
+                    .await
+                    .map_err(|e| ferry_sidecar::dlq::Error::Unusable(e.to_string()))
+            }
         })
-        .await;
+        .await
+        .map_err(Error::from);
         record_event(&session.cluster, consumer, sent, &plan, &result).await;
         result?;
     }

@@ -52,15 +52,14 @@
 pub mod cluster;
 pub mod consumer;
 pub mod credential;
-pub mod dead_letter;
 pub mod dlq;
 pub mod error;
-pub mod filter;
 pub mod ledger;
 pub mod output;
-pub mod replay;
-pub mod scan;
 pub mod status;
+
+/// The dead-letter code the plugin shares with the operator's replay Job.
+pub use ferry_sidecar::dlq::{dead_letter, filter, replay, scan};
 
 use clap::{Parser, Subcommand};
 

@@ -103,6 +103,13 @@ pub struct ReplayArgs {
     /// Output format of the summary.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    /// Replay from the laptop with the consumer's own Kafka credential (read from its Secret)
+    /// instead of asking the operator for a replay Job (an EventReplay, the default).
+    #[arg(long)]
+    pub direct: bool,
+    /// How long to wait for the operator's replay Job (`10m`, `90s`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `50`, `50/s` or `2.5/s` events per second.
@@ -315,6 +322,10 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
         return Err(Error::Usage(
             "dlq replay needs a filter (--reason, --type, --id, --topic, --since, --until) or --all".into(),
         ));
+    }
+    if !args.direct {
+        let cluster = kube.connect().await?;
+        return crate::in_cluster::replay(&cluster, args, args.timeout).await;
     }
     let session = Session::open(kube, reach, &args.consumer).await?;
     let consumer = &session.consumer;

@@ -54,6 +54,7 @@ pub mod consumer;
 pub mod credential;
 pub mod dlq;
 pub mod error;
+pub mod in_cluster;
 pub mod ledger;
 pub mod output;
 pub mod status;

@@ -92,7 +92,9 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "RBAC to let the user read the EventConsumer",
         Duration::from_secs(60),
         || async {
-            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let out = fx.plugin(&[
+                "--as", &user, "dlq", "replay", "--direct", CONSUMER, "--all",
+            ]);
             let err = stderr(&out);
             (!out.status.success() && err.contains("\"secrets\"")).then_some(err)
         },
@@ -155,7 +157,9 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "RBAC to let the user read the Secret",
         Duration::from_secs(60),
         || async {
-            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let out = fx.plugin(&[
+                "--as", &user, "dlq", "replay", "--direct", CONSUMER, "--all",
+            ]);
             let err = stderr(&out);
             (!out.status.success() && err.contains("\"configmaps\"")).then_some(err)
         },

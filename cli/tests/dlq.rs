@@ -200,7 +200,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // The service is fixed. A dry run sends and records nothing.
     target.answer(200);
-    let dry = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--dry-run"]);
+    let dry = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all", "--dry-run"]);
     assert!(dry.contains("would replay:       5"), "{dry}");
     let ledgers: Api<ConfigMap> = Api::namespaced(fx.ns.client(), fx.ns.name());
     let ledger = format!("ferry-replays-{CONSUMER}");
@@ -211,12 +211,14 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     );
 
     // A bare replay (no filter) is refused rather than replaying everything by accident.
-    let bare = fx.plugin(&["dlq", "replay", CONSUMER]);
+    let bare = fx.plugin(&["dlq", "replay", "--direct", CONSUMER]);
     assert!(!bare.status.success());
     assert!(String::from_utf8_lossy(&bare.stderr).contains("--all"));
 
     // The replay delivers each event once, through the worker.
-    let replayed = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--rate", "50/s"]);
+    let replayed = fx.plugin_ok(&[
+        "dlq", "replay", "--direct", CONSUMER, "--all", "--rate", "50/s",
+    ]);
     assert!(replayed.contains("replayed:           5"), "{replayed}");
     wait_for("each replayed event delivered", WITHIN, || async {
         let accepted = target.accepted();
@@ -257,12 +259,13 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     );
 
     // The same selection again replays nothing.
-    let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all"]);
+    let again = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all"]);
     assert!(again.contains("replayed:           0"), "{again}");
     assert!(again.contains("already replayed:   5"), "{again}");
     let json: Value = serde_json::from_str(&fx.plugin_ok(&[
         "dlq",
         "replay",
+        "--direct",
         CONSUMER,
         "--type",
         "order.paid",
@@ -275,7 +278,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // --again sends them, and de-duplication by event id keeps them from a second effect.
     let requests_before = target.requests().len();
-    let forced = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--again"]);
+    let forced = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all", "--again"]);
     assert!(forced.contains("replayed:           5"), "{forced}");
     wait_for(
         "the worker to finish the re-replayed tier records",
@@ -330,7 +333,7 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
     )
     .await;
 
-    let refused = fx.plugin(&["dlq", "replay", CONSUMER, "--all"]);
+    let refused = fx.plugin(&["dlq", "replay", "--direct", CONSUMER, "--all"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -351,7 +354,14 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
         &[],
     )
     .await;
-    let out = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    let out = fx.plugin_ok(&[
+        "dlq",
+        "replay",
+        "--direct",
+        CONSUMER,
+        "--all",
+        "--to-source",
+    ]);
     assert!(out.contains("replayed:           1"), "{out}");
 
     let reader: BaseConsumer = env
@@ -390,6 +400,13 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
         })
         .unwrap_or_default();
     assert_eq!(names, [(headers::EVENT_ID.to_owned(), "e7".to_owned())]);
-    let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    let again = fx.plugin_ok(&[
+        "dlq",
+        "replay",
+        "--direct",
+        CONSUMER,
+        "--all",
+        "--to-source",
+    ]);
     assert!(again.contains("replayed:           0"), "{again}");
 }

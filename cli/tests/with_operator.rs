@@ -137,7 +137,7 @@ async fn dead_letters_are_read_and_replayed_with_what_the_operator_made() {
     assert_eq!(listed[0]["eventId"], "op-1");
     assert_eq!(listed[0]["topic"], dead_letter.as_str());
 
-    let out = plugin(&["dlq", "replay", CONSUMER, "--id", "op-1"]);
+    let out = plugin(&["dlq", "replay", "--direct", CONSUMER, "--id", "op-1"]);
     assert!(out.contains("replayed:           1"), "{out}");
     assert!(out.contains(&tier), "{out}");
     let reader: BaseConsumer = env.kafka_config().create().expect("reader");

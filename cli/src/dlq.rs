@@ -38,7 +38,7 @@ pub enum DlqCommand {
     /// Show dead-lettered events in full (headers and payload).
     Show(ShowArgs),
     /// Send dead-lettered events back to their consumer, each keeping its event id.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
 }
 
 /// How Kafka is reached from here.

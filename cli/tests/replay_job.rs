@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, path::PathBuf, process::Stdio, time::Duration};
 
 use ferry_common::headers;
 use ferry_operator::{
-    api::{ConditionStatus, EventConsumer, EventReplay, EventTopic},
+    api::{ConditionStatus, EventConsumer, EventReplay, EventTopic, ReplayPhase},
     kafka::{KafkaAdmin, acls::Operation},
 };
 use ferry_testkit::{
@@ -193,9 +193,18 @@ impl Scene {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal() {
-    let env = require_env!();
+/// A namespace with an EventTopic, an EventConsumer with retry `delays`, and the real
+/// operator for it; returns once the consumer's topics and access are made.
+async fn operated(
+    env: &'static TestEnv,
+    delays: &[&str],
+) -> (
+    TempNamespace,
+    ChildProcess,
+    Api<EventConsumer>,
+    Api<EventTopic>,
+    ferry_operator::api::ConsumerTopics,
+) {
     let ns = TempNamespace::create(env).await.expect("namespace");
     let client = ns.client();
     install_crds(&client).await;
@@ -218,7 +227,7 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
         "metadata": {"name": CONSUMER},
         "spec": {"topics": [TOPIC], "serviceAccount": SERVICE_ACCOUNT,
                  "delivery": {"http": {"url": "http://127.0.0.1:1/"}},
-                 "retry": {"delays": [DELAY]}},
+                 "retry": {"delays": delays}},
     }))
     .expect("EventConsumer");
     consumers
@@ -243,10 +252,10 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
     let mut vars = env.kafka_args().to_env();
     vars.push(("FERRY_POD_NAME", "kubectl-ferry-replay-test".to_owned()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut operator =
+    let operator =
         ChildProcess::spawn("operator", workspace_binary("ferry-operator"), &args, &vars)
             .expect("operator");
-
+    let want_tiers = !delays.is_empty();
     let status = wait_for("the consumer's topics and access", WITHIN, || async {
         let c = consumers.get(CONSUMER).await.ok()?;
         let s = c.status?;
@@ -255,9 +264,48 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
             .iter()
             .any(|c| c.type_ == "AccessGranted" && c.status == ConditionStatus::True);
         let topics = s.topics?;
-        (granted && topics.dead_letter.is_some() && !topics.retry.is_empty()).then_some(topics)
+        (granted && topics.dead_letter.is_some() && topics.retry.is_empty() != want_tiers)
+            .then_some(topics)
     })
     .await;
+    (ns, operator, consumers, topics, status)
+}
+
+/// Deletes what the operator made (through its finalizers) and stops it.
+async fn tear_down(
+    ns: &TempNamespace,
+    mut operator: ChildProcess,
+    consumers: &Api<EventConsumer>,
+    topics: &Api<EventTopic>,
+) {
+    let replays: Api<EventReplay> = Api::namespaced(ns.client(), ns.name());
+    let _ = consumers.delete(CONSUMER, &Default::default()).await;
+    let _ = topics.delete(TOPIC, &Default::default()).await;
+    if let Ok(list) = replays.list(&ListParams::default()).await {
+        for r in list.items {
+            let _ = replays.delete(&r.name_any(), &Default::default()).await;
+        }
+    }
+    let _ = wait_for("the operator's cleanup", WITHIN, || async {
+        let gone = consumers.get_opt(CONSUMER).await.ok()?.is_none()
+            && replays
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty();
+        gone.then_some(())
+    })
+    .await;
+    let _ = operator.terminate(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal() {
+    let env = require_env!();
+    let (ns, operator, consumers, topics, status) = operated(env, &[DELAY]).await;
+    let client = ns.client();
+    let kafka_topic = format!("{}.orders", ns.name());
     let scene = Scene {
         env,
         dead_letter: status.dead_letter.clone().expect("dead-letter topic"),
@@ -392,7 +440,7 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
     let succeeded = done
         .items
         .iter()
-        .filter(|r| r.spec.dry_run == false)
+        .filter(|r| !r.spec.dry_run)
         .find(|r| {
             r.status
                 .as_ref()
@@ -415,12 +463,8 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
             })
     })
     .await;
-    let principal = succeeded
-        .status
-        .as_ref()
-        .and_then(|s| s.job_name.clone())
-        .expect("job name");
-    assert!(!principal.is_empty());
+    let phase = succeeded.status.as_ref().and_then(|s| s.phase);
+    assert_eq!(phase, Some(ReplayPhase::Succeeded));
     let acls = admin.describe_acls(None).await.expect("ACLs");
     assert!(
         !acls
@@ -444,26 +488,108 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
     assert!(again.contains("replayed:           2"), "{again}");
     assert_eq!(scene.high_watermark(&scene.tier), 4);
 
-    let _ = consumers.delete(CONSUMER, &Default::default()).await;
-    let _ = topics.delete(TOPIC, &Default::default()).await;
-    for r in replays
-        .list(&ListParams::default())
+    tear_down(&scene.ns, operator, &consumers, &topics).await;
+}
+
+/// An EventReplay committed as a GitOps tool would (created through the API, not by the
+/// plugin) for a consumer without retry tiers and without `toSource`: the operator refuses it
+/// with the plugin's own reason in status and a Warning Event, makes no Job and no principal;
+/// the plugin, asked the same, exits non-zero with that reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_replay_that_cannot_run_fails_with_its_reason_in_status_and_an_event() {
+    let env = require_env!();
+    let (ns, operator, consumers, topics, _) = operated(env, &[]).await;
+    let client = ns.client();
+    let replays: Api<EventReplay> = Api::namespaced(client.clone(), ns.name());
+    let committed: EventReplay = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventReplay",
+        "metadata": {"name": "committed"},
+        "spec": {"consumer": CONSUMER, "all": true},
+    }))
+    .expect("EventReplay");
+    replays
+        .create(&PostParams::default(), &committed)
         .await
-        .expect("replays")
-        .items
-    {
-        let _ = replays.delete(&r.name_any(), &Default::default()).await;
-    }
-    let _ = wait_for("the operator's cleanup", WITHIN, || async {
-        let gone = consumers.get_opt(CONSUMER).await.ok()?.is_none()
-            && replays
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .is_empty();
-        gone.then_some(())
+        .expect("EventReplay");
+    let status = wait_for("the replay refused", WITHIN, || async {
+        let s = replays.get("committed").await.ok()?.status?;
+        (s.phase == Some(ReplayPhase::Failed)).then_some(s)
     })
     .await;
-    let _ = operator.terminate(Duration::from_secs(10)).await;
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("no retry tier") && message.contains("toSource"),
+        "{message}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == ConditionStatus::True)
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
+    wait_for("the ReplayFailed Event", WITHIN, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("ReplayFailed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("committed")
+            })
+    })
+    .await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns.name());
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty()
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    assert!(
+        secrets
+            .get_opt("ferry-replay-committed")
+            .await
+            .expect("secret")
+            .is_none()
+    );
+
+    // A spec that selects nothing is refused by the API server itself (CEL).
+    let unselective: EventReplay = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventReplay",
+        "metadata": {"name": "everything-by-accident"},
+        "spec": {"consumer": CONSUMER},
+    }))
+    .expect("EventReplay");
+    let err = replays
+        .create(&PostParams::default(), &unselective)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("all: true"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-ferry"))
+        .args([
+            "dlq",
+            "replay",
+            CONSUMER,
+            "--all",
+            "-n",
+            ns.name(),
+            "--timeout",
+            "2m",
+        ])
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .expect("kubectl-ferry runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed") && stderr.contains("no retry tier"),
+        "{stderr}"
+    );
+    tear_down(&ns, operator, &consumers, &topics).await;
 }

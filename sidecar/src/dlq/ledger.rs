@@ -2,8 +2,9 @@
 //! unless `--again`: the dead-letter coordinates (topic, partition, offset) already sent back,
 //! kept in a ConfigMap `ferry-replays-<consumer>` beside the EventConsumer and owned by it.
 //!
-//! Why a ConfigMap: it lives where the user's RBAC already reaches (no Kafka write beyond the
-//! replay itself), survives the laptop, is shared by everyone who replays that consumer, and
+//! Why a ConfigMap: it lives where Kubernetes RBAC already reaches (a replay Job's
+//! ServiceAccount may get and patch this one by name; a `--direct` user with their own RBAC),
+//! needs no Kafka write beyond the replay itself, survives the laptop and the Job, is shared by everyone who replays that consumer, and
 //! goes away with the consumer (owner reference). Offsets are kept as merged ranges per
 //! partition (`0-41,57`), so a ledger of a million replays stays a few bytes when contiguous.
 //! A record that fails again after a replay is dead-lettered at a new offset, so it is
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::api::ObjectMeta;
+
 /// The ConfigMap key holding the ranges.
 const KEY: &str = "replayed";
 /// The ConfigMap key holding a line about the last replay (who can read it: anyone who may
@@ -174,8 +176,8 @@ pub struct Owner {
     pub uid: Option<String>,
 }
 
-/// The ledger read back from its ConfigMap: `Ok(None)` when it holds no ledger yet, `Err`
-/// with a sentence when it holds one that cannot be read.
+/// The ledger read back from its ConfigMap (empty when there is none, or it holds none yet),
+/// `Err` with a sentence when it holds one that cannot be read.
 pub fn from_configmap(cm: Option<ConfigMap>, owner: &Owner) -> Result<Ledger, String> {
     let Some(text) = cm.and_then(|cm| cm.data).and_then(|mut d| d.remove(KEY)) else {
         return Ok(Ledger::default());

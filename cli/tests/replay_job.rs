@@ -3,22 +3,22 @@
 //! ServiceAccount and Role, and a Job; the Job's container (`ferry-sidecar dlq-replay`, started
 //! here as a local process from the Job's own pod template, since KWOK runs no containers, with
 //! the Job ServiceAccount's identity) replays and reports into the EventReplay's status; the
-//! plugin prints it. The replay principal can read no topic but the dead-letter topic (the
-//! broker refuses), a dry run changes nothing, a replay replays once, a second replays nothing,
-//! `--again` replays the same event ids again (which the worker de-duplicates, `dlq.rs`), and
-//! the principal is gone once the replay is over.
+//! plugin prints it. Events that a real worker dead-lettered while its target answered 422 are
+//! replayed after the target is fixed: the replay principal can read no topic but the
+//! dead-letter topic (the broker refuses), a dry run changes nothing, a replay delivers each
+//! selected event once, a second replays nothing, `--again` replays them but the worker's
+//! de-duplication prevents a second effect, and the principal is gone once the replay is over.
 
 mod support;
 
 use std::{collections::BTreeSet, path::PathBuf, process::Stdio, time::Duration};
 
-use ferry_common::headers;
 use ferry_operator::{
     api::{ConditionStatus, EventConsumer, EventReplay, EventTopic, ReplayPhase},
     kafka::{KafkaAdmin, acls::Operation},
 };
 use ferry_testkit::{
-    ChildProcess, TempNamespace, TestEnv, free_port, pod_env, require_env, wait_for,
+    ChildProcess, TempNamespace, TempSchema, TestEnv, free_port, pod_env, require_env, wait_for,
 };
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -37,8 +37,8 @@ use rdkafka::{
 };
 use serde_json::json;
 use support::{
-    CONSUMER, DELAY, SERVICE_ACCOUNT, TOPIC, admin_producer, envelope, install_crds, produce,
-    workspace_binary,
+    CONSUMER, DELAY, SERVICE_ACCOUNT, TOPIC, Target, admin_producer, envelope, install_crds,
+    produce, workspace_binary,
 };
 
 const WITHIN: Duration = Duration::from_secs(120);
@@ -97,6 +97,27 @@ fn read_once(config: &rdkafka::ClientConfig, topic: &str, group: &str) -> Result
         }
     }
     panic!("no answer from Kafka reading {topic} within 30 s");
+}
+
+/// Whether `group` committed every record of partition 0 of `topic` (the worker finished).
+fn all_committed(env: &TestEnv, group: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = env
+        .kafka_config()
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let Ok((_, high)) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)) else {
+        return false;
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return false;
+    };
+    committed
+        .elements()
+        .iter()
+        .all(|e| matches!(e.offset(), Offset::Offset(o) if o >= high))
 }
 
 fn refused(result: Result<(), KafkaError>) -> bool {
@@ -314,42 +335,62 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
         ns,
     };
     let group = format!("{}.{CONSUMER}", scene.ns.name());
+    // The real worker, as the consumer's own principal (the operator's Secret), delivering to
+    // a target that refuses with 422 until it is fixed: its events are dead-lettered for real.
+    let database = TempSchema::create(env).await.expect("schema");
+    let target = Target::start(422).await;
+    let credential: Api<Secret> = Api::namespaced(client.clone(), scene.ns.name());
+    let credential = credential
+        .get(&format!("ferry-kafka-{SERVICE_ACCOUNT}"))
+        .await
+        .expect("the consumer's credential")
+        .data
+        .expect("data");
+    let field = |k: &str| String::from_utf8(credential[k].0.clone()).expect("utf-8");
+    let worker_args = [
+        "worker".to_owned(),
+        format!("--topics={kafka_topic}"),
+        format!("--group={group}"),
+        format!("--target-url={}", target.url),
+        format!("--dead-letter-topic={}", scene.dead_letter),
+        format!("--retry-delays={DELAY}"),
+        "--retry-attempts=1".to_owned(),
+        format!("--idempotency-database-url={}", database.url()),
+        "--metrics-addr=127.0.0.1:0".to_owned(),
+    ];
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let worker_env = env
+        .kafka_args_as(&field("username"), &field("password"))
+        .to_env();
+    let worker_env: Vec<(&str, &str)> = worker_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _worker = ChildProcess::spawn(
+        "worker",
+        workspace_binary("ferry-sidecar"),
+        &worker_args,
+        &worker_env,
+    )
+    .expect("worker");
     let producer = admin_producer(env);
-    for (id, reason) in [
-        ("r-1", "target answered 422 Unprocessable Entity"),
-        ("r-2", "target answered 422 Unprocessable Entity"),
-        ("r-3", "target answered 500 Internal Server Error"),
+    for (id, event) in [
+        ("r-1", "order.created"),
+        ("r-2", "order.created"),
+        ("r-3", "order.paid"),
     ] {
-        let dead = [
-            (headers::EVENT_ID, id),
-            (headers::ERROR, reason),
-            (headers::ORIGINAL_TOPIC, kafka_topic.as_str()),
-            (headers::ORIGINAL_PARTITION, "0"),
-            (headers::ORIGINAL_OFFSET, "0"),
-            (headers::ATTEMPTS, "4"),
-            (headers::GROUP, group.as_str()),
-            (headers::FAILED_AT, "2026-11-30T10:00:00Z"),
-        ];
         produce(
             &producer,
-            &scene.dead_letter,
+            &kafka_topic,
             Some(0),
             id,
-            &envelope(id, "order.created"),
-            &dead,
+            &envelope(id, event),
+            &[],
         )
         .await;
     }
-    // Something in the source topic, so a refused read is refused and not merely empty.
-    produce(
-        &producer,
-        &kafka_topic,
-        Some(0),
-        "k",
-        &envelope("s-1", "order.created"),
-        &[],
-    )
+    wait_for("the three events dead-lettered", WITHIN, || async {
+        (scene.high_watermark(&scene.dead_letter) == 3).then_some(())
+    })
     .await;
+    target.answer(200);
     let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
     let ledger_name = format!("ferry-replays-{CONSUMER}");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), scene.ns.name());
@@ -357,7 +398,7 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
 
     // --dry-run: selects, sends nothing, records nothing.
     let dry = scene
-        .replay(&["--reason", "422", "--dry-run"], async |_| {})
+        .replay(&["--type", "order.created", "--dry-run"], async |_| {})
         .await;
     assert!(dry.contains("would replay:       2"), "{dry}");
     assert_eq!(
@@ -423,8 +464,16 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
             "it may write the tier, not read it: {own_tier:?}"
         );
     };
-    let first = scene.replay(&["--reason", "422"], check_principal).await;
+    let first = scene
+        .replay(&["--type", "order.created"], check_principal)
+        .await;
     assert!(first.contains("replayed:           2"), "{first}");
+    wait_for("each replayed event delivered once", WITHIN, || async {
+        let accepted = target.accepted();
+        (accepted.get("r-1") == Some(&1) && accepted.get("r-2") == Some(&1)).then_some(())
+    })
+    .await;
+    assert_eq!(target.accepted().get("r-3"), None, "r-3 was not selected");
     assert!(
         first.contains("r-1") && first.contains("r-2") && !first.contains("r-3"),
         "{first}"
@@ -476,17 +525,34 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
     );
 
     // The same selection again replays nothing.
-    let second = scene.replay(&["--reason", "422"], async |_| {}).await;
+    let second = scene
+        .replay(&["--type", "order.created"], async |_| {})
+        .await;
     assert!(second.contains("replayed:           0"), "{second}");
     assert!(second.contains("already replayed:   2"), "{second}");
     assert_eq!(scene.high_watermark(&scene.tier), 2);
 
     // --again replays the same event ids again (the worker de-duplicates them by id).
     let again = scene
-        .replay(&["--reason", "422", "--again"], async |_| {})
+        .replay(&["--type", "order.created", "--again"], async |_| {})
         .await;
     assert!(again.contains("replayed:           2"), "{again}");
     assert_eq!(scene.high_watermark(&scene.tier), 4);
+    let requests_before = target.requests().len();
+    wait_for(
+        "the worker to finish the re-replayed tier records",
+        WITHIN,
+        || async { all_committed(env, &group, &scene.tier).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        target.requests().len(),
+        requests_before,
+        "a de-duplicated event was delivered"
+    );
+    for id in ["r-1", "r-2"] {
+        assert_eq!(target.accepted().get(id), Some(&1), "{id}");
+    }
 
     tear_down(&scene.ns, operator, &consumers, &topics).await;
 }

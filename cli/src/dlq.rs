@@ -61,6 +61,20 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    #[command(flatten)]
+    pub mode: Mode,
+}
+
+/// Where Kafka is read from.
+#[derive(Args, Debug, Clone)]
+pub struct Mode {
+    /// Read Kafka from this machine with the consumer's own credential (read from its
+    /// Secret) instead of asking the operator for a Job (a dry-run EventReplay, the default).
+    #[arg(long)]
+    pub direct: bool,
+    /// How long to wait for the operator's Job (`10m`, `90s`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `dlq show`
@@ -73,6 +87,8 @@ pub struct ShowArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    #[command(flatten)]
+    pub mode: Mode,
 }
 
 /// `dlq replay`
@@ -176,16 +192,26 @@ pub async fn run(command: &DlqCommand, kube: &KubeArgs, reach: &KafkaReach) -> R
 
 async fn list(args: &ListArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
     let filter = args.filter.parse(Timestamp::now())?;
-    let session = Session::open(kube, reach, &args.consumer).await?;
-    let selected = session.dead_letters(&filter).await?;
+    let (selected, whose) = if args.mode.direct {
+        let session = Session::open(kube, reach, &args.consumer).await?;
+        let whose = format!(
+            "{}/{} in {}",
+            session.consumer.namespace, session.consumer.name, session.consumer.dead_letter_topic
+        );
+        (session.dead_letters(&filter).await?, whose)
+    } else {
+        let cluster = kube.connect().await?;
+        let whose = format!("{}/{}", cluster.namespace, args.consumer);
+        let selected =
+            crate::in_cluster::select(&cluster, &args.consumer, &args.filter, args.mode.timeout)
+                .await?;
+        (selected, whose)
+    };
     if args.output != Format::Table {
         return output::structured(&selected, args.output);
     }
     if selected.is_empty() {
-        return Ok(format!(
-            "No dead-lettered events of {}/{} in {} match.\n",
-            session.consumer.namespace, session.consumer.name, session.consumer.dead_letter_topic
-        ));
+        return Ok(format!("No dead-lettered events of {whose} match.\n"));
     }
     let now = Timestamp::now();
     let rows: Vec<Vec<String>> = selected
@@ -234,21 +260,38 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn show(args: &ShowArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
-    let session = Session::open(kube, reach, &args.consumer).await?;
-    let by_id = FilterArgs {
+    let by_id_args = FilterArgs {
         ids: vec![args.event_id.clone()],
         ..FilterArgs::default()
-    }
-    .parse(Timestamp::now())?;
-    let found = session.dead_letters(&by_id).await?;
+    };
+    let by_id = by_id_args.parse(Timestamp::now())?;
+    let (found, namespace, where_) = if args.mode.direct {
+        let session = Session::open(kube, reach, &args.consumer).await?;
+        let where_ = format!(
+            "in {} for {}",
+            session.consumer.dead_letter_topic, session.consumer.name
+        );
+        (
+            session.dead_letters(&by_id).await?,
+            session.consumer.namespace.clone(),
+            where_,
+        )
+    } else {
+        let cluster = kube.connect().await?;
+        let found =
+            crate::in_cluster::select(&cluster, &args.consumer, &by_id_args, args.mode.timeout)
+                .await?;
+        (
+            found,
+            cluster.namespace.clone(),
+            format!("for {}", args.consumer),
+        )
+    };
     if found.is_empty() {
         return Err(Error::NotFound {
             kind: "dead-lettered event",
-            namespace: session.consumer.namespace.clone(),
-            name: format!(
-                "{} (in {} for {})",
-                args.event_id, session.consumer.dead_letter_topic, session.consumer.name
-            ),
+            namespace,
+            name: format!("{} ({where_})", args.event_id),
         });
     }
     match args.output {

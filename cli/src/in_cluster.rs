@@ -1,17 +1,20 @@
-//! `dlq replay` through the operator (the default): the plugin creates an `EventReplay` with
+//! `dlq list`, `dlq show` and `dlq replay` through the operator (the default). For a replay: the plugin creates an `EventReplay` with
 //! the user's own RBAC (`create eventreplays`), the operator runs a Job for it under a Kafka
 //! principal of its own (READ on the consumer's dead-letter topic, WRITE on its first retry
 //! tier or, with `--to-source`, its source topics; nothing else), and the plugin waits for the
 //! Job's outcome in the EventReplay's status and prints it. No Kafka credential reaches the
 //! laptop, and the brokers need not be reachable from it. A GitOps user commits the same
-//! EventReplay instead.
+//! EventReplay instead. `list` and `show` are a dry-run EventReplay whose Job writes its
+//! selection into a ConfigMap the EventReplay owns ([`select`]).
 
 use std::time::Duration;
 
 use ferry_operator::api::{EventReplay, EventReplaySpec, EventReplayStatus};
+use ferry_sidecar::dlq::{dead_letter::DeadLetter, filter::FilterArgs, job::SELECTION_KEY};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api,
-    api::{ObjectMeta, PostParams},
+    api::{DeleteParams, ObjectMeta, PostParams},
 };
 use serde::Serialize;
 
@@ -54,17 +57,22 @@ struct Outcome<'a> {
     status: &'a EventReplayStatus,
 }
 
-/// Creates the EventReplay, waits for it to finish (at most `timeout`) and renders the result.
-pub async fn replay(cluster: &Cluster, args: &ReplayArgs, timeout: Duration) -> Result<String> {
+/// Creates an EventReplay for `spec` (named after the consumer), waits for it to finish (at
+/// most `timeout`) and returns its name and status; a Failed replay is an error.
+async fn run(
+    cluster: &Cluster,
+    spec: EventReplaySpec,
+    timeout: Duration,
+) -> Result<(String, EventReplayStatus)> {
     let ns = &cluster.namespace;
     let api: Api<EventReplay> = Api::namespaced(cluster.client.clone(), ns);
     let request = EventReplay {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", args.consumer)),
+            generate_name: Some(format!("{}-", spec.consumer)),
             namespace: Some(ns.clone()),
             ..ObjectMeta::default()
         },
-        spec: spec(args),
+        spec,
         status: None,
     };
     let created = api
@@ -75,13 +83,13 @@ pub async fn replay(cluster: &Cluster, args: &ReplayArgs, timeout: Duration) -> 
                 e,
                 format!("creating an EventReplay in {ns}"),
                 format!(
-                    "create on eventreplays.ferry.dev in namespace {ns} (the operator replays from a Job; no Kafka credential is needed here)"
+                    "create on eventreplays.ferry.dev in namespace {ns} (the operator reads and replays dead letters from a Job; no Kafka credential is needed here)"
                 ),
                 None,
             )
         })?;
     let name = created.metadata.name.clone().unwrap_or_default();
-    eprintln!("EventReplay {ns}/{name} created; waiting for the operator's replay Job");
+    eprintln!("EventReplay {ns}/{name} created; waiting for the operator's Job");
     let deadline = tokio::time::Instant::now() + timeout;
     let status = loop {
         let now = api.get(&name).await.map_err(|e| {
@@ -111,6 +119,66 @@ pub async fn replay(cluster: &Cluster, args: &ReplayArgs, timeout: Duration) -> 
             status.message.clone().unwrap_or_default()
         )));
     }
+    Ok((name, status))
+}
+
+/// The dead letters of `consumer` that `filter` selects, read in the cluster: a dry-run
+/// EventReplay whose Job writes its selection into a ConfigMap the EventReplay owns. The
+/// EventReplay is deleted afterwards (best effort: a list is not an event worth keeping).
+pub async fn select(
+    cluster: &Cluster,
+    consumer: &str,
+    filter: &FilterArgs,
+    timeout: Duration,
+) -> Result<Vec<DeadLetter>> {
+    let spec = EventReplaySpec {
+        consumer: consumer.to_owned(),
+        reason: filter.reason.clone(),
+        event_type: filter.event_type.clone(),
+        ids: filter.ids.clone(),
+        topic: filter.original_topic.clone(),
+        since: filter.since.clone(),
+        until: filter.until.clone(),
+        dry_run: true,
+        ..EventReplaySpec::default()
+    };
+    let (name, status) = run(cluster, spec, timeout).await?;
+    let ns = &cluster.namespace;
+    let selection = status.job_name.clone().unwrap_or_default();
+    let configmaps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    let read = configmaps.get(&selection).await.map_err(|e| {
+        Error::from_kube(
+            e,
+            format!("reading ConfigMap {ns}/{selection}"),
+            format!("get on configmaps in namespace {ns} (the selection of EventReplay {name})"),
+            None,
+        )
+    });
+    let api: Api<EventReplay> = Api::namespaced(cluster.client.clone(), ns);
+    let _ = api.delete(&name, &DeleteParams::default()).await;
+    let text = read?
+        .data
+        .and_then(|mut d| d.remove(SELECTION_KEY))
+        .unwrap_or_else(|| "[]".into());
+    let selected: Vec<DeadLetter> = serde_json::from_str(&text).map_err(|e| {
+        Error::Unusable(format!(
+            "the selection of EventReplay {ns}/{name} is not readable: {e}"
+        ))
+    })?;
+    let result = status.result.unwrap_or_default();
+    if result.listed < result.selected {
+        eprintln!(
+            "only {} of {} selected dead letters fit in a ConfigMap; narrow the selection to see the rest",
+            result.listed, result.selected
+        );
+    }
+    Ok(selected)
+}
+
+/// Creates the EventReplay `args` ask for, waits for it and renders the result.
+pub async fn replay(cluster: &Cluster, args: &ReplayArgs, timeout: Duration) -> Result<String> {
+    let ns = &cluster.namespace;
+    let (name, status) = run(cluster, spec(args), timeout).await?;
     if args.output != Format::Table {
         return output::structured(
             &Outcome {

@@ -131,7 +131,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // The worker dead-letters the four at once (422 is permanent).
     let listed = wait_for("the worker's four dead letters listed", WITHIN, || async {
-        let json = fx.plugin_ok(&["dlq", "list", CONSUMER, "-o", "json"]);
+        let json = fx.plugin_ok(&["dlq", "list", "--direct", CONSUMER, "-o", "json"]);
         (ids(&json).len() == 5).then_some(json)
     })
     .await;
@@ -147,7 +147,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
             );
         }
     }
-    let table = fx.plugin_ok(&["dlq", "list", CONSUMER]);
+    let table = fx.plugin_ok(&["dlq", "list", "--direct", CONSUMER]);
     assert!(table.starts_with("EVENT ID"), "{table}");
     assert!(
         table.contains("order.paid") && !table.contains("x9"),
@@ -156,7 +156,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // Filters select exactly what they say.
     let pick = |extra: &[&str]| {
-        let mut args = vec!["dlq", "list", CONSUMER, "-o", "json"];
+        let mut args = vec!["dlq", "list", "--direct", CONSUMER, "-o", "json"];
         args.extend_from_slice(extra);
         ids(&fx.plugin_ok(&args))
     };
@@ -169,6 +169,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     let yaml = fx.plugin_ok(&[
         "dlq",
         "list",
+        "--direct",
         CONSUMER,
         "--type",
         "order.paid",
@@ -178,7 +179,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     assert!(yaml.contains("eventId: e3"), "{yaml}");
 
     // One event in full.
-    let shown = fx.plugin_ok(&["dlq", "show", CONSUMER, "e3"]);
+    let shown = fx.plugin_ok(&["dlq", "show", "--direct", CONSUMER, "e3"]);
     for expected in [
         "Event ID:         e3",
         "order.paid",
@@ -191,11 +192,12 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
             "{expected:?} missing in:\n{shown}"
         );
     }
-    let shown: Value =
-        serde_json::from_str(&fx.plugin_ok(&["dlq", "show", CONSUMER, "e3", "-o", "json"]))
-            .expect("json");
+    let shown: Value = serde_json::from_str(
+        &fx.plugin_ok(&["dlq", "show", "--direct", CONSUMER, "e3", "-o", "json"]),
+    )
+    .expect("json");
     assert_eq!(shown["payload"]["event"], "order.paid");
-    let missing = fx.plugin(&["dlq", "show", CONSUMER, "nope"]);
+    let missing = fx.plugin(&["dlq", "show", "--direct", CONSUMER, "nope"]);
     assert!(!missing.status.success());
 
     // The service is fixed. A dry run sends and records nothing.

@@ -136,8 +136,7 @@ struct Scene {
 }
 
 impl Scene {
-    /// Runs `kubectl ferry dlq replay <args>` and, meanwhile, the Job the operator makes for
-    /// it; `before_job` looks at the replay's principal while it exists. Returns stdout.
+    /// Runs `kubectl ferry <args>` and, meanwhile, the Job the operator makes for it; `before_job` looks at the replay's principal while it exists. Returns stdout.
     async fn replay(&self, args: &[&str], before_job: impl AsyncFnOnce(&Job)) -> String {
         let ns = self.ns.name();
         let client = self.ns.client();
@@ -151,7 +150,6 @@ impl Scene {
             .map(|j| j.name_any())
             .collect();
         let plugin = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-ferry"))
-            .args(["dlq", "replay", CONSUMER])
             .args(args)
             .args(["-n", ns, "--timeout", "3m"])
             .env("KUBECONFIG", self.env.kubeconfig())
@@ -391,6 +389,46 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
     })
     .await;
     target.answer(200);
+
+    // list and show read in the cluster too (a dry-run EventReplay's selection).
+    let listed: serde_json::Value = serde_json::from_str(
+        &scene
+            .replay(&["dlq", "list", CONSUMER, "-o", "json"], async |_| {})
+            .await,
+    )
+    .expect("JSON");
+    let mut ids: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["eventId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["r-1", "r-2", "r-3"], "{listed}");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("422")),
+        "{listed}"
+    );
+    let paid = scene
+        .replay(
+            &["dlq", "list", CONSUMER, "--type", "order.paid"],
+            async |_| {},
+        )
+        .await;
+    assert!(paid.contains("r-3") && !paid.contains("r-1"), "{paid}");
+    let shown: serde_json::Value = serde_json::from_str(
+        &scene
+            .replay(
+                &["dlq", "show", CONSUMER, "r-3", "-o", "json"],
+                async |_| {},
+            )
+            .await,
+    )
+    .expect("JSON");
+    assert_eq!(shown["payload"]["event"], "order.paid", "{shown}");
+    assert_eq!(shown["eventType"], "order.paid", "{shown}");
     let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
     let ledger_name = format!("ferry-replays-{CONSUMER}");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), scene.ns.name());
@@ -398,7 +436,17 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
 
     // --dry-run: selects, sends nothing, records nothing.
     let dry = scene
-        .replay(&["--type", "order.created", "--dry-run"], async |_| {})
+        .replay(
+            &[
+                "dlq",
+                "replay",
+                CONSUMER,
+                "--type",
+                "order.created",
+                "--dry-run",
+            ],
+            async |_| {},
+        )
         .await;
     assert!(dry.contains("would replay:       2"), "{dry}");
     assert_eq!(
@@ -465,7 +513,10 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
         );
     };
     let first = scene
-        .replay(&["--type", "order.created"], check_principal)
+        .replay(
+            &["dlq", "replay", CONSUMER, "--type", "order.created"],
+            check_principal,
+        )
         .await;
     assert!(first.contains("replayed:           2"), "{first}");
     wait_for("each replayed event delivered once", WITHIN, || async {
@@ -526,7 +577,10 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
 
     // The same selection again replays nothing.
     let second = scene
-        .replay(&["--type", "order.created"], async |_| {})
+        .replay(
+            &["dlq", "replay", CONSUMER, "--type", "order.created"],
+            async |_| {},
+        )
         .await;
     assert!(second.contains("replayed:           0"), "{second}");
     assert!(second.contains("already replayed:   2"), "{second}");
@@ -534,7 +588,17 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
 
     // --again replays the same event ids again (the worker de-duplicates them by id).
     let again = scene
-        .replay(&["--type", "order.created", "--again"], async |_| {})
+        .replay(
+            &[
+                "dlq",
+                "replay",
+                CONSUMER,
+                "--type",
+                "order.created",
+                "--again",
+            ],
+            async |_| {},
+        )
         .await;
     assert!(again.contains("replayed:           2"), "{again}");
     assert_eq!(scene.high_watermark(&scene.tier), 4);

@@ -126,7 +126,16 @@ async fn dead_letters_are_read_and_replayed_with_what_the_operator_made() {
     // The ACLs may reach the broker's authorizer a moment after AccessGranted is written.
     let listed: Value = wait_for("the dead letter listed", WITHIN, || async {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-ferry"))
-            .args(["dlq", "list", CONSUMER, "-o", "json", "-n", ns.name()])
+            .args([
+                "dlq",
+                "list",
+                "--direct",
+                CONSUMER,
+                "-o",
+                "json",
+                "-n",
+                ns.name(),
+            ])
             .env("KUBECONFIG", env.kubeconfig())
             .output()
             .ok()?;

@@ -140,6 +140,11 @@ pub struct ReplayResult {
     /// Selected records that cannot be replayed.
     #[serde(default)]
     pub skipped: i64,
+    /// A dry run: selected records written into the ConfigMap named by `jobName` (key
+    /// `selected.json`), which `kubectl ferry dlq list`/`show` read; fewer than `selected`
+    /// when they did not fit in a ConfigMap.
+    #[serde(default)]
+    pub listed: i64,
     /// The event ids replayed (at most the first 100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replayed_ids: Vec<String>,

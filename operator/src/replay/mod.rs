@@ -300,6 +300,17 @@ async fn apply(replay: &EventReplay, ctx: &Context, namespace: &str) -> Result<A
         .create_acls(&plan::acls(replay, &resolved, &destinations))
         .await?;
     ensure_ledger(&consumer, ctx, namespace).await?;
+    if replay.spec.dry_run {
+        let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace);
+        match configmaps
+            .create(&PostParams::default(), &plan::selection_configmap(replay))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let ssa = PatchParams::apply(MANAGER).force();
     let name = plan::object_name(replay);
     Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)

@@ -18,7 +18,7 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec,
+            Capabilities, ConfigMap, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec,
             PodTemplateSpec, SecretKeySelector, SecurityContext, ServiceAccount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
@@ -171,7 +171,8 @@ pub fn service_account(replay: &EventReplay) -> ServiceAccount {
     }
 }
 
-/// What the Job's ServiceAccount may do: its ledger and this EventReplay's status, by name.
+/// What the Job's ServiceAccount may do: its ledger and this EventReplay's status (and a dry
+/// run's selection ConfigMap), by name.
 pub fn role(replay: &EventReplay) -> Role {
     let rule = |group: &str, resource: &str, name: String| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -180,12 +181,17 @@ pub fn role(replay: &EventReplay) -> Role {
         verbs: vec!["get".into(), "patch".into()],
         ..PolicyRule::default()
     };
+    let mut rules = vec![
+        rule("", "configmaps", ledger_name(&replay.spec.consumer)),
+        rule("ferry.dev", "eventreplays/status", replay.name_any()),
+    ];
+    if replay.spec.dry_run {
+        // A dry run's selection, for `kubectl ferry dlq list`/`show`.
+        rules.push(rule("", "configmaps", object_name(replay)));
+    }
     Role {
         metadata: owned_meta(replay),
-        rules: Some(vec![
-            rule("", "configmaps", ledger_name(&replay.spec.consumer)),
-            rule("ferry.dev", "eventreplays/status", replay.name_any()),
-        ]),
+        rules: Some(rules),
     }
 }
 
@@ -210,6 +216,14 @@ pub fn role_binding(replay: &EventReplay) -> RoleBinding {
             namespace: replay.namespace(),
             ..Subject::default()
         }]),
+    }
+}
+
+/// A dry run's (empty) selection ConfigMap, owned by the EventReplay.
+pub fn selection_configmap(replay: &EventReplay) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(replay),
+        ..ConfigMap::default()
     }
 }
 
@@ -268,6 +282,12 @@ pub fn job(
     env.push(value("FERRY_REPLAY_SOURCES", resolved.sources.join(",")));
     if let Some(d) = &resolved.first_delay {
         env.push(value("FERRY_REPLAY_FIRST_DELAY", d.clone()));
+    }
+    if spec.dry_run {
+        env.push(value(
+            "FERRY_REPLAY_SELECTION_CONFIGMAP",
+            object_name(replay),
+        ));
     }
     let mut args = vec!["dlq-replay".to_owned()];
     let mut flag = |on: bool, name: &str| {
@@ -448,7 +468,7 @@ mod tests {
         });
         assert!(
             destinations(&plain, &no_tiers)
-                .unwrap_err()
+                .expect_err("no tiers, no toSource")
                 .contains("toSource")
         );
     }
@@ -471,5 +491,16 @@ mod tests {
             Some(&["r1".to_owned()][..])
         );
         assert!(rules.iter().all(|r| r.verbs == ["get", "patch"]));
+        let dry = replay(EventReplaySpec {
+            consumer: "notify".into(),
+            dry_run: true,
+            ..EventReplaySpec::default()
+        });
+        let rules = role(&dry).rules.expect("rules");
+        assert_eq!(
+            rules[2].resource_names.as_deref(),
+            Some(&["ferry-replay-r1".to_owned()][..]),
+            "a dry run may also write its own selection ConfigMap"
+        );
     }
 }

@@ -39,6 +39,11 @@ use super::{
 
 /// The field manager the Job writes the ledger and its result with.
 pub const FIELD_MANAGER: &str = "ferry-replay-job";
+/// The ConfigMap key holding a dry run's selection (JSON list of dead letters).
+pub const SELECTION_KEY: &str = "selected.json";
+/// The most a dry run writes into its selection ConfigMap: ConfigMaps hold at most 1 MiB
+/// (Kubernetes' `MaxSecretSize`-like limit on ConfigMap data); the rest is left out and said.
+const SELECTION_BYTES: usize = 900 * 1024;
 /// Event ids listed in a result at most: a status is read by people, and etcd objects are
 /// bounded (1.5 MiB); the counts are always complete.
 const LISTED_IDS: usize = 100;
@@ -85,6 +90,10 @@ pub struct ReplayJobArgs {
     /// At most this many events per second.
     #[arg(long, env = "FERRY_REPLAY_RATE")]
     pub rate: Option<f64>,
+    /// A dry run's selection goes into this ConfigMap (made empty by the operator), so
+    /// `kubectl ferry dlq list`/`show` read dead letters without reaching Kafka.
+    #[arg(long, env = "FERRY_REPLAY_SELECTION_CONFIGMAP")]
+    pub selection_configmap: Option<String>,
     /// When the EventReplay was created (RFC 3339): relative `--since`/`--until` count back
     /// from it, so a Job retried later selects the same events.
     #[arg(long, env = "FERRY_REPLAY_REQUESTED_AT")]
@@ -112,6 +121,8 @@ pub struct JobResult {
     pub already_replayed: usize,
     /// Selected records that cannot be replayed.
     pub skipped: usize,
+    /// Selected records written into the selection ConfigMap (a dry run's).
+    pub listed: usize,
     /// The event ids replayed (the first [`LISTED_IDS`]).
     pub replayed_ids: Vec<String>,
     /// Where the records went.
@@ -172,6 +183,19 @@ async fn report(client: &Client, args: &ReplayJobArgs, result: &JobResult) -> an
     Ok(())
 }
 
+/// The selection as JSON, as many dead letters as fit in [`SELECTION_BYTES`], and how many.
+fn selection_json(selected: &[super::dead_letter::DeadLetter]) -> (String, usize) {
+    let mut n = selected.len();
+    loop {
+        let json = serde_json::to_string(&selected[..n]).unwrap_or_else(|_| "[]".into());
+        if json.len() <= SELECTION_BYTES || n == 0 {
+            return (json, n);
+        }
+        // Cut proportionally, then again if needed: a few rounds at most.
+        n = (n * SELECTION_BYTES / json.len()).min(n - 1);
+    }
+}
+
 async fn replay_once(args: &ReplayJobArgs, client: &Client) -> Result<JobResult, String> {
     let now = args.requested_at.unwrap_or_else(Timestamp::now);
     let filter = args.filter.parse(now).map_err(|e| e.to_string())?;
@@ -227,6 +251,7 @@ async fn replay_once(args: &ReplayJobArgs, client: &Client) -> Result<JobResult,
         replayed: plan.sends.len(),
         already_replayed: plan.already_replayed.len(),
         skipped: plan.skipped.len(),
+        listed: 0,
         replayed_ids: plan
             .sends
             .iter()
@@ -237,6 +262,25 @@ async fn replay_once(args: &ReplayJobArgs, client: &Client) -> Result<JobResult,
         message: String::new(),
         finished_at: String::new(),
     };
+    if args.dry_run
+        && let Some(name) = &args.selection_configmap
+    {
+        let (json, listed) = selection_json(&selected);
+        result.listed = listed;
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": args.namespace},
+            "data": {SELECTION_KEY: json},
+        });
+        configmaps
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await
+            .map_err(|e| format!("writing the selection into ConfigMap {name}: {e}"))?;
+    }
     if args.dry_run || plan.sends.is_empty() {
         result.message = format!(
             "{}{} of {} selected dead letters {} to {where_to}",

@@ -3,10 +3,10 @@
 //!
 //! ```text
 //!  laptop: kubectl ferry ──(kubeconfig, user's RBAC)──▶ API server
-//!            │   dlq replay: create EventReplay, wait   ──▶ operator ──▶ Job (dlq-replay)
+//!            │   dlq list/show/replay: EventReplay, wait ──▶ operator ──▶ Job (dlq-replay)
 //!            │                                             own principal: READ dead letters,
 //!            │                                             WRITE first tier; status.result
-//!            │   dlq list/show, replay --direct:
+//!            │   --direct:
 //!            │   EventConsumer, EventTopics          get eventconsumers, eventtopics
 //!            │   Secret ferry-kafka-<serviceAccount>  get secrets/<that one>
 //!            │   ConfigMap ferry-replays-<consumer>   get/patch configmaps (replay ledger)
@@ -16,25 +16,25 @@
 //! ```
 //!
 //! # How the plugin reaches Kafka, and why
-//! No Kafka admin credential ever leaves the cluster. `dlq replay` asks the operator
-//! ([`in_cluster`]): it creates an `EventReplay`, the operator runs a Job under a principal
-//! that may read only that consumer's dead letters and write only where the replay goes, and
-//! the plugin prints the outcome the Job wrote into the EventReplay's status. No Kafka
+//! No Kafka admin credential ever leaves the cluster. `dlq list`, `show` and `replay` ask the
+//! operator ([`in_cluster`]): they create an `EventReplay` (a dry run for `list`/`show`), the
+//! operator runs a Job under a principal that may read only that consumer's dead letters and
+//! write only where the replay goes, and the plugin prints the outcome the Job wrote into the
+//! EventReplay's status (and, for a dry run, the selection it wrote into a ConfigMap). No Kafka
 //! credential reaches the laptop and the brokers need not be reachable from it; a GitOps user
 //! commits the same resource. The Kafka logic is shared with that Job
 //! (`ferry_sidecar::dlq`: [`dead_letter`], [`filter`], [`scan`], [`replay`], the ledger).
 //!
-//! `dlq list`, `dlq show` and `dlq replay --direct` still connect from the laptop as the
-//! consumer's own Kafka principal, whose credential the operator keeps in the Secret
-//! `ferry-kafka-<serviceAccount>`, read through the API server with the user's RBAC:
+//! With `--direct` they connect from the laptop as the consumer's own Kafka principal, whose
+//! credential the operator keeps in the Secret `ferry-kafka-<serviceAccount>`, read through
+//! the API server with the user's RBAC:
 //! - **who may** is decided by Kubernetes RBAC: a user who may `get` that Secret could already
 //!   run a pod with it; a user who may not is refused with the API server's own sentence.
 //! - **what it can do** in Kafka is what that consumer's workers can do, nothing more: read its
 //!   own dead letters and write its own retry tiers. It cannot read another team's topics.
 //! - where brokers are not reachable from the laptop, `--kafka-bootstrap` points the plugin at a
 //!   `kubectl port-forward`; this works where the brokers advertise an address the laptop
-//!   reaches. Listing through a dry-run EventReplay is the way to lift that limit for
-//!   `list`/`show` too (not built yet).
+//!   reaches (the in-cluster default has no such limit).
 //!
 //! # Modules
 //! [`cluster`] (kubeconfig, `--context`, `--as`), [`consumer`] (the EventConsumer's topics and

@@ -25,8 +25,9 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$
 target=${CARGO_TARGET_DIR:-$REPO/target}
 KUBECTL_FERRY=$target/debug/kubectl-ferry
 # `kubectl ferry` reads the dead-letter topic for the checks (--direct: from here, with the
-# consumer's credential, so the check does not depend on a replay Job running on the node). FERRY_IMAGE_BUILD=no (CI, after
-# `make test` built everything): use what target/ holds, as images.sh does.
+# consumer's credential, so the check does not depend on a replay Job running on the node).
+# FERRY_IMAGE_BUILD=no (CI, after `make test` built everything): use what target/ holds, as
+# images.sh does.
 if [ "${FERRY_IMAGE_BUILD:-yes}" != no ]; then
   (cd "$REPO" && cargo build --quiet --locked -p kubectl-ferry --bin kubectl-ferry)
 fi

@@ -337,3 +337,26 @@ async fn replay_once(args: &ReplayJobArgs, client: &Client) -> Result<JobResult,
         Err(e) => Err(format!("replayed {sent} of {total}, then: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlq::dead_letter::{
+        DeadLetter,
+        tests::{ENVELOPE, record},
+    };
+
+    #[test]
+    fn a_selection_too_large_for_a_configmap_is_cut_and_says_how_much_fits() {
+        let one = DeadLetter::from_message(&record(1, &[], ENVELOPE));
+        let (json, n) = selection_json(std::slice::from_ref(&one));
+        assert_eq!(n, 1);
+        let back: Vec<DeadLetter> = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(back[0].event_type, one.event_type);
+        let many = vec![one; 20_000];
+        let (json, n) = selection_json(&many);
+        assert!(json.len() <= SELECTION_BYTES, "{}", json.len());
+        assert!(n > 0 && n < many.len(), "{n}");
+        assert_eq!(selection_json(&[]), ("[]".to_owned(), 0));
+    }
+}

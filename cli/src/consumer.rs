@@ -9,6 +9,7 @@ use ferry_operator::{
     api::{EventConsumer, EventTopic},
     identity::{consumer_grants::group_id, credentials::secret_name},
 };
+use ferry_sidecar::dlq::target::Target;
 use kube::{Api, ResourceExt, api::ListParams};
 
 use crate::{
@@ -116,13 +117,21 @@ impl ConsumerView {
         Self::from_resource(&consumer, &topics)
     }
 
-    /// Where a dead letter first read from `original_topic` goes back to: the first retry tier
-    /// of that topic for this group (the worker consumes it in the same group and
-    /// de-duplicates by event id), or `None` when the consumer has no tiers.
+    /// What the shared dead-letter code needs of this consumer.
+    pub fn target(&self) -> Target {
+        Target {
+            name: self.name.clone(),
+            group: self.group.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            sources: self.sources.clone(),
+            first_delay: self.first_delay.clone(),
+        }
+    }
+
+    /// Where a dead letter first read from `original_topic` goes back to
+    /// ([`Target::first_tier`]).
     pub fn first_tier(&self, original_topic: &str) -> Option<String> {
-        self.first_delay
-            .as_deref()
-            .map(|delay| naming::retry_topic(original_topic, &self.group, delay))
+        self.target().first_tier(original_topic)
     }
 }
 

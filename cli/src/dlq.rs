@@ -38,7 +38,7 @@ pub enum DlqCommand {
     /// Show dead-lettered events in full (headers and payload).
     Show(ShowArgs),
     /// Send dead-lettered events back to their consumer, each keeping its event id.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
 }
 
 /// How Kafka is reached from here.
@@ -61,6 +61,20 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    #[command(flatten)]
+    pub mode: Mode,
+}
+
+/// Where Kafka is read from.
+#[derive(Args, Debug, Clone)]
+pub struct Mode {
+    /// Read Kafka from this machine with the consumer's own credential (read from its
+    /// Secret) instead of asking the operator for a Job (a dry-run EventReplay, the default).
+    #[arg(long)]
+    pub direct: bool,
+    /// How long to wait for the operator's Job (`10m`, `90s`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `dlq show`
@@ -73,6 +87,8 @@ pub struct ShowArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    #[command(flatten)]
+    pub mode: Mode,
 }
 
 /// `dlq replay`
@@ -103,6 +119,13 @@ pub struct ReplayArgs {
     /// Output format of the summary.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+    /// Replay from the laptop with the consumer's own Kafka credential (read from its Secret)
+    /// instead of asking the operator for a replay Job (an EventReplay, the default).
+    #[arg(long)]
+    pub direct: bool,
+    /// How long to wait for the operator's replay Job (`10m`, `90s`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `50`, `50/s` or `2.5/s` events per second.
@@ -147,13 +170,14 @@ impl Session {
     /// The consumer's dead letters that `filter` selects.
     async fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>> {
         let kafka = self.kafka(&self.consumer.credential_secret).await?;
-        scan::scan(
+        Ok(scan::scan(
             &kafka,
             &self.consumer.dead_letter_topic,
             &self.consumer.group,
+            &self.consumer.group,
             filter,
         )
-        .await
+        .await?)
     }
 }
 
@@ -168,16 +192,26 @@ pub async fn run(command: &DlqCommand, kube: &KubeArgs, reach: &KafkaReach) -> R
 
 async fn list(args: &ListArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
     let filter = args.filter.parse(Timestamp::now())?;
-    let session = Session::open(kube, reach, &args.consumer).await?;
-    let selected = session.dead_letters(&filter).await?;
+    let (selected, whose) = if args.mode.direct {
+        let session = Session::open(kube, reach, &args.consumer).await?;
+        let whose = format!(
+            "{}/{} in {}",
+            session.consumer.namespace, session.consumer.name, session.consumer.dead_letter_topic
+        );
+        (session.dead_letters(&filter).await?, whose)
+    } else {
+        let cluster = kube.connect().await?;
+        let whose = format!("{}/{}", cluster.namespace, args.consumer);
+        let selected =
+            crate::in_cluster::select(&cluster, &args.consumer, &args.filter, args.mode.timeout)
+                .await?;
+        (selected, whose)
+    };
     if args.output != Format::Table {
         return output::structured(&selected, args.output);
     }
     if selected.is_empty() {
-        return Ok(format!(
-            "No dead-lettered events of {}/{} in {} match.\n",
-            session.consumer.namespace, session.consumer.name, session.consumer.dead_letter_topic
-        ));
+        return Ok(format!("No dead-lettered events of {whose} match.\n"));
     }
     let now = Timestamp::now();
     let rows: Vec<Vec<String>> = selected
@@ -226,21 +260,38 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 async fn show(args: &ShowArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
-    let session = Session::open(kube, reach, &args.consumer).await?;
-    let by_id = FilterArgs {
+    let by_id_args = FilterArgs {
         ids: vec![args.event_id.clone()],
         ..FilterArgs::default()
-    }
-    .parse(Timestamp::now())?;
-    let found = session.dead_letters(&by_id).await?;
+    };
+    let by_id = by_id_args.parse(Timestamp::now())?;
+    let (found, namespace, where_) = if args.mode.direct {
+        let session = Session::open(kube, reach, &args.consumer).await?;
+        let where_ = format!(
+            "in {} for {}",
+            session.consumer.dead_letter_topic, session.consumer.name
+        );
+        (
+            session.dead_letters(&by_id).await?,
+            session.consumer.namespace.clone(),
+            where_,
+        )
+    } else {
+        let cluster = kube.connect().await?;
+        let found =
+            crate::in_cluster::select(&cluster, &args.consumer, &by_id_args, args.mode.timeout)
+                .await?;
+        (
+            found,
+            cluster.namespace.clone(),
+            format!("for {}", args.consumer),
+        )
+    };
     if found.is_empty() {
         return Err(Error::NotFound {
             kind: "dead-lettered event",
-            namespace: session.consumer.namespace.clone(),
-            name: format!(
-                "{} (in {} for {})",
-                args.event_id, session.consumer.dead_letter_topic, session.consumer.name
-            ),
+            namespace,
+            name: format!("{} ({where_})", args.event_id),
         });
     }
     match args.output {
@@ -315,6 +366,10 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
             "dlq replay needs a filter (--reason, --type, --id, --topic, --since, --until) or --all".into(),
         ));
     }
+    if !args.direct {
+        let cluster = kube.connect().await?;
+        return crate::in_cluster::replay(&cluster, args, args.timeout).await;
+    }
     let session = Session::open(kube, reach, &args.consumer).await?;
     let consumer = &session.consumer;
     let destination = match (consumer.first_delay.is_some(), args.to_source) {
@@ -337,7 +392,7 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
     let mut ledger_now = ledger::load(&session.cluster, consumer).await?;
     let plan = replay::plan(
         &selected,
-        consumer,
+        &consumer.target(),
         destination,
         &ledger_now,
         args.again,
@@ -364,9 +419,14 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
                 Timestamp::now()
             );
             let (cluster, ledger) = (session.cluster.clone(), ledger_now.clone());
-            async move { ledger::save(&cluster, consumer, &ledger, &line).await }
+            async move {
+                ledger::save(&cluster, consumer, &ledger, &line)
+                    .await
+                    .map_err(|e| ferry_sidecar::dlq::Error::Unusable(e.to_string()))
+            }
         })
-        .await;
+        .await
+        .map_err(Error::from);
         record_event(&session.cluster, consumer, sent, &plan, &result).await;
         result?;
     }

@@ -72,6 +72,17 @@ pub enum Error {
     Usage(String),
 }
 
+impl From<ferry_sidecar::dlq::Error> for Error {
+    fn from(e: ferry_sidecar::dlq::Error) -> Self {
+        use ferry_sidecar::dlq::Error as Dlq;
+        match e {
+            Dlq::Kafka { doing, source } => Self::Kafka { doing, source },
+            Dlq::Unusable(s) => Self::Unusable(s),
+            Dlq::Usage(s) => Self::Usage(s),
+        }
+    }
+}
+
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -3,64 +3,57 @@
 //!
 //! ```text
 //!  laptop: kubectl ferry ──(kubeconfig, user's RBAC)──▶ API server
+//!            │   dlq list/show/replay: EventReplay, wait ──▶ operator ──▶ Job (dlq-replay)
+//!            │                                             own principal: READ dead letters,
+//!            │                                             WRITE first tier; status.result
+//!            │   --direct:
 //!            │   EventConsumer, EventTopics          get eventconsumers, eventtopics
 //!            │   Secret ferry-kafka-<serviceAccount>  get secrets/<that one>
 //!            │   ConfigMap ferry-replays-<consumer>   get/patch configmaps (replay ledger)
-//!            │   Event on the EventConsumer            create events (audit, best effort)
 //!            ▼
 //!          Kafka ──(the consumer's own SCRAM principal)──▶ READ its dead-letter topic,
 //!                                                          WRITE its first retry tier
 //! ```
 //!
 //! # How the plugin reaches Kafka, and why
-//! No Kafka admin credential ever leaves the cluster. The plugin connects as the consumer's
-//! own Kafka principal, whose credential the operator already keeps in the Secret
-//! `ferry-kafka-<serviceAccount>`, read through the API server with the user's RBAC. So:
-//! - **who may** is decided by Kubernetes RBAC, where the platform team already decides who
-//!   may touch a team's namespace: a user who may `get` that Secret could already run a pod
-//!   with it; a user who may not is refused with the API server's own sentence and what to ask
-//!   for. Every read of the Secret is in the API server's audit log.
-//! - **what it can do** in Kafka is what that consumer's workers can do, nothing more: read its
-//!   own dead letters (the operator grants each consumer READ on its dead-letter topic, issue
-//!   #18; the worker wrote them, so nothing new is disclosed) and write its own retry tiers,
-//!   which only its own group reads. It cannot read another team's topics (the broker refuses).
-//! - the replay goes back **through the worker**: into the consumer's first retry tier, due at
-//!   once, with its key, partition, payload and event id, so the worker delivers it with its
-//!   usual retries, per-key order and de-duplication by event id ([`replay`]).
-//! - where brokers are not reachable from the laptop, `--kafka-bootstrap` points the plugin at a
-//!   `kubectl port-forward` (or any name the laptop knows) instead of the Secret's address.
-//!   Kafka clients then connect to each broker's *advertised* address, so this works where the
-//!   brokers advertise an address the laptop reaches (a single broker forwarded on its own
-//!   port, an external listener); a cluster whose brokers are reachable only from inside needs
-//!   the in-cluster variant below. That is this design's real limit.
+//! No Kafka admin credential ever leaves the cluster. `dlq list`, `show` and `replay` ask the
+//! operator ([`in_cluster`]): they create an `EventReplay` (a dry run for `list`/`show`), the
+//! operator runs a Job under a principal that may read only that consumer's dead letters and
+//! write only where the replay goes, and the plugin prints the outcome the Job wrote into the
+//! EventReplay's status (and, for a dry run, the selection it wrote into a ConfigMap). No Kafka
+//! credential reaches the laptop and the brokers need not be reachable from it; a GitOps user
+//! commits the same resource. The Kafka logic is shared with that Job
+//! (`ferry_sidecar::dlq`: [`dead_letter`], [`filter`], [`scan`], [`replay`], the ledger).
 //!
-//! The issue also sketches a stricter variant: the plugin asks the operator (an `EventReplay`
-//! resource or an annotation) and the operator runs a Job under a dedicated principal with
-//! READ on the dead-letter topic and WRITE on the first tier only, so no Kafka credential
-//! reaches the laptop at all and GitOps can trigger replays. That needs a controller, a
-//! principal kind and a Job image; the pure parts here ([`dead_letter`], [`filter`],
-//! [`replay::plan`], [`ledger`]) are what such a Job would run. Until then the consumer's own
-//! credential is the least privilege that exists.
+//! With `--direct` they connect from the laptop as the consumer's own Kafka principal, whose
+//! credential the operator keeps in the Secret `ferry-kafka-<serviceAccount>`, read through
+//! the API server with the user's RBAC:
+//! - **who may** is decided by Kubernetes RBAC: a user who may `get` that Secret could already
+//!   run a pod with it; a user who may not is refused with the API server's own sentence.
+//! - **what it can do** in Kafka is what that consumer's workers can do, nothing more: read its
+//!   own dead letters and write its own retry tiers. It cannot read another team's topics.
+//! - where brokers are not reachable from the laptop, `--kafka-bootstrap` points the plugin at a
+//!   `kubectl port-forward`; this works where the brokers advertise an address the laptop
+//!   reaches (the in-cluster default has no such limit).
 //!
 //! # Modules
 //! [`cluster`] (kubeconfig, `--context`, `--as`), [`consumer`] (the EventConsumer's topics and
 //! group, named by the functions the operator and worker use), [`credential`] (the Secret to
-//! Kafka settings), [`scan`] (read a dead-letter topic once), [`dead_letter`] (one record),
-//! [`filter`], [`replay`], [`ledger`] (what was replayed), [`dlq`] and [`status`] (the
-//! commands), [`output`] (table, JSON, YAML, colour).
+//! Kafka settings), [`ledger`] (the ledger ConfigMap as the user), [`dlq`], [`in_cluster`] and
+//! [`status`] (the commands), [`output`] (table, JSON, YAML, colour).
 
 pub mod cluster;
 pub mod consumer;
 pub mod credential;
-pub mod dead_letter;
 pub mod dlq;
 pub mod error;
-pub mod filter;
+pub mod in_cluster;
 pub mod ledger;
 pub mod output;
-pub mod replay;
-pub mod scan;
 pub mod status;
+
+/// The dead-letter code the plugin shares with the operator's replay Job.
+pub use ferry_sidecar::dlq::{dead_letter, filter, replay, scan};
 
 use clap::{Parser, Subcommand};
 

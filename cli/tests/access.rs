@@ -32,7 +32,7 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
     let fx = Fixture::create(env, 1).await;
     let user = format!("dev-{}", fx.ns.name());
 
-    let out = fx.plugin(&["--as", &user, "dlq", "list", CONSUMER]);
+    let out = fx.plugin(&["--as", &user, "dlq", "list", "--direct", CONSUMER]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("access denied"), "{err}");
@@ -92,7 +92,9 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "RBAC to let the user read the EventConsumer",
         Duration::from_secs(60),
         || async {
-            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let out = fx.plugin(&[
+                "--as", &user, "dlq", "replay", "--direct", CONSUMER, "--all",
+            ]);
             let err = stderr(&out);
             (!out.status.success() && err.contains("\"secrets\"")).then_some(err)
         },
@@ -155,7 +157,9 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "RBAC to let the user read the Secret",
         Duration::from_secs(60),
         || async {
-            let out = fx.plugin(&["--as", &user, "dlq", "replay", CONSUMER, "--all"]);
+            let out = fx.plugin(&[
+                "--as", &user, "dlq", "replay", "--direct", CONSUMER, "--all",
+            ]);
             let err = stderr(&out);
             (!out.status.success() && err.contains("\"configmaps\"")).then_some(err)
         },
@@ -171,7 +175,7 @@ async fn a_user_without_access_is_refused_with_what_to_ask_for() {
         "a replay was sent although it could not be recorded"
     );
     // The listing itself needs no write.
-    let listed = fx.plugin(&["--as", &user, "dlq", "list", CONSUMER]);
+    let listed = fx.plugin(&["--as", &user, "dlq", "list", "--direct", CONSUMER]);
     assert!(listed.status.success(), "{}", stderr(&listed));
 }
 
@@ -203,7 +207,7 @@ async fn the_consumers_credential_cannot_read_another_topic() {
         .await
         .expect("patched");
 
-    let out = fx.plugin(&["dlq", "list", CONSUMER]);
+    let out = fx.plugin(&["dlq", "list", "--direct", CONSUMER]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("Kafka ("), "{err}");

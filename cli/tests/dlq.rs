@@ -131,7 +131,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // The worker dead-letters the four at once (422 is permanent).
     let listed = wait_for("the worker's four dead letters listed", WITHIN, || async {
-        let json = fx.plugin_ok(&["dlq", "list", CONSUMER, "-o", "json"]);
+        let json = fx.plugin_ok(&["dlq", "list", "--direct", CONSUMER, "-o", "json"]);
         (ids(&json).len() == 5).then_some(json)
     })
     .await;
@@ -147,7 +147,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
             );
         }
     }
-    let table = fx.plugin_ok(&["dlq", "list", CONSUMER]);
+    let table = fx.plugin_ok(&["dlq", "list", "--direct", CONSUMER]);
     assert!(table.starts_with("EVENT ID"), "{table}");
     assert!(
         table.contains("order.paid") && !table.contains("x9"),
@@ -156,7 +156,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // Filters select exactly what they say.
     let pick = |extra: &[&str]| {
-        let mut args = vec!["dlq", "list", CONSUMER, "-o", "json"];
+        let mut args = vec!["dlq", "list", "--direct", CONSUMER, "-o", "json"];
         args.extend_from_slice(extra);
         ids(&fx.plugin_ok(&args))
     };
@@ -169,6 +169,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     let yaml = fx.plugin_ok(&[
         "dlq",
         "list",
+        "--direct",
         CONSUMER,
         "--type",
         "order.paid",
@@ -178,7 +179,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     assert!(yaml.contains("eventId: e3"), "{yaml}");
 
     // One event in full.
-    let shown = fx.plugin_ok(&["dlq", "show", CONSUMER, "e3"]);
+    let shown = fx.plugin_ok(&["dlq", "show", "--direct", CONSUMER, "e3"]);
     for expected in [
         "Event ID:         e3",
         "order.paid",
@@ -191,16 +192,17 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
             "{expected:?} missing in:\n{shown}"
         );
     }
-    let shown: Value =
-        serde_json::from_str(&fx.plugin_ok(&["dlq", "show", CONSUMER, "e3", "-o", "json"]))
-            .expect("json");
+    let shown: Value = serde_json::from_str(
+        &fx.plugin_ok(&["dlq", "show", "--direct", CONSUMER, "e3", "-o", "json"]),
+    )
+    .expect("json");
     assert_eq!(shown["payload"]["event"], "order.paid");
-    let missing = fx.plugin(&["dlq", "show", CONSUMER, "nope"]);
+    let missing = fx.plugin(&["dlq", "show", "--direct", CONSUMER, "nope"]);
     assert!(!missing.status.success());
 
     // The service is fixed. A dry run sends and records nothing.
     target.answer(200);
-    let dry = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--dry-run"]);
+    let dry = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all", "--dry-run"]);
     assert!(dry.contains("would replay:       5"), "{dry}");
     let ledgers: Api<ConfigMap> = Api::namespaced(fx.ns.client(), fx.ns.name());
     let ledger = format!("ferry-replays-{CONSUMER}");
@@ -211,12 +213,14 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     );
 
     // A bare replay (no filter) is refused rather than replaying everything by accident.
-    let bare = fx.plugin(&["dlq", "replay", CONSUMER]);
+    let bare = fx.plugin(&["dlq", "replay", "--direct", CONSUMER]);
     assert!(!bare.status.success());
     assert!(String::from_utf8_lossy(&bare.stderr).contains("--all"));
 
     // The replay delivers each event once, through the worker.
-    let replayed = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--rate", "50/s"]);
+    let replayed = fx.plugin_ok(&[
+        "dlq", "replay", "--direct", CONSUMER, "--all", "--rate", "50/s",
+    ]);
     assert!(replayed.contains("replayed:           5"), "{replayed}");
     wait_for("each replayed event delivered", WITHIN, || async {
         let accepted = target.accepted();
@@ -257,12 +261,13 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
     );
 
     // The same selection again replays nothing.
-    let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all"]);
+    let again = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all"]);
     assert!(again.contains("replayed:           0"), "{again}");
     assert!(again.contains("already replayed:   5"), "{again}");
     let json: Value = serde_json::from_str(&fx.plugin_ok(&[
         "dlq",
         "replay",
+        "--direct",
         CONSUMER,
         "--type",
         "order.paid",
@@ -275,7 +280,7 @@ async fn dead_letters_of_a_real_worker_are_listed_filtered_and_replayed_once() {
 
     // --again sends them, and de-duplication by event id keeps them from a second effect.
     let requests_before = target.requests().len();
-    let forced = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--again"]);
+    let forced = fx.plugin_ok(&["dlq", "replay", "--direct", CONSUMER, "--all", "--again"]);
     assert!(forced.contains("replayed:           5"), "{forced}");
     wait_for(
         "the worker to finish the re-replayed tier records",
@@ -330,7 +335,7 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
     )
     .await;
 
-    let refused = fx.plugin(&["dlq", "replay", CONSUMER, "--all"]);
+    let refused = fx.plugin(&["dlq", "replay", "--direct", CONSUMER, "--all"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -351,7 +356,14 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
         &[],
     )
     .await;
-    let out = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    let out = fx.plugin_ok(&[
+        "dlq",
+        "replay",
+        "--direct",
+        CONSUMER,
+        "--all",
+        "--to-source",
+    ]);
     assert!(out.contains("replayed:           1"), "{out}");
 
     let reader: BaseConsumer = env
@@ -390,6 +402,13 @@ async fn without_tiers_a_replay_goes_to_the_source_only_when_asked() {
         })
         .unwrap_or_default();
     assert_eq!(names, [(headers::EVENT_ID.to_owned(), "e7".to_owned())]);
-    let again = fx.plugin_ok(&["dlq", "replay", CONSUMER, "--all", "--to-source"]);
+    let again = fx.plugin_ok(&[
+        "dlq",
+        "replay",
+        "--direct",
+        CONSUMER,
+        "--all",
+        "--to-source",
+    ]);
     assert!(again.contains("replayed:           0"), "{again}");
 }

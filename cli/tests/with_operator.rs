@@ -126,7 +126,16 @@ async fn dead_letters_are_read_and_replayed_with_what_the_operator_made() {
     // The ACLs may reach the broker's authorizer a moment after AccessGranted is written.
     let listed: Value = wait_for("the dead letter listed", WITHIN, || async {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-ferry"))
-            .args(["dlq", "list", CONSUMER, "-o", "json", "-n", ns.name()])
+            .args([
+                "dlq",
+                "list",
+                "--direct",
+                CONSUMER,
+                "-o",
+                "json",
+                "-n",
+                ns.name(),
+            ])
             .env("KUBECONFIG", env.kubeconfig())
             .output()
             .ok()?;
@@ -137,7 +146,7 @@ async fn dead_letters_are_read_and_replayed_with_what_the_operator_made() {
     assert_eq!(listed[0]["eventId"], "op-1");
     assert_eq!(listed[0]["topic"], dead_letter.as_str());
 
-    let out = plugin(&["dlq", "replay", CONSUMER, "--id", "op-1"]);
+    let out = plugin(&["dlq", "replay", "--direct", CONSUMER, "--id", "op-1"]);
     assert!(out.contains("replayed:           1"), "{out}");
     assert!(out.contains(&tier), "{out}");
     let reader: BaseConsumer = env.kafka_config().create().expect("reader");

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     admission,
-    api::{EventConsumer, EventTopic},
+    api::{EventConsumer, EventReplay, EventTopic},
 };
 
 /// Why the CRDs could not be written.
@@ -44,7 +44,7 @@ pub const POLICY_BINDING_FILE: &str = "tenancy-policy-binding.yaml";
 
 /// Every CRD Ferry defines.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![EventTopic::crd(), EventConsumer::crd()]
+    vec![EventTopic::crd(), EventConsumer::crd(), EventReplay::crd()]
 }
 
 /// The file name a CRD is written to: `<plural>.<group>.yaml`.

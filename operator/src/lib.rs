@@ -9,6 +9,7 @@
 //!        │                                   ▲ access_status (AccessBook)
 //!        └─watch all──▶ identity ────────────┴──── credentials, ACLs ──▶ kafka ──▶ broker
 //!  EventConsumer ─watch─▶ consumer (Controller) ──▶ worker Deployment, retry/DLQ topics, lag
+//!  EventReplay ─watch─▶ replay (Controller) ──▶ principal + ACLs, Job (dlq-replay) ──▶ status
 //! ```
 //!
 //! Every controller has one shape (`reconcile` → `finalizer` → apply/cleanup, an `error_policy`
@@ -32,6 +33,7 @@ pub mod leader;
 pub mod metrics;
 pub mod ownership;
 pub mod reconcile;
+pub mod replay;
 pub mod run;
 pub mod status;
 pub mod topic;

@@ -356,6 +356,18 @@ impl RunArgs {
                 namespace.clone(),
                 stopped(term_rx.clone()),
             );
+            let replays = crate::replay::run(
+                namespace.clone(),
+                crate::replay::Context {
+                    client: client.clone(),
+                    admin: admin.clone(),
+                    events: events.clone(),
+                    metrics: metrics.clone(),
+                    worker: worker_settings.clone(),
+                    backoffs: Default::default(),
+                },
+                stopped(term_rx.clone()),
+            );
             let access = identity::run(
                 std::sync::Arc::new(identity::Context::new(
                     client.clone(),
@@ -398,6 +410,10 @@ impl RunArgs {
                     async {
                         access.await;
                         info!("identity controller stopped")
+                    },
+                    async {
+                        replays.await;
+                        info!("EventReplay controller stopped")
                     },
                     registered,
                 );

@@ -24,8 +24,10 @@ OVERLAY=$REPO/examples/shop-local
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$REPO/Cargo.toml")
 target=${CARGO_TARGET_DIR:-$REPO/target}
 KUBECTL_FERRY=$target/debug/kubectl-ferry
-# `kubectl ferry` reads the dead-letter topic for the checks. FERRY_IMAGE_BUILD=no (CI, after
-# `make test` built everything): use what target/ holds, as images.sh does.
+# `kubectl ferry` reads the dead-letter topic for the checks (--direct: from here, with the
+# consumer's credential, so the check does not depend on a replay Job running on the node).
+# FERRY_IMAGE_BUILD=no (CI, after `make test` built everything): use what target/ holds, as
+# images.sh does.
 if [ "${FERRY_IMAGE_BUILD:-yes}" != no ]; then
   (cd "$REPO" && cargo build --quiet --locked -p kubectl-ferry --bin kubectl-ferry)
 fi
@@ -177,7 +179,7 @@ all_emailed() { local o; for o in "${order_ids[@]}"; do [ "$(emails_for "$o")" -
 until_true 120 "notification-service to send the 3 emails" all_emailed
 # The re-delivered event and the poison event share the first order's key (one partition, in
 # that order): the poison event dead-lettered means the re-delivery was consumed before it.
-dlq_has_poison() { "$KUBECTL_FERRY" -n "$SHOP_NS" dlq list notification-service-orders --id "$poison" -o json 2>/dev/null | jq -e 'length == 1' >/dev/null; }
+dlq_has_poison() { "$KUBECTL_FERRY" -n "$SHOP_NS" dlq list --direct notification-service-orders --id "$poison" -o json 2>/dev/null | jq -e 'length == 1' >/dev/null; }
 until_true 180 "the poison event in dlq.v1" dlq_has_poison
 until_true 180 "consumer lag back to 0 (the re-delivery and the poison event consumed too)" lag_zero
 for o in "${order_ids[@]}"; do
@@ -189,7 +191,7 @@ info "notification-service /notifications (this run):"
 api notification-service /notifications | jq -r --argjson ids "$(printf '%s\n' "${order_ids[@]}" | jq -R . | jq -s .)" \
   '.emails_sent[] | select(.order_id as $o | $ids | index($o)) | "         email sent: order \(.order_id) user \(.user_id) amount \(.amount) (event \(.event_id))"'
 check "poison event $poison is in the dead-letter topic dlq.v1" dlq_has_poison
-"$KUBECTL_FERRY" -n "$SHOP_NS" dlq list notification-service-orders --id "$poison" 2>&1 | sed 's/^/       /'
+"$KUBECTL_FERRY" -n "$SHOP_NS" dlq list --direct notification-service-orders --id "$poison" 2>&1 | sed 's/^/       /'
 check "consumer lag back to 0 (notification-service-orders: $(lag notification-service-orders), order-service-users: $(lag order-service-users))" lag_zero
 info "order-service's user projection (GET /users), this run:"
 api order-service /users | jq -r --arg r "$run" '.users[] | select(.email | contains($r)) | "         \(.user_id) \(.email) \(.name)"'

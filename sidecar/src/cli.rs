@@ -30,6 +30,8 @@ enum Command {
     Relay(Box<crate::relay::RelayArgs>),
     /// Deliver Kafka records to a service over HTTP.
     Worker(Box<crate::worker::config::WorkerArgs>),
+    /// Replay an EventConsumer's dead letters (the Job of an EventReplay).
+    DlqReplay(Box<crate::dlq::job::ReplayJobArgs>),
 }
 
 impl Cli {
@@ -39,7 +41,7 @@ impl Cli {
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let threads = self.runtime_threads.or(match self.command {
             Command::Worker(_) => Some(WORKER_RUNTIME_THREADS),
-            Command::Relay(_) => None,
+            Command::Relay(_) | Command::DlqReplay(_) => None,
         });
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.enable_all();
@@ -60,6 +62,10 @@ impl Cli {
                 args.log.init();
                 crate::worker::run(*args, ferry_common::shutdown::signal()).await?;
                 Ok(())
+            }
+            Command::DlqReplay(args) => {
+                args.log.init();
+                crate::dlq::job::run(*args).await
             }
         }
     }

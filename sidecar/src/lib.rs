@@ -1,7 +1,9 @@
 //! Ferry's data plane: the outbox relay (PostgreSQL outbox -> Kafka) and the consumer worker
-//! (Kafka -> the service over HTTP).
+//! (Kafka -> the service over HTTP), and the Job that replays a consumer's dead letters
+//! (`dlq-replay`, for an EventReplay).
 
 pub mod cli;
+pub mod dlq;
 pub mod envelope;
 pub mod relay;
 pub mod worker;

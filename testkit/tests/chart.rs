@@ -449,6 +449,29 @@ const WATCHED_NEEDS: &[(&str, &str, &str)] = &[
     // Events through kube-runtime's Recorder.
     ("create", "events.events.k8s.io", ""),
     ("patch", "events.events.k8s.io", ""),
+    // EventReplays (issue #18): watched, finalizer, status; per replay a Job, and the Job's
+    // ServiceAccount, Role and RoleBinding (get/patch of its status and ledger by name, which
+    // the operator must hold to grant); the empty ledger ConfigMap.
+    ("list", "eventreplays.ferry.dev", ""),
+    ("watch", "eventreplays.ferry.dev", ""),
+    ("patch", "eventreplays.ferry.dev", ""),
+    ("get", "eventreplays.ferry.dev", "status"),
+    ("patch", "eventreplays.ferry.dev", "status"),
+    ("update", "eventreplays.ferry.dev", "finalizers"),
+    ("get", "eventconsumers.ferry.dev", ""),
+    ("get", "jobs.batch", ""),
+    ("list", "jobs.batch", ""),
+    ("watch", "jobs.batch", ""),
+    ("create", "jobs.batch", ""),
+    ("create", "serviceaccounts", ""),
+    ("patch", "serviceaccounts", ""),
+    ("create", "roles.rbac.authorization.k8s.io", ""),
+    ("patch", "roles.rbac.authorization.k8s.io", ""),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("patch", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("get", "configmaps", ""),
+    ("create", "configmaps", ""),
+    ("patch", "configmaps", ""),
 ];
 
 /// A sample of what the operator never calls and must not be able to.
@@ -457,12 +480,18 @@ const NEVER: &[(&str, &str, &str)] = &[
     ("get", "pods", ""),
     ("delete", "pods", ""),
     ("delete", "namespaces", ""),
-    ("create", "serviceaccounts", ""),
+    ("delete", "serviceaccounts", ""),
     ("update", "secrets", ""),
     ("delete", "eventtopics.ferry.dev", ""),
     ("create", "eventconsumers.ferry.dev", ""),
     ("update", "deployments.apps", "scale"),
-    ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+    (
+        "create",
+        "clusterrolebindings.rbac.authorization.k8s.io",
+        "",
+    ),
+    ("escalate", "roles.rbac.authorization.k8s.io", ""),
+    ("bind", "roles.rbac.authorization.k8s.io", ""),
     ("create", "pods", "exec"),
 ];
 
@@ -558,7 +587,11 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
         deployment["status"]["readyReplicas"], 2,
         "two Ready replicas"
     );
-    for crd in ["eventtopics.ferry.dev", "eventconsumers.ferry.dev"] {
+    for crd in [
+        "eventtopics.ferry.dev",
+        "eventconsumers.ferry.dev",
+        "eventreplays.ferry.dev",
+    ] {
         assert!(exists(env, &["crd", crd]), "helm installed CRD {crd}");
     }
     assert!(
@@ -669,7 +702,11 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
         env,
         &["clusterrole", &format!("{cluster_name}-webhook")]
     ));
-    for crd in ["eventtopics.ferry.dev", "eventconsumers.ferry.dev"] {
+    for crd in [
+        "eventtopics.ferry.dev",
+        "eventconsumers.ferry.dev",
+        "eventreplays.ferry.dev",
+    ] {
         assert!(exists(env, &["crd", crd]), "CRD {crd} is kept on uninstall");
     }
 }

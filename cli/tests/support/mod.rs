@@ -18,7 +18,7 @@ use std::{
 
 use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
 use ferry_operator::{
-    api::{EventConsumer, EventTopic},
+    api::{EventConsumer, EventReplay, EventTopic},
     identity::{
         consumer_grants::group_id,
         credentials,
@@ -62,7 +62,7 @@ pub const DELAY: &str = "1h";
 /// Installs the CRDs generated from the operator's types (as `crdgen` writes `crds/`).
 pub async fn install_crds(client: &kube::Client) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in [EventTopic::crd(), EventConsumer::crd()] {
+    for crd in [EventTopic::crd(), EventConsumer::crd(), EventReplay::crd()] {
         let name = crd.metadata.name.clone().expect("CRD name");
         api.patch(
             &name,

@@ -9,6 +9,7 @@
 mod access_status;
 mod condition;
 mod consumer;
+mod replay;
 mod topic;
 
 pub use access_status::AccessStatus;
@@ -18,6 +19,7 @@ pub use consumer::{
     EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Placement,
     Retry, RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom, StuckPartition,
 };
+pub use replay::{EventReplay, EventReplaySpec, EventReplayStatus, ReplayPhase, ReplayResult};
 pub use topic::{
     Compatibility, ConfigMapKeyRef, DeletionPolicy, EventTopic, EventTopicSpec, EventTopicStatus,
     Producer, TopicSchema, UnmanagedConfigs,

@@ -6,7 +6,7 @@
 use clap::Args;
 use jiff::Timestamp;
 
-use crate::{
+use super::{
     dead_letter::DeadLetter,
     error::{Error, Result},
 };

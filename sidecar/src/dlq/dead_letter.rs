@@ -11,10 +11,10 @@ use rdkafka::{
     Message,
     message::{Headers, OwnedMessage},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A dead letter, as `dlq list`, `dlq show` and `dlq replay` see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     /// The event id consumers de-duplicate on; kept by a replay.
@@ -43,7 +43,7 @@ pub struct DeadLetter {
     pub failed_at: Option<Timestamp>,
     /// Set on a reference copy: why Kafka refused the full copy; it has no payload, and the
     /// record itself is at the original coordinates.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_refused: Option<String>,
     /// The record key, as text (lossy).
     pub key: Option<String>,
@@ -51,7 +51,8 @@ pub struct DeadLetter {
     pub headers: BTreeMap<String, String>,
     /// The payload: JSON when it is JSON, else text (lossy).
     pub payload: Option<serde_json::Value>,
-    /// The bytes a replay writes back.
+    /// The bytes a replay writes back (not in the JSON form, which a replay Job's selection
+    /// ConfigMap carries for `dlq list`/`show`).
     #[serde(skip)]
     pub raw: Raw,
 }

@@ -14,12 +14,11 @@
 //!
 //! The `ferry-*` headers the worker writes (attempts, error, group, …) are dropped, so the
 //! replayed record starts with fresh attempts; headers the service or relay set are kept.
-//! Records already in the [`ledger`](crate::ledger) are skipped unless `--again`.
+//! Records already in the [`ledger`](super::ledger) are skipped unless `--again`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_common::headers;
-use ferry_sidecar::worker::retry::FERRY_HEADERS;
 use futures::future::join_all;
 use rdkafka::{
     ClientConfig,
@@ -29,12 +28,13 @@ use rdkafka::{
 };
 use serde::Serialize;
 
-use crate::{
-    consumer::ConsumerView,
+use super::{
     dead_letter::DeadLetter,
     error::{Error, Result},
     ledger::Ledger,
+    target::Target,
 };
+use crate::worker::retry::FERRY_HEADERS;
 
 /// How long Kafka may take to acknowledge one replayed record (librdkafka's own default is
 /// 300 s, far too long for a person waiting at a terminal).
@@ -123,7 +123,7 @@ pub struct Plan {
 /// What to do with `selected`: pure.
 pub fn plan(
     selected: &[DeadLetter],
-    consumer: &ConsumerView,
+    consumer: &Target,
     destination: Destination,
     ledger: &Ledger,
     again: bool,
@@ -290,18 +290,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::tests::{ENVELOPE, record};
+    use crate::dlq::dead_letter::tests::{ENVELOPE, record};
 
-    fn consumer(delay: Option<&str>) -> ConsumerView {
-        ConsumerView {
-            namespace: "shop".into(),
+    fn consumer(delay: Option<&str>) -> Target {
+        Target {
             name: "notify".into(),
-            uid: None,
             group: "shop.notify".into(),
             dead_letter_topic: "shop.notify.dlq".into(),
             sources: vec!["orders.v1".into()],
             first_delay: delay.map(str::to_owned),
-            credential_secret: "ferry-kafka-notify".into(),
         }
     }
 

@@ -2,8 +2,9 @@
 //! the start of the scan (records written meanwhile wait for the next command), with the
 //! consumer's credential. No consumer group is joined and no offset is committed: the scan
 //! assigns partitions itself and starts from explicit offsets, so it never disturbs the
-//! workers' group. (librdkafka refuses `assign` without a `group.id`; the consumer's own group
-//! is named, the one group its principal may use, and nothing is ever committed to it.)
+//! workers' group. (librdkafka refuses `assign` without a `group.id`: the reader names
+//! `reader_group`, a group its principal may use — the consumer's own from the plugin, the replay
+//! principal's own in a replay Job — and nothing is ever committed to it.)
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use rdkafka::{
     error::KafkaError,
 };
 
-use crate::{
+use super::{
     dead_letter::DeadLetter,
     error::{Error, Result},
     filter::Filter,
@@ -28,33 +29,38 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every record of `topic` written by `group`'s workers that `filter` selects, in partition
 /// and offset order (the others are dropped as they are read, so a large dead-letter topic
-/// costs memory only for what is selected).
+/// costs memory only for what is selected). The reader names `reader_group` (never commits).
 pub async fn scan(
     config: &ClientConfig,
     topic: &str,
     group: &str,
+    reader_group: &str,
     filter: &Filter,
 ) -> Result<Vec<DeadLetter>> {
-    let (config, topic, group, filter) = (
+    let (config, topic, group, reader_group, filter) = (
         config.clone(),
         topic.to_owned(),
         group.to_owned(),
+        reader_group.to_owned(),
         filter.clone(),
     );
-    tokio::task::spawn_blocking(move || scan_blocking(&config, &topic, &group, &filter))
-        .await
-        .map_err(|e| Error::Unusable(format!("the dead-letter reader stopped: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        scan_blocking(&config, &topic, &group, &reader_group, &filter)
+    })
+    .await
+    .map_err(|e| Error::Unusable(format!("the dead-letter reader stopped: {e}")))?
 }
 
 fn scan_blocking(
     config: &ClientConfig,
     topic: &str,
     group: &str,
+    reader_group: &str,
     filter: &Filter,
 ) -> Result<Vec<DeadLetter>> {
     let consumer: BaseConsumer = config
         .clone()
-        .set("group.id", group)
+        .set("group.id", reader_group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")

@@ -19,6 +19,7 @@ pub mod injection;
 pub mod registration;
 pub mod review;
 pub mod sidecar;
+pub mod token_mount;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

@@ -24,7 +24,7 @@ pub const INJECT_ENABLED: &str = "enabled";
 /// The path the operator serves reviews on.
 pub const PATH: &str = "/mutate";
 /// The webhook's name inside the configuration (three DNS labels, as the API requires).
-const WEBHOOK_NAME: &str = "inject.ferry.dev";
+pub const WEBHOOK_NAME: &str = "inject.ferry.dev";
 /// How long the API server waits for an answer. Five seconds: an answer takes microseconds
 /// from the operator's caches, and a pod creation should not hang for the API's default 10 s
 /// when the operator is unreachable.

@@ -158,6 +158,12 @@ struct WebhookArgs {
     )]
     webhook_secret: String,
 
+    /// Serve `tls.crt`/`tls.key` of this directory (a mounted Secret that cert-manager writes)
+    /// instead of a certificate of the operator's own CA, reloaded when they change; the
+    /// operator then writes no `caBundle` (cert-manager's cainjector does).
+    #[arg(long, env = "FERRY_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+
     /// What the API server does with an opted-in pod when the webhook cannot answer: `Fail`
     /// refuses it (its relay would be missing and its outbox would pile up unseen), `Ignore`
     /// creates it without Ferry's containers.
@@ -201,6 +207,7 @@ impl WebhookArgs {
             },
             secret_namespace: operator_namespace.to_owned(),
             secret_name: self.webhook_secret.clone(),
+            cert_dir: self.webhook_cert_dir.clone(),
             image,
             worker,
             watch_namespace: watch_namespace.cloned(),
@@ -385,7 +392,7 @@ impl RunArgs {
                 webhook::keep_registered(
                     client.clone(),
                     registration.clone(),
-                    running.bundle.clone(),
+                    running.ca.clone(),
                     resync_interval,
                     stopped(term_rx.clone()),
                 )

@@ -641,3 +641,220 @@ async fn the_admitted_relay_container_publishes_the_services_outbox() {
     published.expect("the injected relay, started as admitted, publishes the outbox row");
     webhook.remove(&ns.client()).await;
 }
+
+/// A Secret volume as the kubelet writes one: the files in a versioned directory, `..data`
+/// linking to it and `tls.crt`/`tls.key` linking through `..data`; a new version is a new
+/// directory and `..data` swapped to it in one rename, as the kubelet's atomic writer does when
+/// cert-manager renews the Secret.
+struct MountedSecret {
+    dir: std::path::PathBuf,
+    version: u32,
+}
+
+impl MountedSecret {
+    fn new(bundle: &cert::Bundle) -> MountedSecret {
+        let dir = std::env::temp_dir().join(unique_name("ferry-webhook-cert"));
+        std::fs::create_dir_all(&dir).expect("cert dir");
+        let mut mounted = MountedSecret { dir, version: 0 };
+        mounted.write(bundle);
+        mounted
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().expect("a UTF-8 temp dir")
+    }
+
+    fn write(&mut self, bundle: &cert::Bundle) {
+        use std::os::unix::fs::symlink;
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        let files = [
+            (cert::TLS_CERT, &bundle.cert),
+            (cert::TLS_KEY, &bundle.key),
+            (cert::CA_CERT, &bundle.ca_cert),
+        ];
+        std::fs::create_dir(self.dir.join(&version)).expect("version dir");
+        for (name, pem) in files {
+            std::fs::write(self.dir.join(&version).join(name), pem).expect("write");
+        }
+        let staged = self.dir.join("..data_tmp");
+        symlink(&version, &staged).expect("link");
+        std::fs::rename(&staged, self.dir.join("..data")).expect("swap ..data");
+        for (name, _) in files {
+            if !self.dir.join(name).exists() {
+                symlink(format!("..data/{name}"), self.dir.join(name)).expect("link");
+            }
+        }
+    }
+}
+
+impl Drop for MountedSecret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What cert-manager's cainjector does: puts `ca_pem` into the configuration's webhook as its
+/// own field manager.
+async fn inject_ca(configs: &Api<MutatingWebhookConfiguration>, name: &str, ca_pem: &str) {
+    let bundle =
+        serde_json::to_value(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec())).expect("base64");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}
+    ]))
+    .expect("patch");
+    configs
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some("cert-manager-cainjector".into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .expect("caBundle injected");
+}
+
+#[tokio::test]
+async fn a_certificate_directory_is_served_without_a_ca_of_its_own_and_its_renewal_reaches_new_handshakes()
+ {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    service_account(&ns, "order-service").await;
+    let names = vec!["127.0.0.1".to_owned()];
+    let issue = || {
+        cert::issue(
+            cert::Plan::NewCa,
+            None,
+            &names,
+            std::time::SystemTime::now(),
+        )
+        .expect("a certificate, as cert-manager would issue it")
+    };
+    let first = issue();
+    let mut mounted = MountedSecret::new(&first);
+    let configuration = unique_name("ferry-webhook");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let operator = Operator::start(
+        env,
+        ns.name(),
+        "a",
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-url",
+            &url,
+            "--webhook-configuration",
+            &configuration,
+            "--webhook-cert-dir",
+            mounted.path(),
+            "--sidecar-image",
+            "ferry-sidecar:test",
+        ],
+    );
+
+    // Registered without a caBundle, serving the directory's certificate, no Secret of its own.
+    let configs = Api::<MutatingWebhookConfiguration>::all(ns.client());
+    let webhook = eventually("the operator registers its webhook", WITHIN, || async {
+        configs
+            .get(&configuration)
+            .await
+            .ok()?
+            .webhooks?
+            .first()
+            .cloned()
+    })
+    .await
+    .expect("the webhook configuration is registered");
+    assert_eq!(
+        webhook.client_config.ca_bundle, None,
+        "the operator leaves the caBundle to cainjector"
+    );
+    let served = eventually("the directory's certificate is served", WITHIN, || {
+        served_certificate(port, &first.ca_cert)
+    })
+    .await
+    .expect("the operator serves the certificate of the directory");
+    assert_eq!(served, pem_der(&first.cert));
+    let secrets = Api::<Secret>::namespaced(ns.client(), ns.name());
+    assert!(
+        secrets
+            .get_opt("ferry-webhook-tls")
+            .await
+            .expect("get")
+            .is_none(),
+        "no CA and Secret of the operator's own"
+    );
+
+    // cainjector's part done, the real API server admits through the operator.
+    inject_ca(&configs, &configuration, &first.ca_cert).await;
+    let pod = eventually(
+        "admission with cert-manager's certificate",
+        WITHIN,
+        || async {
+            create_pod(&ns, relay_pod(&unique_name("first"), "order-service"))
+                .await
+                .ok()
+        },
+    )
+    .await
+    .expect("a labelled pod is admitted with the directory's certificate");
+    assert_eq!(relays(&pod).len(), 1, "{pod:?}");
+
+    // cert-manager renews (here with a new CA, so nothing old is trusted by accident) and the
+    // kubelet swaps the files: new handshakes get the new certificate, without a restart.
+    let second = issue();
+    mounted.write(&second);
+    let served = eventually("the renewed certificate is served", WITHIN, || {
+        served_certificate(port, &second.ca_cert)
+    })
+    .await
+    .expect("a new handshake gets the renewed certificate");
+    assert_eq!(served, pem_der(&second.cert));
+    assert_eq!(
+        served_certificate(port, &first.ca_cert).await,
+        None,
+        "the old certificate is no longer served"
+    );
+    inject_ca(&configs, &configuration, &second.ca_cert).await;
+    let pod = eventually("admission after the renewal", WITHIN, || async {
+        create_pod(&ns, relay_pod(&unique_name("renewed"), "order-service"))
+            .await
+            .ok()
+    })
+    .await
+    .expect("a labelled pod is admitted with the renewed certificate");
+    assert_eq!(relays(&pod).len(), 1, "{pod:?}");
+
+    // The leader's re-applies (every 2 s here) never took the caBundle over.
+    let current = configs.get(&configuration).await.expect("configuration");
+    let bundle = current
+        .webhooks
+        .as_ref()
+        .and_then(|w| w.first())
+        .and_then(|w| w.client_config.ca_bundle.clone())
+        .expect("the injected caBundle stays");
+    assert_eq!(bundle.0, second.ca_cert.as_bytes());
+    let operator_fields = current
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some(ferry_operator::field_manager::OPERATOR))
+        .map(|f| serde_json::to_string(&f.fields_v1).expect("JSON"))
+        .collect::<Vec<_>>();
+    assert!(!operator_fields.is_empty(), "the operator applied it");
+    assert!(
+        operator_fields.iter().all(|f| !f.contains("f:caBundle")),
+        "the operator owns no caBundle: {operator_fields:?}"
+    );
+
+    drop(operator);
+    let _ = configs
+        .delete(&configuration, &DeleteParams::default())
+        .await;
+}

@@ -352,7 +352,10 @@ async fn values_schema_refuses_wrong_values() {
         ("watchNamespaces={Not_A_Name}", "watchNamespaces"),
         ("watchNamespaces={a,b}", "watchNamespaces"),
         ("replica=2", "replica"),
-        ("certManager.enabled=true", "certManager"),
+        // An issuer is named, or none is given (the chart's own CA chain).
+        ("certManager.issuerRef.kind=Issuer", "issuerRef"),
+        ("certManager.issuerRef.kind=Vault", "issuerRef"),
+        ("certManager.duration=90d", "duration"),
     ] {
         let out = template(&[set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -709,4 +712,202 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     ] {
         assert!(exists(env, &["crd", crd]), "CRD {crd} is kept on uninstall");
     }
+}
+
+/// cert-manager's version whose CRDs the chart's `certManager` objects are checked against.
+const CERT_MANAGER_VERSION: &str = "v1.21.2";
+
+/// Installs cert-manager's Issuer and Certificate CRDs in the test API server (idempotent),
+/// from cert-manager's Go module (its `deploy/crds/`), fetched through the Go module proxy the
+/// environment builds Kubernetes from and cached where `make env-up` caches its modules. Only
+/// the CRDs: no cert-manager controller or cainjector runs here.
+fn install_cert_manager_crds(env: &TestEnv) {
+    let mut go = env.command("go");
+    go.args([
+        "mod",
+        "download",
+        "-json",
+        &format!("github.com/cert-manager/cert-manager@{CERT_MANAGER_VERSION}"),
+    ])
+    .current_dir(std::env::temp_dir());
+    if std::env::var_os("GOMODCACHE").is_none() {
+        let cache = std::env::var_os("FERRY_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/ferry")))
+            .expect("FERRY_CACHE or HOME");
+        go.env("GOMODCACHE", cache.join("go/mod"));
+    }
+    let module: Value = serde_json::from_str(&succeed(go)).expect("go mod download -json");
+    let crds = Path::new(module["Dir"].as_str().expect("the module's Dir")).join("deploy/crds");
+    for file in [
+        "cert-manager.io_issuers.yaml",
+        "cert-manager.io_certificates.yaml",
+    ] {
+        let path = crds.join(file).display().to_string();
+        // Server-side: the Issuer CRD is larger than client-side apply's annotation allows.
+        succeed(kubectl(
+            env,
+            &["apply", "--server-side", "--force-conflicts", "-f", &path],
+        ));
+    }
+    succeed(kubectl(
+        env,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=120s",
+            "crd/issuers.cert-manager.io",
+            "crd/certificates.cert-manager.io",
+        ],
+    ));
+}
+
+fn volume_secret(deployment: &Value, volume: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == volume)
+        .and_then(|v| v["secret"]["secretName"].as_str())
+        .map(str::to_owned)
+}
+
+fn mount_path(deployment: &Value, volume: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == volume)
+        .and_then(|m| m["mountPath"].as_str())
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn rendered_chart_with_cert_manager_is_accepted_by_the_api_server() {
+    let env = require_env!();
+    install_cert_manager_crds(env);
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    let namespace = ns.name();
+
+    // The chart's own CA chain.
+    let objects = dry_run(
+        env,
+        "ferry",
+        namespace,
+        &["--set", "certManager.enabled=true"],
+    );
+    let self_signed = find(&objects, "Issuer", "ferry-selfsigned");
+    assert!(self_signed["spec"]["selfSigned"].is_object());
+    let ca = find(&objects, "Certificate", "ferry-webhook-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(ca["spec"]["issuerRef"]["name"], "ferry-selfsigned");
+    let ca_issuer = find(&objects, "Issuer", "ferry-webhook-ca");
+    assert_eq!(
+        ca_issuer["spec"]["ca"]["secretName"],
+        ca["spec"]["secretName"]
+    );
+    let leaf = find(&objects, "Certificate", "ferry-webhook");
+    assert_eq!(leaf["spec"]["issuerRef"]["name"], "ferry-webhook-ca");
+    assert_eq!(leaf["spec"]["issuerRef"]["kind"], "Issuer");
+    // The names the operator's own CA signs for --webhook-service (webhook::Endpoint).
+    let service = "ferry-webhook";
+    assert_eq!(
+        leaf["spec"]["dnsNames"],
+        serde_json::json!([
+            format!("{service}.{namespace}.svc"),
+            format!("{service}.{namespace}.svc.cluster.local"),
+            format!("{service}.{namespace}"),
+            service,
+        ])
+    );
+    find(&objects, "Service", service);
+    let secret = leaf["spec"]["secretName"].as_str().expect("secretName");
+
+    let configuration = find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        &format!("ferry-{namespace}"),
+    );
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{namespace}/ferry-webhook"),
+        "cainjector fills in the caBundle from the webhook's Certificate"
+    );
+
+    let deployment = find(&objects, "Deployment", "ferry-operator");
+    let dir = env_value(deployment, "FERRY_WEBHOOK_CERT_DIR").expect("FERRY_WEBHOOK_CERT_DIR");
+    assert_eq!(
+        mount_path(deployment, "webhook-cert").map(Value::from),
+        Some(dir),
+        "the flag names the directory the Secret is mounted at"
+    );
+    assert_eq!(
+        volume_secret(deployment, "webhook-cert").as_deref(),
+        Some(secret),
+        "the mounted Secret is the one cert-manager writes"
+    );
+    assert_eq!(
+        env_value(deployment, "FERRY_WEBHOOK_SECRET"),
+        None,
+        "no Secret of the operator's own"
+    );
+    let role = find(&objects, "Role", "ferry-operator");
+    assert!(
+        role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .all(|r| !r["resources"].to_string().contains("secrets")),
+        "the operator needs no access to Secrets in its namespace: {role}"
+    );
+
+    // A user's ClusterIssuer, beside extra volumes of their own: no chain of the chart's.
+    let objects = dry_run(
+        env,
+        "ferry",
+        namespace,
+        &[
+            "-f",
+            &non_default_values(),
+            "--set",
+            "certManager.enabled=true",
+            "--set",
+            "certManager.issuerRef.name=corp-ca",
+            "--set",
+            "certManager.issuerRef.kind=ClusterIssuer",
+        ],
+    );
+    assert!(
+        objects.iter().all(|o| o["kind"] != "Issuer"),
+        "no Issuer when one is given"
+    );
+    let leaf = find(&objects, "Certificate", "ferry-webhook");
+    assert_eq!(
+        leaf["spec"]["issuerRef"],
+        serde_json::json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    let deployment = find(&objects, "Deployment", "ferry-operator");
+    assert!(volume_secret(deployment, "webhook-cert").is_some());
+    assert!(
+        volume_secret(deployment, "kafka-ca").is_some(),
+        "the user's extraVolumes stay beside the certificate's"
+    );
+    assert!(mount_path(deployment, "kafka-ca").is_some());
+
+    // NOTES say cert-manager must be installed.
+    let notes = succeed(helm(
+        env,
+        &[
+            "install",
+            "ferry",
+            chart_str(),
+            "-n",
+            namespace,
+            "--dry-run=client",
+            "--set",
+            "certManager.enabled=true",
+        ],
+    ));
+    assert!(
+        notes.contains("cert-manager, which must be installed"),
+        "{notes}"
+    );
 }

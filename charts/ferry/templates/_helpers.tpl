@@ -11,6 +11,14 @@
 {{- define "ferry.serviceAccountName" -}}{{ .Values.serviceAccount.name | default (include "ferry.operatorName" .) }}{{- end -}}
 {{- define "ferry.webhookService" -}}{{ include "ferry.fullname" . }}-webhook{{- end -}}
 {{- define "ferry.webhookSecret" -}}{{ include "ferry.fullname" . }}-webhook-tls{{- end -}}
+{{/* With certManager.enabled: the webhook's Certificate, the Secret cert-manager writes it to
+     (another name than the operator's own Secret, so switching never mixes the two), where the
+     operator reads it, and the chart's own CA chain when no issuerRef is given. */}}
+{{- define "ferry.webhookCertificate" -}}{{ include "ferry.fullname" . }}-webhook{{- end -}}
+{{- define "ferry.webhookCertSecret" -}}{{ include "ferry.fullname" . }}-webhook-cert{{- end -}}
+{{- define "ferry.webhookCertDir" -}}/etc/ferry/webhook-cert{{- end -}}
+{{- define "ferry.selfSignedIssuer" -}}{{ include "ferry.fullname" . }}-selfsigned{{- end -}}
+{{- define "ferry.caName" -}}{{ include "ferry.fullname" . }}-webhook-ca{{- end -}}
 {{- define "ferry.leaseName" -}}{{ include "ferry.operatorName" . }}{{- end -}}
 {{/* Cluster-scoped names carry the namespace: two releases in two namespaces never collide. */}}
 {{- define "ferry.clusterName" -}}{{ include "ferry.fullname" . }}-{{ .Release.Namespace }}{{- end -}}
@@ -38,9 +46,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* Refuses values that the schema cannot express. */}}
 {{- define "ferry.validate" -}}
-{{- if .Values.certManager.enabled -}}
-{{- fail "certManager.enabled: not supported by this ferry-operator version: the operator keeps its own CA (with its key) in the webhook Secret and would replace a cert-manager certificate. Leave it false; the operator renews its certificate itself." -}}
-{{- end -}}
 {{- if gt (len .Values.watchNamespaces) 1 -}}
 {{- fail "watchNamespaces: the operator watches one namespace or all (--namespace); name at most one" -}}
 {{- end -}}

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::{
     annotations::{self, INJECTED},
     sidecar::{self, RELAY_CONTAINER, RELAY_METRICS_PORT, SidecarImage},
+    token_mount::{TOKEN_MOUNT_PATH, service_account_token_mount},
 };
 use crate::consumer::{deployment::Invalid, sidecar as consumer_sidecar};
 
@@ -125,6 +126,16 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         return Decision::Unchanged {
             reason: "no worker could be built",
         };
+    }
+    // The token mount the API server's ServiceAccount plugin would add after the webhook, which
+    // would make the API server call the webhook a second time (see token_mount).
+    if let Some(mount) = service_account_token_mount(spec) {
+        for container in &mut added {
+            let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+            if !mounts.iter().any(|m| m.mount_path == TOKEN_MOUNT_PATH) {
+                mounts.push(mount.clone());
+            }
+        }
     }
 
     let mut after = pod.clone();
@@ -264,6 +275,54 @@ mod tests {
             .find(|e| e["name"] == "FERRY_METRICS_ADDR")
             .expect("metrics address");
         assert_eq!(addr["value"], "0.0.0.0:9466");
+    }
+
+    #[test]
+    fn injected_containers_carry_the_token_mount_so_the_api_server_calls_the_webhook_once() {
+        let mut before = service_pod();
+        let token = json!({"name": "kube-api-access-x7k2p", "mountPath": TOKEN_MOUNT_PATH, "readOnly": true});
+        before["spec"]["containers"][0]["volumeMounts"] = json!([token]);
+        before["spec"]["volumes"] =
+            json!([{"name": "kube-api-access-x7k2p", "projected": {"sources": []}}]);
+        let after = admitted(
+            &before,
+            &decide(&pod(before.clone()), &image(), &[notify_worker(8000)]),
+        );
+        let injected = after["spec"]["initContainers"].as_array().expect("init");
+        assert_eq!(injected.len(), 2, "the relay and the worker");
+        for c in injected {
+            assert_eq!(c["volumeMounts"], json!([token]), "{}", c["name"]);
+        }
+        // What the ServiceAccount plugin does when the API server runs it again: it mounts the
+        // token into every container without a mount at its path. Nothing is left to mount, so
+        // the pod does not change after the webhook and the webhook is not called again.
+        let lacking: Vec<&str> = after["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .chain(after["spec"]["containers"].as_array())
+            .flatten()
+            .filter(|c| {
+                !c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["mountPath"] == TOKEN_MOUNT_PATH)
+            })
+            .map(|c| c["name"].as_str().unwrap_or_default())
+            .collect();
+        assert!(lacking.is_empty(), "{lacking:?}");
+    }
+
+    #[test]
+    fn without_an_automounted_token_nothing_is_mounted() {
+        let before = service_pod();
+        let after = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
+        assert!(
+            after["spec"]["initContainers"][0]
+                .get("volumeMounts")
+                .is_none()
+        );
+        assert!(after["spec"].get("volumes").is_none(), "no volume added");
     }
 
     #[test]

@@ -8,16 +8,20 @@
 //!        └──────── cert: CA + leaf in a Secret, renewed, hot-reloaded ◀──────────────┘
 //! ```
 //! Every replica serves (the Service may route to any of them) from the same certificate; only
-//! the leader writes the `MutatingWebhookConfiguration`.
+//! the leader writes the `MutatingWebhookConfiguration`. With `--webhook-cert-dir` the
+//! certificate is cert-manager's instead ([`cert_dir`]): no CA of the operator's, and the
+//! `caBundle` left to cert-manager's cainjector.
 
 pub mod annotations;
 pub mod cert;
+pub mod cert_dir;
 pub mod injection;
 pub mod registration;
 pub mod review;
 pub mod sidecar;
+pub mod token_mount;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{Json, Router, extract::State, routing::post};
 use axum_server::{Handle, tls_rustls::RustlsConfig};
@@ -55,6 +59,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error(transparent)]
     Certificate(#[from] cert::Error),
+    #[error(transparent)]
+    CertificateDir(#[from] cert_dir::Error),
     #[error("loading the webhook certificate into rustls: {0}")]
     Tls(#[source] std::io::Error),
     #[error("binding the webhook on {0}: the server stopped before listening")]
@@ -72,6 +78,9 @@ pub struct Settings {
     /// The Secret holding the certificate, in the operator's namespace.
     pub secret_namespace: String,
     pub secret_name: String,
+    /// Serve `tls.crt`/`tls.key` of this directory instead (cert-manager's): then the Secret
+    /// above is not used and the registration carries no `caBundle`.
+    pub cert_dir: Option<PathBuf>,
     pub image: SidecarImage,
     /// What goes into every injected consumer worker besides its EventConsumer's spec.
     pub worker: WorkerSettings,
@@ -83,8 +92,9 @@ pub struct Settings {
 pub struct Running {
     /// Where it listens (the port, when the flag said 0).
     pub local_addr: SocketAddr,
-    /// The current certificate bundle, for the registration.
-    pub bundle: watch::Receiver<Bundle>,
+    /// The CA the registration gives the API server as `caBundle`, kept current; `None` when
+    /// someone else writes it (cert-manager's cainjector, with `--webhook-cert-dir`).
+    pub ca: watch::Receiver<Option<String>>,
     handle: Handle<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -141,18 +151,31 @@ pub async fn start(
     // rustls needs a process-wide crypto provider; ring is the one the workspace builds. A
     // second call (another part installed it first) is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let names = settings.registration.endpoint.certificate_names();
-    let stored = cert::Stored {
-        api: Api::namespaced(client.clone(), &settings.secret_namespace),
-        name: settings.secret_name.clone(),
+    let (tls, ca, keeper) = match &settings.cert_dir {
+        Some(dir) => {
+            let pair = cert_dir::read(dir).await?;
+            let tls = cert_dir::load(&pair).await.map_err(Error::Tls)?;
+            let keeper = tokio::spawn(cert_dir::keep(dir.clone(), tls.clone(), pair));
+            (tls, watch::channel(None).1, keeper)
+        }
+        None => {
+            let names = settings.registration.endpoint.certificate_names();
+            let stored = cert::Stored {
+                api: Api::namespaced(client.clone(), &settings.secret_namespace),
+                name: settings.secret_name.clone(),
+            };
+            let bundle = stored.ensure(&names).await?;
+            let tls = RustlsConfig::from_pem(
+                bundle.cert.clone().into_bytes(),
+                bundle.key.clone().into_bytes(),
+            )
+            .await
+            .map_err(Error::Tls)?;
+            let (ca_tx, ca_rx) = watch::channel(Some(bundle.ca_cert.clone()));
+            let keeper = tokio::spawn(keep_certificate(stored, names, tls.clone(), bundle, ca_tx));
+            (tls, ca_rx, keeper)
+        }
     };
-    let bundle = stored.ensure(&names).await?;
-    let tls = RustlsConfig::from_pem(
-        bundle.cert.clone().into_bytes(),
-        bundle.key.clone().into_bytes(),
-    )
-    .await
-    .map_err(Error::Tls)?;
 
     let (topics, topic_cache) = cache::<EventTopic>(&client, settings.watch_namespace.as_deref());
     let (consumers, consumer_cache) =
@@ -166,9 +189,6 @@ pub async fn start(
             .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?
             .map_err(|_| Error::CacheSync(CACHE_SYNC_TIMEOUT))?;
     }
-
-    let (bundle_tx, bundle_rx) = watch::channel(bundle);
-    let keeper = tokio::spawn(keep_certificate(stored, names, tls.clone(), bundle_tx));
 
     let reviewer = Arc::new(review::Reviewer {
         image: settings.image.clone(),
@@ -189,7 +209,7 @@ pub async fn start(
     tracing::info!(addr = %local_addr, "serving the injection webhook");
     let running = Running {
         local_addr,
-        bundle: bundle_rx,
+        ca,
         handle,
         tasks: vec![topic_cache, consumer_cache, keeper],
     };
@@ -204,12 +224,13 @@ async fn mutate(
 }
 
 /// Renews the certificate when due and re-creates it when its Secret is deleted or changed,
-/// reloading rustls and telling the registration.
+/// reloading rustls and telling the registration the CA.
 async fn keep_certificate(
     stored: cert::Stored,
     names: Vec<String>,
     tls: RustlsConfig,
-    bundle: watch::Sender<Bundle>,
+    mut serving: Bundle,
+    ca: watch::Sender<Option<String>>,
 ) {
     let changes = watcher(
         stored.api.clone(),
@@ -224,7 +245,7 @@ async fn keep_certificate(
             _ = tick.tick() => {}
         }
         match stored.ensure(&names).await {
-            Ok(fresh) if fresh != *bundle.borrow() => {
+            Ok(fresh) if fresh != serving => {
                 match tls
                     .reload_from_pem(
                         fresh.cert.clone().into_bytes(),
@@ -234,7 +255,12 @@ async fn keep_certificate(
                 {
                     Ok(()) => {
                         tracing::info!("serving a new webhook certificate");
-                        bundle.send_replace(fresh);
+                        ca.send_if_modified(|ca| {
+                            let changed = ca.as_deref() != Some(fresh.ca_cert.as_str());
+                            *ca = Some(fresh.ca_cert.clone());
+                            changed
+                        });
+                        serving = fresh;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot load the new webhook certificate; serving the old one")
@@ -248,19 +274,20 @@ async fn keep_certificate(
     }
 }
 
-/// While leading: keeps the `MutatingWebhookConfiguration` applied with the current CA, again
-/// whenever the certificate changes and every `resync` (drift: someone edited it).
+/// While leading: keeps the `MutatingWebhookConfiguration` applied with the current CA (none
+/// when cert-manager's cainjector writes it), again whenever the CA changes and every `resync`
+/// (drift: someone edited it).
 pub async fn keep_registered(
     client: Client,
     registration: Registration,
-    mut bundle: watch::Receiver<Bundle>,
+    mut ca: watch::Receiver<Option<String>>,
     resync: Duration,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     loop {
-        let ca = bundle.borrow_and_update().ca_cert.clone();
-        let wait = match registration.apply(&client, &ca).await {
+        let current = ca.borrow_and_update().clone();
+        let wait = match registration.apply(&client, current.as_deref()).await {
             Ok(()) => {
                 tracing::debug!(name = registration.name, "webhook configuration applied");
                 resync
@@ -272,7 +299,8 @@ pub async fn keep_registered(
         };
         tokio::select! {
             () = &mut stop => return,
-            changed = bundle.changed() => if changed.is_err() { return },
+            // A closed channel (no certificate keeper: cert-manager's CA) leaves the resync.
+            Ok(()) = ca.changed() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }

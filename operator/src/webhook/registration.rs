@@ -24,7 +24,7 @@ pub const INJECT_ENABLED: &str = "enabled";
 /// The path the operator serves reviews on.
 pub const PATH: &str = "/mutate";
 /// The webhook's name inside the configuration (three DNS labels, as the API requires).
-const WEBHOOK_NAME: &str = "inject.ferry.dev";
+pub const WEBHOOK_NAME: &str = "inject.ferry.dev";
 /// How long the API server waits for an answer. Five seconds: an answer takes microseconds
 /// from the operator's caches, and a pod creation should not hang for the API's default 10 s
 /// when the operator is unreachable.
@@ -77,17 +77,19 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The configuration, trusting `ca_pem`.
-    pub fn configuration(&self, ca_pem: &str) -> MutatingWebhookConfiguration {
+    /// The configuration, trusting `ca_pem`; without one, it leaves `caBundle` out, so that
+    /// server-side apply leaves it to whoever writes it (cert-manager's cainjector).
+    pub fn configuration(&self, ca_pem: Option<&str>) -> MutatingWebhookConfiguration {
+        let ca_bundle = ca_pem.map(|ca| ByteString(ca.as_bytes().to_vec()));
         let client_config = match &self.endpoint {
             Endpoint::Url(url) => WebhookClientConfig {
                 url: Some(format!("{}{PATH}", url.trim_end_matches('/'))),
-                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                ca_bundle,
                 service: None,
             },
             Endpoint::Service { namespace, name } => WebhookClientConfig {
                 url: None,
-                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+                ca_bundle,
                 service: Some(ServiceReference {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -140,8 +142,8 @@ impl Registration {
         }
     }
 
-    /// Applies the configuration (server-side apply; the operator owns every field).
-    pub async fn apply(&self, client: &Client, ca_pem: &str) -> Result<(), kube::Error> {
+    /// Applies the configuration (server-side apply; the operator owns every field it sets).
+    pub async fn apply(&self, client: &Client, ca_pem: Option<&str>) -> Result<(), kube::Error> {
         Api::<MutatingWebhookConfiguration>::all(client.clone())
             .patch(
                 &self.name,
@@ -180,7 +182,7 @@ mod tests {
             failure_policy: "Fail".into(),
             namespace: Some("shop".into()),
         };
-        let c = r.configuration("PEM");
+        let c = r.configuration(Some("PEM"));
         let w = &c.webhooks.expect("webhooks")[0];
         assert_eq!(
             w.client_config.url.as_deref(),
@@ -201,6 +203,27 @@ mod tests {
                 .as_ref()
                 .and_then(|s| s.match_labels.clone()),
             Some([("kubernetes.io/metadata.name".to_owned(), "shop".to_owned())].into())
+        );
+        assert_eq!(w.client_config.ca_bundle, Some(ByteString(b"PEM".to_vec())));
+    }
+
+    #[test]
+    fn without_a_ca_the_bundle_is_left_to_cainjector() {
+        let r = Registration {
+            name: "ferry".into(),
+            endpoint: Endpoint::Service {
+                namespace: "ops".into(),
+                name: "ferry-webhook".into(),
+            },
+            failure_policy: "Fail".into(),
+            namespace: None,
+        };
+        let c = serde_json::to_value(r.configuration(None)).expect("JSON");
+        let client_config = &c["webhooks"][0]["clientConfig"];
+        assert_eq!(client_config["service"]["name"], "ferry-webhook");
+        assert!(
+            client_config.get("caBundle").is_none(),
+            "no caBundle field at all, so server-side apply does not own it: {client_config}"
         );
     }
 }

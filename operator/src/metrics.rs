@@ -102,7 +102,7 @@ impl Metrics {
         );
         let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
         registry.register(
-            "consumer_lag",
+            "consumer_lag_records",
             "Records not yet processed by an EventConsumer's group, at the last lag round",
             consumer_lag.clone(),
         );

@@ -12,12 +12,16 @@
 //! - baselines measured in the same run: raw rdkafka produce rate of the same records, and the
 //!   raw SQL select-and-mark rate of the same table shape without Kafka.
 //!
+//! `FERRY_BENCH_TRACING=on` runs the drain and the steady rate with tracing on ([`otlp_sink`]).
+//!
 //! Targets: ≥ 50,000 rows/s, p99 ≤ 50 ms, ≤ 30 MiB. Not a test: it asserts nothing.
 
 #[path = "../../sidecar/tests/relay/support.rs"]
 mod support;
 
 mod burst;
+#[path = "../otlp_sink.rs"]
+mod otlp_sink;
 
 use std::{
     collections::HashMap,
@@ -291,7 +295,10 @@ async fn main() {
         .expect("first id")
         .get(0);
     let spawned = Instant::now();
-    let mut relay = spawn_relay("relay-bench", env, &outbox.url(), None, &[]);
+    // FERRY_BENCH_TRACING=on: this relay (the drain and the steady rate) exports its spans.
+    let tracing = otlp_sink::Sink::from_env().await;
+    let tracing_flag: Vec<&str> = tracing.iter().map(|(_, flag)| flag.as_str()).collect();
+    let mut relay = spawn_relay("relay-bench", env, &outbox.url(), None, &tracing_flag);
     let pid = relay.id().expect("relay pid");
     // Index probes only, so watching costs the database next to nothing: the first row's
     // mark by primary key, and the lowest unpublished id through the partial index. (An
@@ -435,4 +442,8 @@ async fn main() {
         mib(rss_after_drain),
         mib(rss)
     );
+    match &tracing {
+        Some((sink, _)) => println!("relay     {}", sink.summary()),
+        None => println!("relay     tracing off (FERRY_BENCH_TRACING=on turns it on)"),
+    }
 }

@@ -20,6 +20,8 @@
 //! print how much of the wall time was spent inside the endpoint's handler and what the rest
 //! (the worker and HTTP on both sides) cost per event.
 //!
+//! `FERRY_BENCH_TRACING=on` runs every worker with tracing on ([`otlp_sink`]).
+//!
 //! Not a test: it asserts nothing and prints figures for a person to read.
 //!
 //! One file on purpose: each section is a straight script (stage, run the binary, measure,
@@ -33,6 +35,9 @@ use std::{
     },
     time::{Duration, Instant, SystemTime},
 };
+
+#[path = "../otlp_sink.rs"]
+mod otlp_sink;
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 use ferry_sidecar::{
@@ -51,6 +56,10 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     producer::{FutureProducer, FutureRecord, Producer},
 };
+
+/// `--otlp-endpoint=<the sink>` while `FERRY_BENCH_TRACING=on` ([`otlp_sink`]): every worker
+/// this benchmark starts exports its spans there.
+static TRACING_FLAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 const EVENTS: u64 = 100_000;
 const THROUGHPUT_KEYS: u64 = 10_000;
@@ -288,6 +297,7 @@ impl Worker {
             .iter()
             .map(String::as_str)
             .chain(extra.split_whitespace())
+            .chain(TRACING_FLAG.get().map(String::as_str))
             .collect();
         let kafka_env = kafka.to_env();
         // FERRY_BENCH_WORKER_ENV: variables for the worker only (whitespace-separated K=V),
@@ -436,6 +446,10 @@ async fn main() {
         .expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let tracing = otlp_sink::Sink::from_env().await;
+    if let Some((_, flag)) = &tracing {
+        let _ = TRACING_FLAG.set(flag.clone());
+    }
     let mut peak_rss: f64 = 0.0;
     // FERRY_BENCH_SECTIONS=throughput,latency,table picks parts (all by default), for profiling.
     let sections = std::env::var("FERRY_BENCH_SECTIONS")
@@ -510,6 +524,10 @@ async fn main() {
         .await;
     }
     println!("  worker peak RSS (VmHWM): {peak_rss:.1} MiB");
+    match &tracing {
+        Some((sink, _)) => println!("  {}", sink.summary()),
+        None => println!("  tracing off (FERRY_BENCH_TRACING=on turns it on)"),
+    }
 }
 
 /// p99 produce→2xx at a steady rate, after a warm-up.

@@ -1,11 +1,14 @@
 //! The operator's Prometheus metrics. They are served (with `/healthz` and `/readyz`) by the
 //! telemetry server every Ferry binary shares, [`ferry_common::telemetry::server`].
 //! Reconcile durations are measured by a drop guard, so every exit path of a reconcile is
-//! counted; error variants become bounded `error` labels.
+//! counted (the guard also holds the reconcile's span while tracing is on); error variants become bounded `error` labels.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use ferry_common::telemetry::server::{self, Health, TelemetryServer};
+use ferry_common::{
+    otel,
+    telemetry::server::{self, Health, TelemetryServer},
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -99,7 +102,7 @@ impl Metrics {
         );
         let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
         registry.register(
-            "consumer_lag",
+            "consumer_lag_records",
             "Records not yet processed by an EventConsumer's group, at the last lag round",
             consumer_lag.clone(),
         );
@@ -114,11 +117,18 @@ impl Metrics {
         }
     }
 
-    /// Starts timing a reconcile of `kind`; the time is recorded when the guard drops.
+    /// Starts timing a reconcile of `kind`, and its span while tracing is on; the time is
+    /// recorded and the span ends when the guard drops.
     pub fn start(&self, kind: &'static str) -> ReconcileTimer {
         ReconcileTimer {
             histogram: self.durations.get_or_create(&KindLabels { kind }).clone(),
             start: Instant::now(),
+            _span: otel::start(
+                format!("reconcile {kind}"),
+                otel::Kind::Internal,
+                None,
+                || vec![otel::KeyValue::new("k8s.resource.kind", kind)],
+            ),
         }
     }
 
@@ -186,10 +196,12 @@ impl Metrics {
     }
 }
 
-/// Records a reconcile's duration when dropped.
+/// Records a reconcile's duration, and ends its span, when dropped.
 pub struct ReconcileTimer {
     histogram: Histogram,
     start: Instant,
+    /// One span per reconcile (a root: nothing upstream carries a trace).
+    _span: Option<otel::Span>,
 }
 
 impl Drop for ReconcileTimer {

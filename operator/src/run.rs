@@ -18,6 +18,7 @@ use clap::Args;
 use ferry_common::{
     duration,
     kafka::KafkaArgs,
+    otel::TraceArgs,
     shutdown::{self, stopped},
     telemetry::LogArgs,
 };
@@ -48,6 +49,8 @@ pub struct RunArgs {
     kafka: KafkaArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
 
     /// Kubeconfig to use; in-cluster config (or $KUBECONFIG) when unset.
     #[arg(long, env = "FERRY_KUBECONFIG")]
@@ -238,6 +241,7 @@ impl RunArgs {
         let Self {
             kafka,
             log,
+            trace,
             kubeconfig,
             namespace,
             metrics_addr,
@@ -255,6 +259,7 @@ impl RunArgs {
             scale_down_cooldown,
         } = self;
         log.init();
+        let _tracing = trace.init("ferry-operator")?;
         let client = kube_client(kubeconfig.as_ref()).await?;
         let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
         let batched = Batched::new(admin.clone());

@@ -68,7 +68,7 @@ async fn lag_scales_workers_up_to_the_partitions_down_to_zero_and_back() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("ferry_operator_consumer_lag{")
+            .any(|l| l.starts_with("ferry_operator_consumer_lag_records{")
                 && l.contains("consumer=\"scaled\"")),
         "a lag gauge per consumer"
     );

@@ -56,10 +56,12 @@ impl Cli {
         match self.command {
             Command::Relay(args) => {
                 args.log.init();
+                let _tracing = args.trace.init("ferry-relay")?;
                 Ok(crate::relay::run(*args, ferry_common::shutdown::signal()).await?)
             }
             Command::Worker(args) => {
                 args.log.init();
+                let _tracing = args.trace.init("ferry-worker")?;
                 crate::worker::run(*args, ferry_common::shutdown::signal()).await?;
                 Ok(())
             }

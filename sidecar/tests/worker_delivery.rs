@@ -210,7 +210,7 @@ async fn health_and_metrics_tell_what_the_worker_did() {
                 metric(
                     &body,
                     &format!(
-                        "ferry_worker_lag{{topic=\"{}\",partition=\"{p}\"}}",
+                        "ferry_worker_lag_records{{topic=\"{}\",partition=\"{p}\"}}",
                         topics.main.name
                     ),
                 )
@@ -239,7 +239,7 @@ async fn health_and_metrics_tell_what_the_worker_did() {
         "one observation per attempt: {metrics}"
     );
     assert_eq!(
-        metric(&metrics, "ferry_worker_in_flight"),
+        metric(&metrics, "ferry_worker_in_flight_records"),
         Some(0.0),
         "{metrics}"
     );

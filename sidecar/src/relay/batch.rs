@@ -196,7 +196,13 @@ impl<'a> Batch<'a> {
 
     /// `p` failed: poison is set aside later, a topic not writable yet waits, anything else
     /// holds the key (WARN: the row is retried, nothing is lost).
-    pub fn failed(&mut self, p: Prepared, failure: Failure) {
+    pub fn failed(&mut self, mut p: Prepared, failure: Failure) {
+        let what = match &failure {
+            Failure::Poison(reason) | Failure::Suspect(reason) => reason.label(),
+            Failure::Unavailable { label, .. } => label,
+            Failure::Transient(_) => "transient",
+        };
+        super::trace::fail(&mut p, what);
         match failure {
             Failure::Poison(reason) | Failure::Suspect(reason) => {
                 self.poisoned.push(p.poison(reason))
@@ -291,6 +297,7 @@ mod tests {
             headers: Vec::new(),
             event_id: format!("ev-{id}"),
             size: RecordSize::of(None, &[], &[]),
+            span: None,
         }
     }
 

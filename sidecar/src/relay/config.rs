@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
-use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
+use ferry_common::{kafka::KafkaArgs, otel::TraceArgs, telemetry::LogArgs};
 
 /// The outbox table's name when `--outbox-table` is not given: the reference table of
 /// docs/outbox.md (`CREATE TABLE outbox`). A Django model's table is `<app>_outbox` unless its
@@ -104,6 +104,10 @@ pub struct RelayArgs {
     /// Logging settings.
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Tracing settings (off unless an OTLP endpoint is set).
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 /// What happens to a row once it is in Kafka.

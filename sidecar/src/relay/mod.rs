@@ -14,7 +14,8 @@
 //! over. A row becomes a record in [`record`]; a batch's rows are gated, sent and settled in
 //! [`batch`] (per-key order and held keys in [`order`], what a topic takes in [`topics`], what
 //! an error means in [`failure`]); poison rows are set aside in [`dead_letter`]. The polling
-//! rhythm is [`pacing`], the telemetry [`metrics`]. Shutdown is an argument ([`run`]): when
+//! rhythm is [`pacing`], the telemetry [`metrics`] and
+//! [`trace`] (a span per record). Shutdown is an argument ([`run`]): when
 //! it completes, the chunk in flight is finished and every delivered row is marked.
 //!
 //! This file only wires: every submodule imports its [`Error`] from [`error`], beside it.
@@ -38,6 +39,7 @@ pub mod record;
 mod run;
 pub mod session;
 pub mod topics;
+pub mod trace;
 
 pub use config::RelayArgs;
 pub use error::{Error, Result};

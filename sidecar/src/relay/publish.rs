@@ -153,7 +153,7 @@ impl Publisher {
         // What is known of the topic of the current run of rows (rows come in runs of one
         // topic: one lookup per run, not per row).
         let mut topic: Option<(String, Option<&TopicCheck>, TopicFacts)> = None;
-        for p in prepared {
+        for mut p in prepared {
             if !batch.gate.admit(&p.key_id) {
                 batch.hold(p.key_id);
                 continue;
@@ -170,6 +170,8 @@ impl Publisher {
                 batch.unavailable(p, label, text.clone());
                 continue;
             }
+            // The record's span, before its size is checked (a new trace adds a header).
+            super::trace::start(&mut p);
             if let Some(reason) = facts.refuse(p.key.is_some(), p.size, self.sizes_exact) {
                 batch.poisoned.push(p.poison(reason));
                 continue;

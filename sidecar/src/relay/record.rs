@@ -96,6 +96,8 @@ pub struct Prepared {
     pub event_id: String,
     /// The framed record's size bounds, checked against the topic's limits.
     pub size: RecordSize,
+    /// Its `send` span while tracing is on ([`super::trace`]); ends when the row is dropped.
+    pub span: Option<ferry_common::otel::Span>,
 }
 
 /// A poison row on its way to the dead-letter topic (or the error column), with whatever
@@ -167,6 +169,7 @@ pub fn prepare(row: OutboxRow) -> std::result::Result<Prepared, Box<Poisoned>> {
         headers,
         event_id,
         size,
+        span: None,
     })
 }
 

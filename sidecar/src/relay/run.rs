@@ -47,6 +47,7 @@ pub async fn run(
         metrics_addr,
         kafka,
         log: _,
+        trace: _,
     } = args;
     let database_url = database_url.into_exposed();
     let (stop_tx, stop) = watch::channel(false);

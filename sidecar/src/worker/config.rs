@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, ValueEnum};
-use ferry_common::{kafka::KafkaArgs, telemetry::LogArgs};
+use ferry_common::{kafka::KafkaArgs, otel::TraceArgs, telemetry::LogArgs};
 
 /// `--max-in-flight` default: DESIGN §2's example `maxInFlight: 64`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
@@ -143,6 +143,10 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Tracing settings (off unless an OTLP endpoint is set).
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 /// One retry tier's delay, kept with its text so topic names show what the user wrote.

@@ -97,12 +97,12 @@ impl Metrics {
             metrics.latency.clone(),
         );
         sub.register(
-            "in_flight",
+            "in_flight_records",
             "Deliveries running now",
             metrics.in_flight.clone(),
         );
         sub.register(
-            "lag",
+            "lag_records",
             "Records behind the partition's end (librdkafka statistics)",
             metrics.lag.clone(),
         );

@@ -19,7 +19,7 @@
 //! [`assignment`], whose windows ([`watermark`]) give what [`commit`] commits. The loop always
 //! keeps polling the [`consumer`] (librdkafka serves rebalance callbacks inside the poll);
 //! partitions whose intake is full are paused. [`layout`] and [`rebuild`] keep ordering through
-//! the retry tiers; [`finish`] logs and counts how each record ended.
+//! the retry tiers; [`finish`] logs and counts how each record ended; [`trace`] makes a span of each attempt.
 //!
 //! This root only wires: [`run`] builds the parts from the flags and runs the loop until
 //! shutdown.
@@ -44,6 +44,7 @@ pub mod run_loop;
 pub mod scan;
 pub mod scheduler;
 pub mod target_wait;
+pub mod trace;
 pub mod watermark;
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use ferry_common::{backoff, headers};
+use ferry_common::{backoff, headers, otel};
 use rdkafka::{
     Message,
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
@@ -26,6 +26,7 @@ use super::{
     finish::{Finish, Finished},
     metrics::{CopyKind, Metrics},
     retry::{self, Origin, Route, Tiers},
+    trace,
 };
 use crate::envelope::Envelope;
 
@@ -181,7 +182,9 @@ impl Context {
             partition: job.origin.0,
             offset: job.origin.1,
         };
-        let trace = traceparent(envelope, header(&job.message, "traceparent"));
+        let kafka_trace = header(&job.message, "traceparent");
+        let trace = traceparent(envelope, kafka_trace);
+        let envelope_trace = envelope.headers.get("traceparent").and_then(|v| v.as_str());
         // A tier pass is one attempt; the main topic gets `--retry-attempts`.
         let in_process = if job.tier.is_some() {
             1
@@ -193,12 +196,19 @@ impl Context {
             self.backoff.1,
             usize::try_from(in_process - 1).unwrap_or(0),
         );
-        let reason = loop {
+        let (reason, span) = loop {
             attempts += 1;
+            let span = trace::attempt(job, kafka_trace, envelope_trace, attempts);
+            let traceparent = span.as_ref().map(otel::Span::traceparent);
             let started = Instant::now();
             let verdict = self
                 .delivery
-                .deliver(envelope, &position, attempts, &trace)
+                .deliver(
+                    envelope,
+                    &position,
+                    attempts,
+                    traceparent.as_deref().unwrap_or(&trace),
+                )
                 .await;
             self.metrics
                 .observe_latency(started.elapsed().as_secs_f64());
@@ -212,20 +222,23 @@ impl Context {
                     return Finished::Delivered { attempts };
                 }
                 Verdict::Permanent { reason } => {
-                    return Box::pin(self.dead_letter(job, attempts, &reason)).await;
+                    let finished = Box::pin(self.dead_letter(job, attempts, &reason)).await;
+                    trace::settled(span, &reason, &finished);
+                    return finished;
                 }
                 Verdict::Retry {
                     reason,
                     retry_after,
                 } => {
                     let Some(delay) = waits.next() else {
-                        break reason;
+                        break (reason, span);
                     };
                     let delay = delay.max(retry_after.unwrap_or_default());
                     if delay > self.backoff.1 {
                         // Asked to wait longer than in-process retries may: a tier's job.
-                        break reason;
+                        break (reason, span);
                     }
+                    trace::retrying(span, &reason, delay);
                     tracing::info!(topic = %job.tp.0, partition = job.tp.1, offset = job.message.offset(), id, attempts, reason, delay_ms = delay.as_millis() as u64, "delivery failed; retrying");
                     tokio::time::sleep(delay).await;
                     if !self.assignment.is_current(&job.tp, job.generation) {
@@ -235,11 +248,13 @@ impl Context {
             }
         };
         let next = job.tier.map_or(0, |t| t + 1);
-        if next < self.tiers.len() {
+        let finished = if next < self.tiers.len() {
             Box::pin(self.park(job, next, attempts, &reason)).await
         } else {
             Box::pin(self.dead_letter(job, attempts, &reason)).await
-        }
+        };
+        trace::settled(span, &reason, &finished);
+        finished
     }
 
     /// Retries a store operation until it succeeds or the job's assignment is gone.

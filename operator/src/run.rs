@@ -6,10 +6,12 @@
 //!  standby ──Lease acquired──▶ leading (controllers run) ──Lease lost──▶ standby
 //!     └───────────── SIGTERM: controllers drain, Lease released, exit ─────────┘
 //! ```
-//! Losing the Lease drops the controllers at once (in-flight reconciles are cancelled); losing
-//! contact with the Lease while leading exits the process (as controller-runtime does), so a
-//! replica that cannot renew stops acting before another one's acquisition (after the Lease
-//! duration) lets it act.
+//! Losing the Lease drops the controllers at once (in-flight reconciles are cancelled). So does
+//! losing contact with it (a renewal that fails): a replica that cannot renew stops acting
+//! before another one's acquisition (after the Lease duration) lets it act. It then stays up as
+//! a standby and rejoins the election with a fresh read of the Lease, rather than exiting as
+//! controller-runtime does: on a loaded API server one refused request should not cost a
+//! process restart (and, in a pod, a CrashLoopBackOff).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -235,6 +237,10 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     })
 }
 
+/// The pause between attempts to rejoin the leader election, so an API server that refuses
+/// every request is not asked in a busy loop.
+const REJOIN_PAUSE: Duration = Duration::from_secs(1);
+
 impl RunArgs {
     /// Runs the operator until SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -293,14 +299,16 @@ impl RunArgs {
         info!(addr = %listener.local_addr()?, "serving metrics");
         let server = tokio::spawn(metrics.clone().serve(listener, stopped(stop_rx.clone())));
 
-        let lease = leader::lease(
-            client.clone(),
-            &lease_namespace,
-            &lease_name,
-            &identity,
-            lease_duration,
-        )
-        .await?;
+        let join_election = || {
+            leader::lease(
+                client.clone(),
+                &lease_namespace,
+                &lease_name,
+                &identity,
+                lease_duration,
+            )
+        };
+        let mut lease = join_election().await?;
         // Every replica serves admission (the Service may route to any); only the leader
         // registers it.
         let (webhook, served) = match webhook.settings(
@@ -443,7 +451,27 @@ impl RunArgs {
         tokio::pin!(webhook_served);
         // While leading: the controller future and the sender that drains it on SIGTERM.
         let mut leading = None;
+        // Set when a Lease request failed: the manager's view of who leads is then unknown,
+        // so a fresh one reads the Lease again before anything acts.
+        let mut rejoin = false;
         let outcome: anyhow::Result<()> = loop {
+            if rejoin {
+                tokio::select! {
+                    _ = &mut signal => break Ok(()),
+                    joined = join_election() => match joined {
+                        Ok(fresh) => {
+                            info!(identity, "rejoined the leader election");
+                            lease = fresh;
+                            rejoin = false;
+                        }
+                        Err(e) => {
+                            warn!(error = %ferry_common::errors::chain(&e), "rejoining the leader election failed; retrying");
+                            tokio::time::sleep(REJOIN_PAUSE).await;
+                        }
+                    },
+                }
+                continue;
+            }
             let controller = async {
                 match leading.as_mut() {
                     Some((controller, _)) => controller.await,
@@ -465,17 +493,19 @@ impl RunArgs {
                         metrics.set_leader(false);
                         warn!(identity, "lost leadership: controllers stopped");
                     }
-                    Err(e) if leading.is_some() => {
-                        // Leadership can no longer be confirmed: stop acting at once and exit,
-                        // as controller-runtime does; the pod restarts as a standby.
-                        leading = None;
-                        metrics.set_leader(false);
-                        break Err(anyhow::Error::new(e).context("lost contact with the leader Lease"));
-                    }
                     Err(e) => {
-                        warn!(error = %e, "leader election failed; retrying");
-                        // Standby: nothing to stop; retry after a pause (no busy loop).
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // A renewal that failed cannot confirm leadership: stop acting at once
+                        // (before the Lease can expire and another replica act), then stand by
+                        // and rejoin the election. One slow or refused request on a loaded API
+                        // server costs a restart of the controllers, not of the process.
+                        if leading.take().is_some() {
+                            warn!(identity, error = %ferry_common::errors::chain(&e), "lost contact with the leader Lease: controllers stopped; rejoining as a standby");
+                        } else {
+                            warn!(error = %ferry_common::errors::chain(&e), "leader election failed; rejoining");
+                        }
+                        metrics.set_leader(false);
+                        rejoin = true;
+                        tokio::time::sleep(REJOIN_PAUSE).await;
                     }
                 },
                 () = controller => break Err(anyhow::anyhow!("the controllers stopped by themselves")),

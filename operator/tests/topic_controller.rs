@@ -549,3 +549,50 @@ async fn sigterm_drains_and_hands_over_the_lease() {
         Some("b")
     );
 }
+
+#[tokio::test]
+async fn a_failed_renewal_stops_the_controllers_and_the_replica_leads_again() {
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let mut a = f.operator("a");
+    eventually("the only replica leads", CONVERGE, || async {
+        a.is_leader().await?.then_some(())
+    })
+    .await
+    .expect("the only replica leads");
+    // Deleting the Lease makes the next renewal fail (404), as a refused or timed-out request
+    // on a loaded API server would: leadership can no longer be confirmed.
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        f.ns.client(),
+        f.ns.name(),
+    );
+    leases
+        .delete("ferry-operator", &Default::default())
+        .await
+        .expect("delete the Lease");
+    // It stays up as a standby and rejoins: the Lease is written again, by this replica.
+    // (The time it spends not leading is about a second; too short to poll for reliably.)
+    eventually("the Lease is taken again", CONVERGE, || async {
+        leases.get_opt("ferry-operator").await.ok()?.map(|_| ())
+    })
+    .await
+    .expect("the replica rejoins the election and takes the Lease again");
+    eventually("the replica leads again", CONVERGE, || async {
+        a.is_leader().await?.then_some(())
+    })
+    .await
+    .expect("the replica leads again");
+    assert!(
+        a.process.try_status().expect("status").is_none(),
+        "the process must not exit on a failed renewal"
+    );
+    let lease = leases.get("ferry-operator").await.expect("Lease again");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("a")
+    );
+    let topic = unique_name("rejoined");
+    f.apply("after", json!({"topicName": topic})).await;
+    f.wait_ready("after", True, "Ready", CONVERGE).await;
+    cleanup(&f, &[topic]).await;
+}

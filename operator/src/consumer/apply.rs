@@ -4,7 +4,7 @@
 //! (the scaler) and apply the worker Deployment, with an Event for every change and a comment
 //! on every requeue.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
@@ -28,9 +28,6 @@ use crate::{
     reconcile::PublishEvent as _,
     status::Outcome,
 };
-
-/// After creating or growing topics, check again soon: Kafka applies them asynchronously.
-const VERIFY_AFTER: Duration = Duration::from_secs(1);
 
 impl EventConsumer {
     /// The namespace, which every EventConsumer has (it is a namespaced kind).
@@ -65,27 +62,13 @@ impl EventConsumer {
             .unwrap_or_default();
         let retired = topics::retired(&listed, &wanted);
         let status_topics = status_topics(&resolved, &managed, &retired);
-        match self.converge_topics(ctx, &managed).await? {
-            TopicsOutcome::InSync => {}
-            TopicsOutcome::Changed => {
-                let outcome = Outcome::Progressing {
-                    reason: "CreatingTopics".into(),
-                    message: "creating or growing the retry and dead-letter topics".into(),
-                };
-                let found = Found {
-                    topics: Some(status_topics),
-                    deployment: None,
-                    pods: None,
-                };
-                self.finish(ctx, outcome, found).await?;
-                // Requeue soon: the next describe confirms the topics.
-                return Ok(Action::requeue(VERIFY_AFTER));
-            }
-            TopicsOutcome::Refused(outcome) => {
-                self.finish(ctx, outcome, Found::default()).await?;
-                // Requeue at the resync interval: a spec change triggers a reconcile anyway.
-                return Ok(Action::requeue(ctx.resync));
-            }
+        // Created or corrected topics need no second pass: Kafka has answered that they are
+        // in place, and the next resync describes them again. Going on at once saves every
+        // new consumer a status write and a reconcile.
+        if let Some(outcome) = self.converge_topics(ctx, &managed).await? {
+            self.finish(ctx, outcome, Found::default()).await?;
+            // Requeue at the resync interval: a spec change triggers a reconcile anyway.
+            return Ok(Action::requeue(ctx.resync));
         }
 
         let secret = credentials::secret_name(&self.spec.service_account);
@@ -249,74 +232,57 @@ impl EventConsumer {
         }
     }
 
-    /// Creates, grows and corrects the consumer's own topics.
+    /// Creates, grows and corrects the consumer's own topics; what Kafka refused, if anything.
     async fn converge_topics(
         &self,
         ctx: &Context,
         managed: &[topics::ManagedTopic],
-    ) -> Result<TopicsOutcome> {
+    ) -> Result<Option<Outcome>> {
         let described =
             futures::future::join_all(managed.iter().map(|t| ctx.kafka.describe(&t.name))).await;
-        let mut changed = false;
+        let mut changes = Vec::new();
         for (wanted, found) in managed.iter().zip(described) {
             let actual = match self.kafka_call(ctx, async { found }).await? {
                 Ok(actual) => actual,
-                Err(refusal) => return Ok(self.refused(ctx, &wanted.name, refusal).await),
+                Err(refusal) => return Ok(Some(self.refused(ctx, &wanted.name, refusal).await)),
             };
-            for change in topics::diff(wanted, actual.as_ref()) {
-                let (result, note) = match change {
-                    Change::Create(spec) => (
-                        self.kafka_call(ctx, ctx.kafka.create(spec)).await?,
-                        format!(
-                            "created Kafka topic {} with {} partitions",
-                            wanted.name, wanted.partitions
-                        ),
-                    ),
-                    Change::Grow(partitions) => (
-                        self.kafka_call(ctx, ctx.kafka.grow(&wanted.name, partitions))
-                            .await?,
-                        format!(
-                            "grew Kafka topic {} to {partitions} partitions (as its source)",
-                            wanted.name
-                        ),
-                    ),
-                    Change::Alter(ops) => (
-                        self.kafka_call(ctx, ctx.kafka.alter(&wanted.name, ops))
-                            .await?,
-                        format!("put back the configs of Kafka topic {}", wanted.name),
-                    ),
-                };
-                match result {
-                    Ok(()) => {
-                        info!(topic = wanted.name, note, "changed consumer topic");
-                        self.publish(
-                            &ctx.events,
-                            EventType::Normal,
-                            "TopicChanged",
-                            "Update",
-                            note,
-                        )
-                        .await;
-                        changed = true;
-                    }
-                    // Created by someone else since our describe: the next pass sees it.
-                    Err(refusal)
-                        if refusal.code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists =>
-                    {
-                        changed = true;
-                    }
-                    Err(refusal) => return Ok(self.refused(ctx, &wanted.name, refusal).await),
+            changes.extend(
+                topics::diff(wanted, actual.as_ref())
+                    .into_iter()
+                    .map(|change| (wanted, change)),
+            );
+        }
+        // All at once: each call waits for a batch of every reconcile's requests, so one
+        // after another would cost a consumer with three new topics three batch rounds.
+        let results = futures::future::join_all(
+            changes
+                .into_iter()
+                .map(|(wanted, change)| apply_change(ctx, wanted, change)),
+        )
+        .await;
+        for (wanted, result, note) in results {
+            match self.kafka_call(ctx, async { result }).await? {
+                Ok(()) => {
+                    info!(topic = wanted.name, note, "changed consumer topic");
+                    self.publish(
+                        &ctx.events,
+                        EventType::Normal,
+                        "TopicChanged",
+                        "Update",
+                        note,
+                    )
+                    .await;
                 }
+                // Created by someone else since our describe: in place all the same.
+                Err(refusal)
+                    if refusal.code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists => {}
+                Err(refusal) => return Ok(Some(self.refused(ctx, &wanted.name, refusal).await)),
             }
         }
-        Ok(if changed {
-            TopicsOutcome::Changed
-        } else {
-            TopicsOutcome::InSync
-        })
+        Ok(None)
     }
 
-    async fn refused(&self, ctx: &Context, topic: &str, refusal: kafka::Refusal) -> TopicsOutcome {
+    async fn refused(&self, ctx: &Context, topic: &str, refusal: kafka::Refusal) -> Outcome {
         let outcome = Outcome::Stalled {
             reason: "KafkaRefused".into(),
             message: format!("Kafka refused the change to topic {topic}: {refusal}"),
@@ -329,7 +295,7 @@ impl EventConsumer {
             reconcile::outcome_message(&outcome),
         )
         .await;
-        TopicsOutcome::Refused(outcome)
+        outcome
     }
 
     /// Runs a Kafka call; when Kafka is unreachable, says so in the status and fails so the
@@ -345,12 +311,36 @@ impl EventConsumer {
     }
 }
 
-/// How converging the consumer's own topics ended.
-enum TopicsOutcome {
-    /// Kafka matched already.
-    InSync,
-    /// Something was created or changed; confirm on the next pass.
-    Changed,
-    /// Kafka refused; the status says why.
-    Refused(Outcome),
+/// Makes one change to one of the consumer's topics: Kafka's answer and the note for its Event.
+async fn apply_change<'a>(
+    ctx: &Context,
+    wanted: &'a topics::ManagedTopic,
+    change: Change,
+) -> (
+    &'a topics::ManagedTopic,
+    kafka::Result<std::result::Result<(), kafka::Refusal>>,
+    String,
+) {
+    let (result, note) = match change {
+        Change::Create(spec) => (
+            ctx.kafka.create(spec).await,
+            format!(
+                "created Kafka topic {} with {} partitions",
+                wanted.name, wanted.partitions
+            ),
+        ),
+        Change::Grow(partitions) => (
+            ctx.kafka.grow(&wanted.name, partitions).await,
+            format!(
+                "grew Kafka topic {} to {partitions} partitions (as its source)",
+                wanted.name
+            ),
+        ),
+        Change::Alter(ops) => (
+            ctx.kafka.alter(&wanted.name, ops).await,
+            format!("put back the configs of Kafka topic {}", wanted.name),
+        ),
+    };
+    (wanted, result, note)
 }
+

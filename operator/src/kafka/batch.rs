@@ -39,6 +39,12 @@ where
                     Err(_) => break,
                 }
             }
+            // A reconcile abandoned at its deadline no longer waits for its answer: asking
+            // Kafka for it anyway would only lengthen the queue of those still waiting.
+            batch.retain(|(_, reply)| !reply.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
             let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.into_iter().unzip();
             match call(requests).await {
                 Ok(responses) => {
@@ -191,5 +197,33 @@ impl Batched {
     /// Deletes a topic (already gone counts as deleted).
     pub async fn delete(&self, name: &str) -> Result<Outcome> {
         ask(&self.delete, name.to_owned()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_nobody_waits_for_is_not_sent() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let tx = spawn_batcher(move |requests: Vec<u32>| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                recorded.lock().unwrap().push(requests.clone());
+                Ok(requests)
+            }
+        });
+        // Both queued before the batcher runs (a current-thread runtime): one caller gave up.
+        let (abandoned, gone) = oneshot::channel();
+        drop(gone);
+        tx.send((1, abandoned)).unwrap();
+        let (reply, answer) = oneshot::channel();
+        tx.send((2, reply)).unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), 2);
+        assert_eq!(*seen.lock().unwrap(), vec![vec![2]]);
     }
 }

@@ -343,4 +343,3 @@ async fn apply_change<'a>(
     };
     (wanted, result, note)
 }
-

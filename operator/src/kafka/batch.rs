@@ -213,17 +213,17 @@ mod tests {
         let tx = spawn_batcher(move |requests: Vec<u32>| {
             let recorded = Arc::clone(&recorded);
             async move {
-                recorded.lock().unwrap().push(requests.clone());
+                recorded.lock().expect("lock").push(requests.clone());
                 Ok(requests)
             }
         });
         // Both queued before the batcher runs (a current-thread runtime): one caller gave up.
         let (abandoned, gone) = oneshot::channel();
         drop(gone);
-        tx.send((1, abandoned)).unwrap();
+        tx.send((1, abandoned)).expect("queued");
         let (reply, answer) = oneshot::channel();
-        tx.send((2, reply)).unwrap();
-        assert_eq!(answer.await.unwrap().unwrap(), 2);
-        assert_eq!(*seen.lock().unwrap(), vec![vec![2]]);
+        tx.send((2, reply)).expect("queued");
+        assert_eq!(answer.await.expect("answered").expect("sent"), 2);
+        assert_eq!(*seen.lock().expect("lock"), vec![vec![2]]);
     }
 }

@@ -170,7 +170,7 @@ mod tests {
             .iter()
             .map(|c| c.spec.names.kind.as_str())
             .collect();
-        assert_eq!(kinds, ["EventConsumer", "EventTopic"]);
+        assert_eq!(kinds, ["EventConsumer", "EventReplay", "EventTopic"]);
         assert_eq!(documents.crds, {
             let mut crds = crdgen::crds();
             crds.sort_by(|a, b| a.spec.names.kind.cmp(&b.spec.names.kind));

@@ -21,6 +21,7 @@ use rdkafka::{
         TopicReplication,
     },
     client::DefaultClientContext,
+    consumer::BaseConsumer,
     error::KafkaError,
     types::RDKafkaErrorCode,
 };
@@ -163,6 +164,9 @@ pub struct NewTopicSpec {
 #[derive(Clone)]
 pub struct KafkaAdmin {
     client: Arc<AdminClient<DefaultClientContext>>,
+    /// The handle committed offsets are fetched with, made on first use ([`offsets`]).
+    group_handle: Arc<std::sync::Mutex<Option<Arc<BaseConsumer>>>>,
+    config: ClientConfig,
     timeout: Duration,
 }
 
@@ -173,6 +177,10 @@ impl std::fmt::Debug for KafkaAdmin {
             .finish()
     }
 }
+
+/// The consumer group of the handle committed offsets are fetched with: never joined, so it
+/// never appears with members or offsets.
+const OFFSETS_GROUP: &str = "ferry-operator.offset-fetch";
 
 /// Topic-level errors that mean "no such topic".
 fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
@@ -189,8 +197,31 @@ impl KafkaAdmin {
         let client = config.create().map_err(Error::Client)?;
         Ok(Self {
             client: Arc::new(client),
+            group_handle: Arc::default(),
+            config: config.clone(),
             timeout,
         })
+    }
+
+    /// A consumer handle with a consumer group of its own, for OffsetFetch only. On a
+    /// NOT_COORDINATOR answer librdkafka 2.12 asks the handle's own group to find its
+    /// coordinator again, and an admin client has none: it dereferences null and the process
+    /// dies (librdkafka#5040, open). The group is never joined; it only has to exist.
+    fn group_handle(&self) -> Result<Arc<BaseConsumer>> {
+        let mut handle = self.group_handle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = handle.as_ref() {
+            return Ok(Arc::clone(h));
+        }
+        let created: Arc<BaseConsumer> = Arc::new(
+            self.config
+                .clone()
+                .set("group.id", OFFSETS_GROUP)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(Error::Client)?,
+        );
+        *handle = Some(Arc::clone(&created));
+        Ok(created)
     }
 
     fn options(&self) -> AdminOptions {

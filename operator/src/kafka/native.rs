@@ -72,11 +72,25 @@ pub(super) unsafe fn queue_and_options(
     Owned<rd::rd_kafka_queue_t>,
     Owned<rd::rd_kafka_AdminOptions_t>,
 ) {
-    // SAFETY: `rk` is live (the caller's promise); each object is destroyed by its guard.
+    // SAFETY: `rk` is live (the caller's promise); the queue is destroyed by its guard.
     let queue = Owned {
         ptr: unsafe { rd::rd_kafka_queue_new(rk) },
         destroy: rd::rd_kafka_queue_destroy,
     };
+    // SAFETY: as above.
+    (queue, unsafe { options(rk, op, timeout_ms) })
+}
+
+/// Admin options for operation `op` with request timeout `timeout_ms`.
+///
+/// # Safety
+/// `rk` is a live client that outlives the returned object.
+pub(super) unsafe fn options(
+    rk: *mut rd::rd_kafka_t,
+    op: rd::rd_kafka_admin_op_t,
+    timeout_ms: i32,
+) -> Owned<rd::rd_kafka_AdminOptions_t> {
+    // SAFETY: `rk` is live (the caller's promise); the options are destroyed by their guard.
     let options = Owned {
         ptr: unsafe { rd::rd_kafka_AdminOptions_new(rk, op) },
         destroy: rd::rd_kafka_AdminOptions_destroy,
@@ -91,7 +105,7 @@ pub(super) unsafe fn queue_and_options(
             errstr.len(),
         );
     }
-    (queue, options)
+    options
 }
 
 /// Runs one admin operation: `start` is given the client, options and a fresh queue and must

@@ -6,11 +6,13 @@
 //! - Committed offsets: `rd_kafka_ListConsumerGroupOffsets` takes one group per call (its
 //!   documented limit, librdkafka 2.12), so every group's call is started on one queue at
 //!   once and the answers are collected as they come: the OffsetFetch requests are pipelined
-//!   to the group coordinators, one thread waits for all of them.
+//!   to the group coordinators, one thread waits for all of them. They go through a consumer
+//!   handle of their own ([`KafkaAdmin`]'s group handle): on an admin client, a NOT_COORDINATOR
+//!   answer crashes librdkafka 2.12 (librdkafka#5040).
 
 use std::{
     collections::BTreeMap,
-    ffi::CString,
+    ffi::{CString, c_void},
     ptr,
     sync::Arc,
     time::{Duration, Instant},
@@ -20,6 +22,7 @@ use rdkafka::{
     admin::AdminClient,
     bindings as rd,
     client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer as _},
     types::{RDKafkaErrorCode, RDKafkaRespErr},
 };
 
@@ -145,30 +148,45 @@ async fn list_offsets(
 }
 
 /// Starts one ListConsumerGroupOffsets per group on one queue and collects every answer.
+/// Each request carries its group's index as the options' opaque: an answer that failed as a
+/// whole names no group, and is still that group's refusal rather than the round's failure.
 fn committed_blocking(
-    admin: &AdminClient<DefaultClientContext>,
+    handle: &BaseConsumer,
     groups: &[CString],
     timeout: Duration,
 ) -> Result<BTreeMap<String, Committed>> {
-    let rk = admin.inner().native_ptr();
+    // The handle's own (never joined) group reports what happens to it, a broker gone for
+    // instance, as events on its queue; nobody needs them, drained so they do not pile up.
+    while let Some(event) = handle.poll(Duration::ZERO) {
+        if let Err(error) = event {
+            tracing::debug!(%error, "offset-fetch handle");
+        }
+    }
+    let rk = handle.client().native_ptr();
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: `rk` is live while `admin` is borrowed; every object is destroyed by its guard
-    // after the events that refer to it.
-    let (queue, options) = unsafe {
-        native::queue_and_options(
-            rk,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-            timeout_ms,
-        )
+    // SAFETY: `rk` is live while `handle` is borrowed; the queue and every options object are
+    // destroyed by their guards after the events that refer to them.
+    let queue = Owned {
+        ptr: unsafe { rd::rd_kafka_queue_new(rk) },
+        destroy: rd::rd_kafka_queue_destroy,
     };
-    for group in groups {
-        // SAFETY: a null partition list asks for every committed partition; the request
-        // copies the object, which is destroyed right after.
+    let mut options = Vec::with_capacity(groups.len());
+    for (index, group) in groups.iter().enumerate() {
+        // SAFETY: as above; a null partition list asks for every committed partition; the
+        // request copies the object, which is destroyed right after. The opaque is an index,
+        // never dereferenced.
         unsafe {
+            let opts = native::options(
+                rk,
+                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+                timeout_ms,
+            );
+            rd::rd_kafka_AdminOptions_set_opaque(opts.ptr, index as *mut c_void);
             let mut request =
                 rd::rd_kafka_ListConsumerGroupOffsets_new(group.as_ptr(), ptr::null());
-            rd::rd_kafka_ListConsumerGroupOffsets(rk, &mut request, 1, options.ptr, queue.ptr);
+            rd::rd_kafka_ListConsumerGroupOffsets(rk, &mut request, 1, opts.ptr, queue.ptr);
             rd::rd_kafka_ListConsumerGroupOffsets_destroy(request);
+            options.push(opts);
         }
     }
     let deadline = Instant::now() + timeout + Duration::from_secs(5);
@@ -193,16 +211,24 @@ fn committed_blocking(
         }
         // SAFETY: a ListConsumerGroupOffsets result event; everything is copied out.
         unsafe {
+            let index = rd::rd_kafka_event_opaque(event.ptr) as usize;
+            let Some(asked) = groups.get(index) else {
+                return Err(Error::UnexpectedEvent);
+            };
+            let asked = asked.to_string_lossy().into_owned();
             let err = rd::rd_kafka_event_error(event.ptr);
+            if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                // The request as a whole failed: timed out, or NOT_COORDINATOR while the
+                // group's coordinator moves or loads.
+                let refusal = Refusal {
+                    code: code(err),
+                    message: string(rd::rd_kafka_event_error_string(event.ptr)),
+                };
+                out.insert(asked, Err(refusal));
+                continue;
+            }
             let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.ptr);
             if result.is_null() {
-                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-                    // A whole request failed (e.g. timed out); its group is not named.
-                    return Err(Error::Request {
-                        code: code(err),
-                        message: string(rd::rd_kafka_event_error_string(event.ptr)),
-                    });
-                }
                 return Err(Error::UnexpectedEvent);
             }
             let mut count = 0;
@@ -225,6 +251,12 @@ fn committed_blocking(
                 };
                 out.insert(name, committed);
             }
+            out.entry(asked).or_insert_with(|| {
+                Err(Refusal {
+                    code: RDKafkaErrorCode::Fail,
+                    message: "Kafka gave no answer for this group".to_owned(),
+                })
+            });
         }
     }
     Ok(out)
@@ -263,13 +295,47 @@ impl KafkaAdmin {
             .iter()
             .map(|g| CString::new(g.as_str()).map_err(|_| Error::BadName(g.clone())))
             .collect::<Result<Vec<_>>>()?;
-        let admin = Arc::clone(&self.client);
+        let handle = self.group_handle()?;
         let timeout = self.timeout;
-        tokio::task::spawn_blocking(move || committed_blocking(&admin, &names, timeout))
+        tokio::task::spawn_blocking(move || committed_blocking(&handle, &names, timeout))
             .await
             .map_err(|e| Error::Request {
                 code: RDKafkaErrorCode::Fail,
                 message: format!("admin call thread failed: {e}"),
             })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::{ClientConfig, mocking::MockCluster, types::RDKafkaApiKey};
+
+    use super::*;
+
+    /// librdkafka's own in-process broker, because a real one answers NOT_COORDINATOR only
+    /// by chance (a new group on a fresh cluster, a coordinator moving): that answer made
+    /// librdkafka 2.12 dereference a null consumer group on an admin handle (librdkafka#5040)
+    /// and the operator died with SIGSEGV in its lag round.
+    #[tokio::test]
+    async fn a_not_coordinator_answer_is_that_groups_refusal_not_a_crash() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        let admin = KafkaAdmin::new(&config, Duration::from_secs(5)).expect("admin");
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetFetch,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR],
+        );
+        let groups = ["first".to_owned(), "second".to_owned()];
+        let committed = admin.committed_offsets(&groups).await.expect("answered");
+        assert_eq!(committed.len(), 2, "one answer per group: {committed:?}");
+        let refused: Vec<_> = committed.values().filter(|c| c.is_err()).collect();
+        assert_eq!(refused.len(), 1, "only the refused group: {committed:?}");
+        assert!(
+            refused[0]
+                .as_ref()
+                .is_err_and(|r| r.code == RDKafkaErrorCode::NotCoordinator),
+            "Kafka's reason: {committed:?}"
+        );
     }
 }

@@ -40,7 +40,14 @@ lint: ## rustfmt and clippy, warnings are errors
 
 # The images hold the binaries `cargo test` builds (built once: `cargo build` alone unifies
 # features without the dev-dependencies and would compile them a second time).
-test: env-up lint generate-check ## env-up, lint, images of the tested binaries, then every test against the real services
+# On a fresh machine env-up's Go builds and Rust's build each leave a core idle much of the time
+# (linking, downloads, build scripts), so Rust builds in the background meanwhile
+# (scripts/prebuild.sh, log in .ferry/logs/prebuild.log); the steps after report any error.
+test: ## env-up, lint, images of the tested binaries, then every test against the real services
+	@bash scripts/env/install.sh packages
+	@setsid bash scripts/prebuild.sh & prebuild=$$!; trap 'kill -- -$$prebuild 2>/dev/null || true' EXIT; \
+	  bash scripts/env/up.sh; wait $$prebuild
+	@$(MAKE) --no-print-directory lint generate-check
 	cargo test --workspace --locked --no-run
 	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
 	cargo test --workspace --locked

@@ -39,6 +39,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v go >/dev/null || die "Go is needed to build the Kubernetes control plane (go1.26 or newer)"
 command -v cargo >/dev/null || die "Rust (cargo) is needed to build Ferry"
+# `install.sh packages`: only the Debian packages (what Rust's build needs), not the Go builds.
+[ "${1:-}" = packages ] && exit 0
 
 # Two checkouts bringing up environments at once must not build into the same cache together.
 mkdir -p "$FERRY_CACHE"

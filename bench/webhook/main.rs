@@ -7,8 +7,10 @@
 //! load, the operator's own work and the pods piling up in the namespace weigh on both sides
 //! alike; each creation counts on the side its answer shows (the pod injected or not). Prints
 //! p50/p99/max of each, their difference (target: the webhook adds ≤ 5 ms p99) and how many
-//! webhook calls the API server made per pod (its `/metrics`). Not a test: it asserts nothing
-//! and never runs in CI.
+//! webhook calls the API server made per pod (its `/metrics`). A third side splits that
+//! difference: the pod as the webhook answered it, created as written (without the inject
+//! label, so no webhook is called), shows what the bigger pod costs the API server by itself.
+//! Not a test: it asserts nothing and never runs in CI.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ mod support;
 
 use anyhow::{Context, bail};
 use ferry_operator::webhook::{annotations, registration};
-use ferry_testkit::{TempNamespace, TestEnv, free_port, succeed, unique_name};
+use ferry_testkit::{TempNamespace, TestEnv, free_port, unique_name};
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     core::v1::{Pod, ServiceAccount},
@@ -100,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
         next: 0,
         with: Vec::with_capacity(PODS),
         without: Vec::with_capacity(PODS),
+        pre_injected: Vec::with_capacity(PODS),
+        template: None,
         probes_with: 0,
     };
     // The first creations warm both paths (connections, caches); not measured.
@@ -110,9 +114,13 @@ async fn main() -> anyhow::Result<()> {
     bench.with.clear();
     bench.without.clear();
     bench.probes_with = 0;
-    let calls_before = webhook_calls(env);
+    let template = bench
+        .template
+        .clone()
+        .context("no warm-up creation came back injected")?;
+    let calls_before = env.webhook_calls(registration::WEBHOOK_NAME);
     let mut present = true;
-    while bench.with.len() < PODS || bench.without.len() < PODS {
+    while bench.with.len() < PODS || bench.without.len() < PODS || bench.pre_injected.len() < PODS {
         let want = bench.with.len() <= bench.without.len();
         if want != present {
             if want {
@@ -127,9 +135,14 @@ async fn main() -> anyhow::Result<()> {
         }
         for _ in 0..BLOCK {
             bench.create().await?;
+            if !present {
+                bench.create_pre_injected(&template).await?;
+            }
         }
     }
-    let calls = webhook_calls(env).saturating_sub(calls_before);
+    let calls = env
+        .webhook_calls(registration::WEBHOOK_NAME)
+        .saturating_sub(calls_before);
     let with_count = bench.with.len() + bench.probes_with;
     operator.terminate(Duration::from_secs(20)).await?;
     let _ = configs
@@ -138,16 +151,28 @@ async fn main() -> anyhow::Result<()> {
 
     let with = sorted(&bench.with[..PODS]);
     let without = sorted(&bench.without[..PODS]);
+    let pre_injected = sorted(&bench.pre_injected[..PODS]);
     println!(
         "bench-webhook: {PODS} opted-in pod creations each, one at a time, through the API server, with and without the webhook configuration in alternating blocks of {BLOCK}"
     );
     report("with the webhook", &with);
     report("baseline (no webhook configuration)", &without);
-    let added = |q: f64| percentile(&with, q).saturating_sub(percentile(&without, q));
+    report(
+        "the injected pod as written (no webhook called)",
+        &pre_injected,
+    );
+    let diff = |a: &[Duration], b: &[Duration], q: f64| ms(percentile(a, q)) - ms(percentile(b, q));
     println!(
         "added by the webhook: p50 {:.2} ms, p99 {:.2} ms (target p99 <= 5 ms)",
-        ms(added(0.50)),
-        ms(added(0.99))
+        diff(&with, &without, 0.50),
+        diff(&with, &without, 0.99)
+    );
+    println!(
+        "  of which the bigger pod: p50 {:.2} ms, p99 {:.2} ms; the webhook call: p50 {:.2} ms, p99 {:.2} ms (differences of percentiles: a split, not a sum)",
+        diff(&pre_injected, &without, 0.50),
+        diff(&pre_injected, &without, 0.99),
+        diff(&with, &pre_injected, 0.50),
+        diff(&with, &pre_injected, 0.99)
     );
     println!(
         "webhook calls by the API server: {calls} for {with_count} injected pods ({:.2} per pod)",
@@ -162,6 +187,10 @@ struct Bench {
     next: usize,
     with: Vec<Duration>,
     without: Vec<Duration>,
+    /// The injected pod created as written, with no webhook called.
+    pre_injected: Vec<Duration>,
+    /// The first pod that came back injected: what the pre-injected side creates.
+    template: Option<Pod>,
     probes_with: usize,
 }
 
@@ -192,13 +221,39 @@ impl Bench {
         let injected = created
             .metadata
             .annotations
+            .as_ref()
             .is_some_and(|a| a.contains_key(annotations::INJECTED));
         if injected {
             self.with.push(latency);
+            if self.template.is_none() {
+                self.template = Some(created);
+            }
         } else {
             self.without.push(latency);
         }
         Ok(injected)
+    }
+
+    /// Creates the pod the webhook made, as written: its spec (containers, volumes, what the API
+    /// server defaulted) and annotations, without the inject label, so no webhook sees it.
+    async fn create_pre_injected(&mut self, template: &Pod) -> anyhow::Result<()> {
+        self.next += 1;
+        let mut labels = template.metadata.labels.clone().unwrap_or_default();
+        labels.remove(registration::INJECT_LABEL);
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("pod-{}", self.next)),
+                labels: Some(labels),
+                annotations: template.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        let start = Instant::now();
+        self.pods.create(&PostParams::default(), &pod).await?;
+        self.pre_injected.push(start.elapsed());
+        Ok(())
     }
 
     /// Creates pods (not measured) until one comes back `injected` as asked: the API server has
@@ -225,20 +280,6 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// Calls to webhooks named like Ferry's, by the API server's `/metrics`.
-fn webhook_calls(env: &TestEnv) -> u64 {
-    let mut kubectl = env.command("kubectl");
-    kubectl.args(["get", "--raw", "/metrics"]);
-    let wanted = format!("name=\"{}\"", registration::WEBHOOK_NAME);
-    succeed(kubectl)
-        .lines()
-        .filter(|l| {
-            l.starts_with("apiserver_admission_webhook_request_total{") && l.contains(&wanted)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn sorted(latencies: &[Duration]) -> Vec<Duration> {

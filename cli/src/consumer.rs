@@ -70,7 +70,7 @@ impl ConsumerView {
             Some(t) => t,
             None => match consumer.spec.dead_letter.as_ref().and_then(|d| d.topic.as_ref()) {
                 Some(event_topic) => kafka_name(event_topic).ok_or_else(|| {
-                    Error::Unusable(format!(
+                    Error::unusable(format!(
                         "EventConsumer {namespace}/{name} names the dead-letter EventTopic {event_topic}, which does not exist"
                     ))
                 })?,
@@ -159,6 +159,7 @@ mod tests {
                 },
                 dead_letter: dead_letter.map(|t| DeadLetter {
                     topic: Some(t.to_owned()),
+                    ..DeadLetter::default()
                 }),
                 delivery: Delivery {
                     http: Some(HttpDelivery {

@@ -92,7 +92,7 @@ pub fn kafka_args(
 /// The client configuration of `args`.
 pub fn client_config(args: &KafkaArgs) -> Result<ClientConfig> {
     args.client_config()
-        .map_err(|e| Error::Usage(format!("Kafka settings: {e}")))
+        .map_err(|e| Error::usage(format!("Kafka settings: {e}")))
 }
 
 #[cfg(test)]

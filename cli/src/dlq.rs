@@ -362,8 +362,8 @@ struct Summary<'a> {
 async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
     let filter = args.filter.parse(Timestamp::now())?;
     if filter.is_everything() && !args.all {
-        return Err(Error::Usage(
-            "dlq replay needs a filter (--reason, --type, --id, --topic, --since, --until) or --all".into(),
+        return Err(Error::usage(
+            "dlq replay needs a filter (--reason, --type, --id, --topic, --since, --until) or --all",
         ));
     }
     if !args.direct {
@@ -375,14 +375,14 @@ async fn replay(args: &ReplayArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resul
     let destination = match (consumer.first_delay.is_some(), args.to_source) {
         (true, false) => Destination::FirstTier,
         (true, true) => {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "{} has retry tiers: replays go to its first tier, which only its own group reads; --to-source is for consumers without tiers",
                 consumer.name
             )));
         }
         (false, true) => Destination::Source,
         (false, false) => {
-            return Err(Error::Unusable(format!(
+            return Err(Error::unusable(format!(
                 "{} has no retry tier (spec.retry.delays), so a replay would have to go to its source topic, where every consumer group of that topic receives it again; pass --to-source to do that, or add a retry delay",
                 consumer.name
             )));
@@ -507,7 +507,7 @@ async fn producer_secret(cluster: &Cluster, plan: &Plan) -> Result<String> {
     topics.sort_unstable();
     topics.dedup();
     let [topic] = topics.as_slice() else {
-        return Err(Error::Usage(format!(
+        return Err(Error::usage(format!(
             "--to-source writes one source topic at a time (each with its producer's credential); narrow the selection with --topic (selected: {})",
             topics.join(", ")
         )));
@@ -528,7 +528,7 @@ async fn producer_secret(cluster: &Cluster, plan: &Plan) -> Result<String> {
         .and_then(|t| t.spec.producers.first())
         .map(|p| p.service_account.clone())
         .ok_or_else(|| {
-            Error::Unusable(format!(
+            Error::unusable(format!(
                 "no EventTopic of {} declares a producer of {topic}, so no credential may write it",
                 cluster.namespace
             ))

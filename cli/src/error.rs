@@ -53,34 +53,10 @@ pub enum Error {
         what: String,
     },
 
-    /// Kafka refused or failed an operation.
-    #[error("Kafka ({doing}): {source}")]
-    Kafka {
-        /// What the plugin was doing.
-        doing: String,
-        /// Kafka's error.
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
-
-    /// The EventConsumer cannot be served as asked (no dead-letter topic known, no way back).
-    #[error("{0}")]
-    Unusable(String),
-
-    /// A filter or flag value that means nothing.
-    #[error("{0}")]
-    Usage(String),
-}
-
-impl From<ferry_sidecar::dlq::Error> for Error {
-    fn from(e: ferry_sidecar::dlq::Error) -> Self {
-        use ferry_sidecar::dlq::Error as Dlq;
-        match e {
-            Dlq::Kafka { doing, source } => Self::Kafka { doing, source },
-            Dlq::Unusable(s) => Self::Unusable(s),
-            Dlq::Usage(s) => Self::Usage(s),
-        }
-    }
+    /// What the dead-letter code (shared with the replay Job) refused: Kafka's errors, a
+    /// consumer that cannot be served as asked, a filter or flag value that means nothing.
+    #[error(transparent)]
+    Dlq(#[from] ferry_sidecar::dlq::Error),
 }
 
 /// Results of this crate.
@@ -120,16 +96,23 @@ impl Error {
 
     /// Wraps a Kafka error with what was being done.
     pub fn kafka(doing: impl fmt::Display, source: rdkafka::error::KafkaError) -> Self {
-        Self::Kafka {
-            doing: doing.to_string(),
-            source,
-        }
+        ferry_sidecar::dlq::Error::kafka(doing, source).into()
+    }
+
+    /// The consumer cannot be served as asked.
+    pub fn unusable(message: impl Into<String>) -> Self {
+        ferry_sidecar::dlq::Error::Unusable(message.into()).into()
+    }
+
+    /// A filter or flag value that means nothing.
+    pub fn usage(message: impl Into<String>) -> Self {
+        ferry_sidecar::dlq::Error::Usage(message.into()).into()
     }
 
     /// The process exit code: 1 for refusals and failures, 2 for usage errors (as clap).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Usage(_) => 2,
+            Self::Dlq(ferry_sidecar::dlq::Error::Usage(_)) => 2,
             _ => 1,
         }
     }

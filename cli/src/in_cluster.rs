@@ -106,7 +106,7 @@ async fn run(
             break s;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Unusable(format!(
+            return Err(Error::unusable(format!(
                 "EventReplay {ns}/{name} has not finished within {}s; it goes on in the cluster: kubectl get eventreplay {name} -n {ns}",
                 timeout.as_secs()
             )));
@@ -114,7 +114,7 @@ async fn run(
         tokio::time::sleep(POLL).await;
     };
     if status.phase == Some(ferry_operator::api::ReplayPhase::Failed) {
-        return Err(Error::Unusable(format!(
+        return Err(Error::unusable(format!(
             "EventReplay {ns}/{name} failed: {}",
             status.message.clone().unwrap_or_default()
         )));
@@ -161,7 +161,7 @@ pub async fn select(
         .and_then(|mut d| d.remove(SELECTION_KEY))
         .unwrap_or_else(|| "[]".into());
     let selected: Vec<DeadLetter> = serde_json::from_str(&text).map_err(|e| {
-        Error::Unusable(format!(
+        Error::unusable(format!(
             "the selection of EventReplay {ns}/{name} is not readable: {e}"
         ))
     })?;

@@ -42,7 +42,7 @@ pub async fn load(cluster: &Cluster, consumer: &ConsumerView) -> Result<Ledger> 
             None,
         )
     })?;
-    ledger::from_configmap(found, &owner(consumer)).map_err(Error::Unusable)
+    ledger::from_configmap(found, &owner(consumer)).map_err(Error::unusable)
 }
 
 /// Writes the consumer's ledger, with a line about this replay.

@@ -90,7 +90,7 @@ impl Cli {
             command,
         } = self;
         match command {
-            Command::Status(args) => status::run(args, kube, reach).await,
+            Command::Status(args) => status::run(args, kube).await,
             Command::Dlq(command) => dlq::run(command, kube, reach).await,
         }
     }

@@ -25,10 +25,10 @@ pub fn structured(value: &impl Serialize, format: Format) -> Result<String> {
     match format {
         Format::Json => serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
-            .map_err(|e| Error::Unusable(format!("cannot print JSON: {e}"))),
+            .map_err(|e| Error::unusable(format!("cannot print JSON: {e}"))),
         Format::Yaml => serde_saphyr::to_string(value)
-            .map_err(|e| Error::Unusable(format!("cannot print YAML: {e}"))),
-        Format::Table => Err(Error::Usage("a table is not a structured format".into())),
+            .map_err(|e| Error::unusable(format!("cannot print YAML: {e}"))),
+        Format::Table => Err(Error::usage("a table is not a structured format")),
     }
 }
 

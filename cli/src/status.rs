@@ -2,11 +2,11 @@
 //! EventConsumer (placement, replicas, lag, dead letters, Ready with its reason) and injected
 //! pod (its Ferry containers and the relay's backlog), for a namespace or all (`-A`).
 //!
-//! Everything comes from the API server as the user: resources and their status, and the
-//! relay's backlog from its `/metrics` through the API server's pod proxy (`pods/proxy`). The
-//! dead-letter count comes from the dead-letter topic's offsets, read with the consumer's
-//! credential where the user may read it (`?` otherwise): the records the topic retains, which
-//! for a shared dead-letter topic include other consumers' too (marked `~`).
+//! Everything comes from the API server as the user, never from Kafka: resources and their
+//! status, and the relay's backlog from its `/metrics` through the API server's pod proxy
+//! (`pods/proxy`). The dead-letter count is the one the operator measures with the lag
+//! (`status.deadLetters`, `?` until measured): the records the topic holds, which for a shared
+//! dead-letter topic include other consumers' too (marked `~`).
 
 use std::time::Duration;
 
@@ -22,21 +22,16 @@ use kube::{
     api::{DynamicObject, ListParams},
     core::{ApiResource, GroupVersionKind},
 };
-use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::{
-    cluster::{Cluster, KubeArgs},
-    consumer::ConsumerView,
-    credential,
-    dlq::KafkaReach,
+    cluster::KubeArgs,
     error::{Error, Result},
     output::{self, Format, Paint, Tone},
-    scan,
 };
 
-/// How long one pod's metrics or one dead-letter count may take before it shows `?`: status
-/// is a glance, not a wait.
+/// How long one pod's metrics may take before its backlog shows `?`: status is a glance, not
+/// a wait.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `status`
@@ -45,9 +40,6 @@ pub struct StatusArgs {
     /// Every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Do not read dead-letter counts from Kafka.
-    #[arg(long)]
-    pub no_kafka: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
@@ -87,7 +79,7 @@ pub struct ConsumerLine {
     pub ready_replicas: Option<i32>,
     /// Records not yet processed.
     pub lag: Option<i64>,
-    /// Records the dead-letter topic retains (`None`: not readable).
+    /// Records the dead-letter topic holds, as the operator last measured (`None`: not yet).
     pub dead_letters: Option<i64>,
     /// Whether the dead-letter topic is shared with other consumers.
     pub dead_letter_shared: bool,
@@ -179,7 +171,7 @@ pub struct Status {
 }
 
 /// Runs `status`.
-pub async fn run(args: &StatusArgs, kube: &KubeArgs, reach: &KafkaReach) -> Result<String> {
+pub async fn run(args: &StatusArgs, kube: &KubeArgs) -> Result<String> {
     let cluster = kube.connect().await?;
     let scope = (!args.all_namespaces).then(|| cluster.namespace.clone());
     let where_ = scope
@@ -231,10 +223,9 @@ pub async fn run(args: &StatusArgs, kube: &KubeArgs, reach: &KafkaReach) -> Resu
         let consumer: EventConsumer = serde_json::from_value(value).ok()?;
         Some((consumer, placement))
     });
-    let event_consumers = join_all(consumer_lines.map(|(consumer, placement)| {
-        consumer_line(&cluster, consumer, placement, &topics, reach, args.no_kafka)
-    }))
-    .await;
+    let event_consumers = consumer_lines
+        .map(|(consumer, placement)| consumer_line(consumer, placement))
+        .collect();
     let injected_pods = join_all(pods.iter().map(|p| pod_line(&cluster.client, p))).await;
     let status = Status {
         event_topics,
@@ -275,35 +266,12 @@ fn topic_line(t: &EventTopic) -> TopicLine {
     }
 }
 
-async fn consumer_line(
-    cluster: &Cluster,
-    consumer: EventConsumer,
-    placement: String,
-    topics: &[EventTopic],
-    reach: &KafkaReach,
-    no_kafka: bool,
-) -> ConsumerLine {
+fn consumer_line(consumer: EventConsumer, placement: String) -> ConsumerLine {
     let status = consumer.status.clone().unwrap_or_default();
     let shared = status
         .topics
         .as_ref()
         .is_some_and(|t| t.dead_letter.is_some() && !t.dead_letter_managed);
-    let dead_letters = if no_kafka {
-        None
-    } else {
-        let ns_topics: Vec<EventTopic> = topics
-            .iter()
-            .filter(|t| t.namespace() == consumer.namespace())
-            .cloned()
-            .collect();
-        tokio::time::timeout(
-            PROBE_TIMEOUT,
-            dead_letter_count(cluster, &consumer, &ns_topics, reach),
-        )
-        .await
-        .ok()
-        .flatten()
-    };
     ConsumerLine {
         namespace: consumer.namespace().unwrap_or_default(),
         name: consumer.name_any(),
@@ -311,44 +279,10 @@ async fn consumer_line(
         replicas: status.replicas,
         ready_replicas: status.ready_replicas,
         lag: status.lag.as_ref().map(|l| l.total),
-        dead_letters,
+        dead_letters: status.dead_letters,
         dead_letter_shared: shared,
         ready: Readiness::from_conditions(&status.conditions),
     }
-}
-
-/// Records retained in the consumer's dead-letter topic, read with its own credential.
-async fn dead_letter_count(
-    cluster: &Cluster,
-    consumer: &EventConsumer,
-    topics: &[EventTopic],
-    reach: &KafkaReach,
-) -> Option<i64> {
-    let view = ConsumerView::from_resource(consumer, topics).ok()?;
-    let in_ns = Cluster {
-        client: cluster.client.clone(),
-        namespace: view.namespace.clone(),
-    };
-    let data = credential::fetch(&in_ns, &view.credential_secret)
-        .await
-        .ok()?;
-    let args = credential::kafka_args(
-        &data,
-        reach.kafka_bootstrap.as_deref(),
-        &view.namespace,
-        &view.credential_secret,
-    )
-    .ok()?;
-    let config = credential::client_config(&args).ok()?;
-    let topic = view.dead_letter_topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create().ok()?;
-        let marks = scan::watermarks(&consumer, &topic).ok()?;
-        Some(marks.iter().map(|(_, low, high)| high - low).sum())
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 async fn pod_line(client: &Client, pod: &Pod) -> PodLine {

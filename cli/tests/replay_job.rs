@@ -213,10 +213,11 @@ impl Scene {
 }
 
 /// A namespace with an EventTopic, an EventConsumer with retry `delays`, and the real
-/// operator for it; returns once the consumer's topics and access are made.
+/// operator for it (with `extra` flags); returns once the consumer's topics and access are made.
 async fn operated(
     env: &'static TestEnv,
     delays: &[&str],
+    extra: &[&str],
 ) -> (
     TempNamespace,
     ChildProcess,
@@ -255,7 +256,7 @@ async fn operated(
         .expect("EventConsumer");
 
     let metrics = format!("127.0.0.1:{}", free_port());
-    let args = [
+    let mut args = vec![
         "run",
         "--namespace",
         ns.name(),
@@ -268,6 +269,7 @@ async fn operated(
         "--log-format",
         "text",
     ];
+    args.extend_from_slice(extra);
     let mut vars = env.kafka_args().to_env();
     vars.push(("FERRY_POD_NAME", "kubectl-ferry-replay-test".to_owned()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -322,7 +324,7 @@ async fn tear_down(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal() {
     let env = require_env!();
-    let (ns, operator, consumers, topics, status) = operated(env, &[DELAY]).await;
+    let (ns, operator, consumers, topics, status) = operated(env, &[DELAY], &[]).await;
     let client = ns.client();
     let kafka_topic = format!("{}.orders", ns.name());
     let scene = Scene {
@@ -628,7 +630,7 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_replay_that_cannot_run_fails_with_its_reason_in_status_and_an_event() {
     let env = require_env!();
-    let (ns, operator, consumers, topics, _) = operated(env, &[]).await;
+    let (ns, operator, consumers, topics, _) = operated(env, &[], &[]).await;
     let client = ns.client();
     let replays: Api<EventReplay> = Api::namespaced(client.clone(), ns.name());
     let committed: EventReplay = serde_json::from_value(json!({
@@ -720,6 +722,86 @@ async fn a_committed_replay_that_cannot_run_fails_with_its_reason_in_status_and_
     assert!(
         stderr.contains("failed") && stderr.contains("no retry tier"),
         "{stderr}"
+    );
+    tear_down(&ns, operator, &consumers, &topics).await;
+}
+
+/// The Job dies without reporting (on the real node, its image is a busybox that cannot run
+/// `dlq-replay`: the container exits non-zero at once): the replay is Failed with that reason
+/// and a Warning Event, its principal is removed, and the Job says how long it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_job_that_dies_without_reporting_fails_the_replay() {
+    let env = require_env!();
+    let Some(node) = env.real_node() else { return };
+    let image = node.testbox_image().to_owned();
+    let (ns, operator, consumers, topics, _) =
+        operated(env, &[DELAY], &["--sidecar-image", &image]).await;
+    node.claim(&ns)
+        .await
+        .expect("the namespace's pods run on the real node");
+    let client = ns.client();
+    let replays: Api<EventReplay> = Api::namespaced(client.clone(), ns.name());
+    let replay: EventReplay = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventReplay",
+        "metadata": {"name": "doomed"},
+        "spec": {"consumer": CONSUMER, "all": true},
+    }))
+    .expect("EventReplay");
+    let created = replays
+        .create(&PostParams::default(), &replay)
+        .await
+        .expect("EventReplay");
+    let status = wait_for("the replay failed", WITHIN, || async {
+        let s = replays.get("doomed").await.ok()?.status?;
+        (s.phase == Some(ReplayPhase::Failed)).then_some(s)
+    })
+    .await;
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("failed without reporting a result") && message.contains("kubectl logs"),
+        "{message}"
+    );
+    assert_eq!(status.principal, None, "no principal in status once failed");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns.name());
+    let job = jobs
+        .list(&ListParams::default())
+        .await
+        .expect("jobs")
+        .items
+        .pop()
+        .expect("the replay's Job");
+    let job_spec = job.spec.expect("job spec");
+    assert_eq!(job_spec.backoff_limit, Some(0));
+    assert_eq!(job_spec.ttl_seconds_after_finished, Some(86_400));
+    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
+    wait_for("the ReplayFailed Event", WITHIN, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("ReplayFailed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("doomed")
+            })
+    })
+    .await;
+    let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
+    let uid = created.uid().unwrap_or_default();
+    let acls = admin.describe_acls(None).await.expect("ACLs");
+    assert!(
+        !acls.iter().any(|a| a.principal.ends_with(&uid)),
+        "the dead Job's principal is removed: {acls:?}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    assert!(
+        secrets
+            .get_opt("ferry-replay-doomed")
+            .await
+            .expect("secret")
+            .is_none(),
+        "its credential Secret is removed"
     );
     tear_down(&ns, operator, &consumers, &topics).await;
 }

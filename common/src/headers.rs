@@ -1,8 +1,8 @@
 //! The `ferry-*` Kafka record headers Ferry writes, in one place: consumers, operators and
 //! tools read them off published records, retry-tier records and dead letters, so their
-//! spelling is part of Ferry's contract (README "Retries and dead letters", docs/outbox.md
-//! "Poison rows"). The relay and the worker both write some of them (`ferry-error`,
-//! `ferry-original-topic`), so neither owns the names.
+//! spelling is part of Ferry's contract (README "Worker: retry tiers, dead letters and
+//! ordering", docs/outbox.md "Poison rows"). The relay and the worker both write some of them
+//! (`ferry-error`, `ferry-original-topic`), so neither owns the names.
 
 /// Every published event (relay): the envelope's `id`, what consumers de-duplicate on.
 pub const EVENT_ID: &str = "ferry-event-id";

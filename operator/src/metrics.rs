@@ -58,6 +58,7 @@ pub struct Metrics {
     durations: Family<KindLabels, Histogram>,
     leader: Gauge,
     consumer_lag: Family<ConsumerLabels, Gauge>,
+    consumer_dead_letters: Family<ConsumerLabels, Gauge>,
     health: Health,
 }
 
@@ -106,6 +107,12 @@ impl Metrics {
             "Records not yet processed by an EventConsumer's group, at the last lag round",
             consumer_lag.clone(),
         );
+        let consumer_dead_letters = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "consumer_dead_letter_records",
+            "Records an EventConsumer's dead-letter topic holds, at the last lag round",
+            consumer_dead_letters.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -113,6 +120,7 @@ impl Metrics {
             durations,
             leader,
             consumer_lag,
+            consumer_dead_letters,
             health: Health::default(),
         }
     }
@@ -160,6 +168,27 @@ impl Metrics {
                 consumer: consumer.to_owned(),
             })
             .set(lag);
+    }
+
+    /// Records the records an EventConsumer's dead-letter topic holds.
+    pub fn set_consumer_dead_letters(&self, namespace: &str, consumer: &str, records: i64) {
+        self.consumer_dead_letters
+            .get_or_create(&ConsumerLabels {
+                namespace: namespace.to_owned(),
+                consumer: consumer.to_owned(),
+            })
+            .set(records);
+    }
+
+    /// Drops a deleted EventConsumer's series, so a dashboard does not show its last lag
+    /// forever.
+    pub fn forget_consumer(&self, namespace: &str, consumer: &str) {
+        let labels = ConsumerLabels {
+            namespace: namespace.to_owned(),
+            consumer: consumer.to_owned(),
+        };
+        self.consumer_lag.remove(&labels);
+        self.consumer_dead_letters.remove(&labels);
     }
 
     /// Records whether this replica leads.
@@ -238,6 +267,30 @@ mod tests {
         assert!(
             text.contains(
                 r#"ferry_operator_reconcile_duration_seconds_count{kind="EventTopic"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_deleted_consumers_series_go_away() {
+        let m = Metrics::new();
+        m.set_consumer_lag("shop", "notify", 7);
+        m.set_consumer_dead_letters("shop", "notify", 3);
+        m.set_consumer_lag("shop", "billing", 1);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"ferry_operator_consumer_dead_letter_records{namespace="shop",consumer="notify"} 3"#
+            ),
+            "{text}"
+        );
+        m.forget_consumer("shop", "notify");
+        let text = m.render();
+        assert!(!text.contains(r#"consumer="notify""#), "{text}");
+        assert!(
+            text.contains(
+                r#"ferry_operator_consumer_lag_records{namespace="shop",consumer="billing"} 1"#
             ),
             "{text}"
         );

@@ -3,7 +3,9 @@
 //! consumes (KWOK's pods run nothing) shows in `status.lag` and raises replicas, capped at the
 //! partition count; a local worker (the generated container, resolved by `pod_env`) drains it
 //! and replicas come down to zero after the cooldown (`minReplicas: 0`); one record brings one
-//! worker back at once, and a partition whose records nobody moves is named as stuck.
+//! worker back at once, and a partition whose records nobody moves is named as stuck. The
+//! records of the managed dead-letter topic are counted into `status.deadLetters` and a gauge,
+//! and a deleted consumer's series go away.
 
 mod consumer_support;
 mod support;
@@ -14,7 +16,8 @@ use consumer_support::{
     CONVERGE, Consumers, produce, resolved_worker, sidecar_binary, spawn_local, target,
 };
 use ferry_operator::api::ConditionStatus::True;
-use ferry_testkit::{require_env, unique_name};
+use ferry_testkit::{require_env, unique_name, wait_for};
+use kube::api::DeleteParams;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
 
@@ -34,13 +37,22 @@ async fn lag_scales_workers_up_to_the_partitions_down_to_zero_and_back() {
     )
     .await;
 
-    // No lag: after the cooldown, zero workers, and that is Ready.
-    t.wait_for("scaled", "scaled to zero", CONVERGE, |c| {
-        c.status
-            .as_ref()
-            .is_some_and(|s| s.replicas == Some(0) && s.lag.as_ref().is_some_and(|l| l.total == 0))
-    })
-    .await;
+    // No lag: after the cooldown, zero workers, and that is Ready. The empty managed
+    // dead-letter topic counts 0 (measured, not unknown).
+    let c = t
+        .wait_for("scaled", "scaled to zero", CONVERGE, |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.replicas == Some(0)
+                    && s.lag.as_ref().is_some_and(|l| l.total == 0)
+                    && s.dead_letters == Some(0)
+            })
+        })
+        .await;
+    let dead_letter = c
+        .status
+        .and_then(|s| s.topics)
+        .and_then(|t| t.dead_letter)
+        .expect("the managed dead-letter topic in status");
     t.wait_ready("scaled", True, "Ready", CONVERGE).await;
 
     // A backlog of 50 at 10 per worker wants 5; the topic's 4 partitions cap it.
@@ -71,6 +83,25 @@ async fn lag_scales_workers_up_to_the_partitions_down_to_zero_and_back() {
             .any(|l| l.starts_with("ferry_operator_consumer_lag_records{")
                 && l.contains("consumer=\"scaled\"")),
         "a lag gauge per consumer"
+    );
+
+    // Three records dead-lettered (written straight to the topic): the status and the gauge
+    // count them, and they add no lag (the dead-letter topic is not consumed).
+    produce(&producer, &dead_letter, 0, 3).await;
+    let c = t
+        .wait_for("scaled", "three dead letters", CONVERGE, |c| {
+            c.status.as_ref().is_some_and(|s| s.dead_letters == Some(3))
+        })
+        .await;
+    assert_eq!(c.status.and_then(|s| s.lag).map(|l| l.total), Some(50));
+    let metrics = t.operator.metrics().await.unwrap_or_default();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("ferry_operator_consumer_dead_letter_records{")
+                && l.contains("consumer=\"scaled\"")
+                && l.ends_with(" 3")
+        ),
+        "a dead-letter gauge per consumer:\n{metrics}"
     );
 
     // A local worker drains it; after the cooldown the workers go to zero again.
@@ -104,4 +135,15 @@ async fn lag_scales_workers_up_to_the_partitions_down_to_zero_and_back() {
         .await;
     let stuck = &c.status.and_then(|s| s.lag).expect("lag").stuck[0];
     assert_eq!((stuck.topic.as_str(), stuck.lag), (source.as_str(), 1));
+
+    // Deleted: its lag and dead-letter series leave the operator's metrics.
+    t.api
+        .delete("scaled", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait_for("the deleted consumer's series to go", CONVERGE, || async {
+        let metrics = t.operator.metrics().await?;
+        (!metrics.contains("consumer=\"scaled\"")).then_some(())
+    })
+    .await;
 }

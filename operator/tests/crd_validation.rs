@@ -368,6 +368,16 @@ async fn bad_event_consumers_are_refused() {
             "a path beside a Service",
         ),
         (
+            json!({"deadLetter": {"topic": "shared-dlq", "retention": "3d"}}),
+            "deadLetter.retention is for the managed dead-letter topic",
+            "a retention on a named dead-letter topic",
+        ),
+        (
+            json!({"deadLetter": {"retention": "two weeks"}}),
+            "should match",
+            "malformed dead-letter retention",
+        ),
+        (
             json!({"placement": "DaemonSet"}),
             "supported values: \"Deployment\", \"Sidecar\"",
             "unknown placement",

@@ -13,9 +13,7 @@ mod support;
 use std::time::Duration;
 
 use ferry_operator::webhook::{annotations, registration};
-use ferry_testkit::{
-    TempNamespace, TestEnv, eventually, free_port, require_env, succeed, unique_name,
-};
+use ferry_testkit::{TempNamespace, eventually, free_port, require_env, unique_name};
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     core::v1::{Pod, ServiceAccount},
@@ -32,20 +30,6 @@ use support::{Operator, install_crds};
 const WITHIN: Duration = Duration::from_secs(90);
 /// Pods created once admission works.
 const PODS: u64 = 5;
-
-/// Calls the API server made to webhooks named `inject.ferry.dev`, by its `/metrics`.
-fn webhook_calls(env: &TestEnv) -> u64 {
-    let mut kubectl = env.command("kubectl");
-    kubectl.args(["get", "--raw", "/metrics"]);
-    let wanted = format!("name=\"{}\"", registration::WEBHOOK_NAME);
-    succeed(kubectl)
-        .lines()
-        .filter(|l| {
-            l.starts_with("apiserver_admission_webhook_request_total{") && l.contains(&wanted)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 fn relay_pod(name: &str) -> Pod {
     serde_json::from_value(json!({
@@ -100,12 +84,23 @@ async fn the_api_server_calls_the_webhook_once_per_pod_creation() {
         ],
     );
     let pods = Api::<Pod>::namespaced(ns.client(), ns.name());
-    // The first admitted pod says the API server knows the configuration and trusts its CA.
-    let first = eventually("a labelled pod is admitted", WITHIN, || async {
-        pods.create(&PostParams::default(), &relay_pod(&unique_name("first")))
-            .await
-            .ok()
-    })
+    // The first pod admitted *injected* says the API server knows the configuration and
+    // trusts its CA (one admitted before the API server saw the configuration has no relay).
+    let first = eventually(
+        "a labelled pod is admitted with its relay",
+        WITHIN,
+        || async {
+            pods.create(&PostParams::default(), &relay_pod(&unique_name("first")))
+                .await
+                .ok()
+                .filter(|p| {
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(annotations::INJECTED))
+                })
+        },
+    )
     .await
     .expect("admission works");
     let token_mounted = |pod: &Pod| {
@@ -121,7 +116,7 @@ async fn the_api_server_calls_the_webhook_once_per_pod_creation() {
     };
     assert!(token_mounted(&first), "{first:?}");
 
-    let before = webhook_calls(env);
+    let before = env.webhook_calls(registration::WEBHOOK_NAME);
     for i in 0..PODS {
         let pod = pods
             .create(&PostParams::default(), &relay_pod(&format!("pod-{i}")))
@@ -137,7 +132,7 @@ async fn the_api_server_calls_the_webhook_once_per_pod_creation() {
         );
         assert!(token_mounted(&pod), "{pod:?}");
     }
-    let calls = webhook_calls(env) - before;
+    let calls = env.webhook_calls(registration::WEBHOOK_NAME) - before;
     assert_eq!(
         calls, PODS,
         "{PODS} pod creations made {calls} webhook calls (two each: reinvoked after the ServiceAccount plugin mounted the token into the injected containers)"

@@ -17,6 +17,22 @@ impl TestEnv {
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(Client::try_from(config)?)
     }
+
+    /// Calls the API server has made so far to admission webhooks named `webhook`, by its own
+    /// `/metrics` (`apiserver_admission_webhook_request_total`): how a test or benchmark sees
+    /// reinvocations, which no object records.
+    pub fn webhook_calls(&self, webhook: &str) -> u64 {
+        let mut kubectl = self.command("kubectl");
+        kubectl.args(["get", "--raw", "/metrics"]);
+        let wanted = format!("name=\"{webhook}\"");
+        crate::succeed(kubectl)
+            .lines()
+            .filter(|l| {
+                l.starts_with("apiserver_admission_webhook_request_total{") && l.contains(&wanted)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
 }
 
 /// A namespace with a random name, deleted (with everything in it) when dropped.

@@ -370,7 +370,8 @@ impl Default for RetryBackoff {
 }
 
 /// The dead-letter topic.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.topic) || !has(self.retention)").message("deadLetter.retention is for the managed dead-letter topic; a named topic keeps what its EventTopic's config says (retention.ms)"))]
 pub struct DeadLetter {
     /// The name of an EventTopic of this namespace that owns its Kafka topic (else
     /// `DeadLetterTopicNotFound` or `DeadLetterTopicInConflict`, and no access is granted);
@@ -378,6 +379,24 @@ pub struct DeadLetter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub topic: Option<String>,
+    /// How long the managed dead-letter topic keeps a record (its `retention.ms`; default 14d):
+    /// long enough for a person to look and replay, bounded so that a service refusing
+    /// everything cannot fill the brokers' disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))]
+    pub retention: Option<String>,
+}
+
+/// Fourteen days: two weekends for a person to notice dead letters and replay them.
+pub const DEFAULT_DEAD_LETTER_RETENTION: &str = "14d";
+
+impl DeadLetter {
+    /// The managed topic's retention as written, or the default.
+    pub fn retention(dead_letter: Option<&Self>) -> &str {
+        dead_letter
+            .and_then(|d| d.retention.as_deref())
+            .unwrap_or(DEFAULT_DEAD_LETTER_RETENTION)
+    }
 }
 
 /// De-duplication by event id.
@@ -490,6 +509,11 @@ pub struct EventConsumerStatus {
     /// Records not yet processed, measured by the operator every `--lag-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
+    /// Records the dead-letter topic holds (over its partitions, the end offset minus the
+    /// earliest kept), measured with the lag: a growing number is a service refusing events.
+    /// A dead-letter topic several consumers share counts their records too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<i64>,
     /// The Kafka topics the workers read and write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<ConsumerTopics>,

@@ -15,9 +15,10 @@ mod topic;
 pub use access_status::AccessStatus;
 pub use condition::{Condition, ConditionStatus};
 pub use consumer::{
-    ConsumerTopics, ContainerDelivery, DeadLetter, Delivery, EnvVar, EventConsumer,
-    EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag, Ordering, Placement,
-    Retry, RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom, StuckPartition,
+    ConsumerTopics, ContainerDelivery, DEFAULT_DEAD_LETTER_RETENTION, DeadLetter, Delivery, EnvVar,
+    EventConsumer, EventConsumerSpec, EventConsumerStatus, HttpDelivery, Idempotency, Lag,
+    Ordering, Placement, Retry, RetryBackoff, Scaling, SecretKeyRef, ServiceTarget, StartFrom,
+    StuckPartition,
 };
 pub use replay::{EventReplay, EventReplaySpec, EventReplayStatus, ReplayPhase, ReplayResult};
 pub use topic::{

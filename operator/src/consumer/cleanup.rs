@@ -11,7 +11,10 @@ use kube::{
 use tracing::info;
 
 use super::{Context, Error, Result, deployment, topics};
-use crate::{api::EventConsumer, reconcile::PublishEvent as _};
+use crate::{
+    api::{DeadLetter, EventConsumer},
+    reconcile::PublishEvent as _,
+};
 
 impl EventConsumer {
     /// Stops the workers, then deletes the consumer's own topics (the retry tiers and the
@@ -42,9 +45,13 @@ impl EventConsumer {
         // Also what the spec names now, in case the status never got written.
         if let Ok(resolved) = ctx.resolve(self) {
             names.extend(
-                topics::desired(&resolved, &self.spec.retry.delays)
-                    .into_iter()
-                    .map(|t| t.name),
+                topics::desired(
+                    &resolved,
+                    &self.spec.retry.delays,
+                    DeadLetter::retention(self.spec.dead_letter.as_ref()),
+                )
+                .into_iter()
+                .map(|t| t.name),
             );
         }
         names.sort();
@@ -52,6 +59,8 @@ impl EventConsumer {
         self.delete_topics(ctx, &names, "the EventConsumer is being deleted")
             .await?;
         ctx.lag.forget(&ObjectRef::from_obj(self));
+        ctx.metrics
+            .forget_consumer(&self.namespace().unwrap_or_default(), &self.name_any());
         Ok(Action::await_change())
     }
 

@@ -6,7 +6,9 @@
 //! committed offsets of every group (pipelined, one request per group: librdkafka's limit),
 //! and, only for partitions a group has never committed that start from the earliest record,
 //! one more ListOffsets for their start. Lag per partition is `end - committed`; the pure
-//! [`measure`] also finds partitions that are stuck.
+//! [`measure`] also finds partitions that are stuck. Two more ListOffsets (end and start of
+//! every dead-letter partition) count the records each dead-letter topic holds, so the status
+//! and a gauge show dead letters piling up without anyone reading Kafka from a laptop.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,6 +46,8 @@ pub struct Observation {
     pub lag: Lag,
     /// Lag of the partitions that are not stuck.
     pub movable: i64,
+    /// Records the dead-letter topic holds (`None`: not measured this round).
+    pub dead_letters: Option<i64>,
 }
 
 impl Observation {
@@ -132,7 +136,63 @@ pub fn measure(
             movable += behind;
         }
     }
-    (Observation { lag, movable }, next)
+    (
+        Observation {
+            lag,
+            movable,
+            dead_letters: None,
+        },
+        next,
+    )
+}
+
+/// Records `partitions` hold between `start` and `end` — pure; `None` unless every partition
+/// was measured both ways (a half-measured topic would show a number that is simply wrong).
+pub fn held(
+    partitions: &[Partition],
+    start: &BTreeMap<Partition, i64>,
+    end: &BTreeMap<Partition, i64>,
+) -> Option<i64> {
+    if partitions.is_empty() {
+        return None;
+    }
+    partitions.iter().try_fold(0, |sum, key| {
+        Some(sum + (end.get(key)? - start.get(key)?).max(0))
+    })
+}
+
+/// The partitions of a consumer's dead-letter topic: a named one has its EventTopic's count;
+/// the managed `<group>.dlq` has the widest source's, as the controller creates and grows it.
+fn dead_letter_partitions(
+    consumer: &EventConsumer,
+    sources: &[Partition],
+    topics: &[Arc<EventTopic>],
+) -> Vec<Partition> {
+    let Some(status) = consumer.status.as_ref().and_then(|s| s.topics.as_ref()) else {
+        return Vec::new();
+    };
+    let Some(name) = status.dead_letter.as_ref() else {
+        return Vec::new();
+    };
+    let count = if status.dead_letter_managed {
+        sources.iter().map(|(_, p)| p + 1).max().unwrap_or(0)
+    } else {
+        let ns = consumer.namespace();
+        topics
+            .iter()
+            .find(|t| t.namespace() == ns && t.kafka_topic_name() == *name)
+            .map_or(0, |t| partition_count(t))
+    };
+    (0..count).map(|p| (name.clone(), p)).collect()
+}
+
+/// An EventTopic's partitions as Kafka has them (status), else as asked (spec).
+fn partition_count(topic: &EventTopic) -> i32 {
+    topic
+        .status
+        .as_ref()
+        .and_then(|s| s.partitions)
+        .unwrap_or(topic.spec.partitions)
 }
 
 /// The Kafka topics and partition counts a consumer reads, from its status and the EventTopics.
@@ -148,13 +208,7 @@ fn partitions_of(consumer: &EventConsumer, topics: &[Arc<EventTopic>]) -> Vec<Pa
             let count = topics
                 .iter()
                 .find(|t| t.namespace() == ns && t.kafka_topic_name() == *name)
-                .map(|t| {
-                    t.status
-                        .as_ref()
-                        .and_then(|s| s.partitions)
-                        .unwrap_or(t.spec.partitions)
-                })
-                .unwrap_or(0);
+                .map_or(0, |t| partition_count(t));
             (0..count).map(move |p| (name.clone(), p))
         })
         .collect()
@@ -241,7 +295,12 @@ async fn round(
         })
         .collect();
     let start = admin.list_offsets(&uncommitted, Spec::Earliest).await?;
-    for (consumer, group, partitions) in &consumers {
+    let dead_letter: Vec<Vec<Partition>> = consumers
+        .iter()
+        .map(|(c, _, sources)| dead_letter_partitions(c, sources, &topics))
+        .collect();
+    let (dl_start, dl_end) = dead_letter_offsets(admin, dead_letter.concat()).await;
+    for ((consumer, group, partitions), dead_letter) in consumers.iter().zip(&dead_letter) {
         let done = match committed.get(group) {
             Some(Ok(done)) => done,
             Some(Err(refusal)) => {
@@ -258,7 +317,7 @@ async fn round(
             .unwrap_or(0)
             > 0;
         let before = progress.remove(&key).unwrap_or_default();
-        let (observation, after) = measure(
+        let (mut observation, after) = measure(
             partitions,
             &end,
             done,
@@ -267,17 +326,40 @@ async fn round(
             workers_ready,
             &before,
         );
+        observation.dead_letters = held(dead_letter, &dl_start, &dl_end);
         progress.insert(key.clone(), after);
-        metrics.set_consumer_lag(
-            &consumer.namespace().unwrap_or_default(),
-            &consumer.name_any(),
-            observation.lag.total,
+        let (namespace, name) = (
+            consumer.namespace().unwrap_or_default(),
+            consumer.name_any(),
         );
+        metrics.set_consumer_lag(&namespace, &name, observation.lag.total);
+        if let Some(records) = observation.dead_letters {
+            metrics.set_consumer_dead_letters(&namespace, &name, records);
+        }
         if book.set(key.clone(), observation) {
             let _ = wake.send(key);
         }
     }
     Ok(())
+}
+
+/// The start and end offsets of the dead-letter partitions. A failure here costs only this
+/// round's dead-letter counts (logged), never the lag the scaling needs.
+async fn dead_letter_offsets(
+    admin: &KafkaAdmin,
+    mut partitions: Vec<Partition>,
+) -> (BTreeMap<Partition, i64>, BTreeMap<Partition, i64>) {
+    partitions.sort();
+    partitions.dedup();
+    let start = admin.list_offsets(&partitions, Spec::Earliest).await;
+    let end = admin.list_offsets(&partitions, Spec::Latest).await;
+    match (start, end) {
+        (Ok(start), Ok(end)) => (start, end),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %ferry_common::errors::chain(&e), "cannot count dead letters this round");
+            (BTreeMap::new(), BTreeMap::new())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -406,5 +488,78 @@ mod tests {
             assert!(o.lag.stuck.is_empty(), "scaled to zero, not stuck");
             progress = next;
         }
+    }
+
+    #[test]
+    fn dead_letters_held_count_only_when_every_partition_was_measured() {
+        let parts = [p("d", 0), p("d", 1)];
+        let start = map(&[(p("d", 0), 10), (p("d", 1), 0)]);
+        let end = map(&[(p("d", 0), 15), (p("d", 1), 2)]);
+        assert_eq!(held(&parts, &start, &end), Some(7));
+        let half = map(&[(p("d", 0), 15)]);
+        assert_eq!(
+            held(&parts, &start, &half),
+            None,
+            "a partition not measured"
+        );
+        assert_eq!(held(&[], &start, &end), None, "no dead-letter topic");
+    }
+
+    fn consumer(dead_letter: &str, managed: bool) -> EventConsumer {
+        let mut c: EventConsumer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
+            "metadata": {"name": "notify", "namespace": "shop"},
+            "spec": {"topics": ["orders"], "serviceAccount": "notify",
+                     "delivery": {"http": {"url": "http://x/"}}},
+        }))
+        .expect("consumer");
+        c.status = Some(crate::api::EventConsumerStatus {
+            topics: Some(crate::api::ConsumerTopics {
+                source: vec!["orders.v1".into()],
+                dead_letter: Some(dead_letter.into()),
+                dead_letter_managed: managed,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    }
+
+    fn topic(name: &str, kafka: &str, partitions: i32) -> Arc<EventTopic> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"topicName": kafka, "partitions": partitions},
+            }))
+            .expect("topic"),
+        )
+    }
+
+    #[test]
+    fn a_managed_dead_letter_topic_has_the_widest_sources_partitions() {
+        let sources = [p("orders.v1", 0), p("orders.v1", 1), p("orders.v1", 2)];
+        let got = dead_letter_partitions(&consumer("shop.notify.dlq", true), &sources, &[]);
+        assert_eq!(
+            got,
+            [
+                p("shop.notify.dlq", 0),
+                p("shop.notify.dlq", 1),
+                p("shop.notify.dlq", 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_named_dead_letter_topic_has_its_event_topics_partitions() {
+        let topics = [topic("orders", "orders.v1", 3), topic("dlq", "dlq.v1", 2)];
+        let sources = [p("orders.v1", 0), p("orders.v1", 1), p("orders.v1", 2)];
+        let got = dead_letter_partitions(&consumer("dlq.v1", false), &sources, &topics);
+        assert_eq!(got, [p("dlq.v1", 0), p("dlq.v1", 1)]);
+        let missing = dead_letter_partitions(&consumer("gone.v1", false), &sources, &topics);
+        assert!(
+            missing.is_empty(),
+            "an EventTopic not in the cache is not counted"
+        );
     }
 }

@@ -154,11 +154,12 @@ impl EventConsumer {
             .reconciled(KIND, reconcile::outcome_label(&outcome));
         let conditions = kstatus::conditions(&previous.conditions, &outcome, generation, &now);
         let deployment_status = found.deployment.as_ref().and_then(|d| d.status.as_ref());
-        let lag = ctx
-            .lag
-            .get(&ObjectRef::from_obj(self))
-            .map(|o| o.lag)
-            .or_else(|| previous.lag.clone());
+        let observed = ctx.lag.get(&ObjectRef::from_obj(self));
+        let dead_letters = observed
+            .as_ref()
+            .and_then(|o| o.dead_letters)
+            .or(previous.dead_letters);
+        let lag = observed.map(|o| o.lag).or_else(|| previous.lag.clone());
         let status = EventConsumerStatus {
             observed_generation: generation,
             replicas: found
@@ -178,6 +179,7 @@ impl EventConsumer {
                 (None, None) => previous.ready_replicas,
             },
             lag,
+            dead_letters,
             topics: found.topics.or_else(|| previous.topics.clone()),
             // The identity controller's fields.
             access: None,

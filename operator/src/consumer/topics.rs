@@ -26,8 +26,6 @@ const RETRY_RETENTION_FACTOR: u32 = 4;
 /// … but never less than Kafka's default `retention.ms` of 7 days, so a record parked in a
 /// tier outlives a weekend outage of the workers as long as a record of any other topic.
 const RETRY_RETENTION_FLOOR: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Dead letters wait for a person: four times Kafka's default retention, 28 days.
-const DEAD_LETTER_RETENTION: Duration = Duration::from_secs(28 * 24 * 3600);
 
 /// One topic the consumer owns, as it should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +70,13 @@ pub enum Change {
     Alter(Vec<ConfigOp>),
 }
 
-/// The retry tiers' topics and, unless an EventTopic is named, the dead-letter topic.
-pub fn desired(resolved: &Resolved, delays: &[String]) -> Vec<ManagedTopic> {
+/// The retry tiers' topics and, unless an EventTopic is named, the dead-letter topic kept for
+/// `dead_letter_retention` (the CRD's duration syntax).
+pub fn desired(
+    resolved: &Resolved,
+    delays: &[String],
+    dead_letter_retention: &str,
+) -> Vec<ManagedTopic> {
     let mut topics = Vec::new();
     for source in &resolved.sources {
         for delay in delays {
@@ -87,10 +90,14 @@ pub fn desired(resolved: &Resolved, delays: &[String]) -> Vec<ManagedTopic> {
         }
     }
     if let DeadLetter::Managed(name) = &resolved.dead_letter {
+        // The CRD admits only its duration syntax; anything else gets the default.
+        let retention = duration::parse(dead_letter_retention)
+            .or_else(|| duration::parse(crate::api::DEFAULT_DEAD_LETTER_RETENTION))
+            .unwrap_or_default();
         topics.push(ManagedTopic {
             name: name.clone(),
             partitions: resolved.max_partitions(),
-            retention_ms: u64::try_from(DEAD_LETTER_RETENTION.as_millis()).unwrap_or(u64::MAX),
+            retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
         });
     }
     topics
@@ -157,6 +164,7 @@ mod tests {
         let topics = desired(
             &resolved(DeadLetter::Managed("shop.notify.dlq".into())),
             &["5s".into(), "30d".into()],
+            "14d",
         );
         let shape: Vec<(&str, i32)> = topics
             .iter()
@@ -175,7 +183,26 @@ mod tests {
         // A short delay keeps the 7-day floor; a long one four times itself.
         assert_eq!(topics[0].retention_ms, 7 * 86_400_000);
         assert_eq!(topics[1].retention_ms, 4 * 30 * 86_400_000);
-        assert_eq!(topics[4].retention_ms, 28 * 86_400_000);
+        assert_eq!(topics[4].retention_ms, 14 * 86_400_000);
+    }
+
+    #[test]
+    fn the_dead_letter_retention_is_the_consumers() {
+        let dlq = |retention: &str| {
+            desired(
+                &resolved(DeadLetter::Managed("shop.notify.dlq".into())),
+                &[],
+                retention,
+            )[0]
+            .retention_ms
+        };
+        assert_eq!(dlq("3d"), 3 * 86_400_000);
+        assert_eq!(dlq("36h"), 36 * 3_600_000);
+        assert_eq!(
+            dlq("soon"),
+            14 * 86_400_000,
+            "not the CRD's syntax: the default"
+        );
     }
 
     #[test]
@@ -188,7 +215,11 @@ mod tests {
 
     #[test]
     fn a_named_dead_letter_topic_is_not_managed() {
-        let topics = desired(&resolved(DeadLetter::EventTopic("dlq.v1".into())), &[]);
+        let topics = desired(
+            &resolved(DeadLetter::EventTopic("dlq.v1".into())),
+            &[],
+            "1d",
+        );
         assert!(topics.is_empty(), "{topics:?}");
     }
 

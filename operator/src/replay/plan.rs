@@ -324,6 +324,10 @@ pub fn job(
             // The process reports its own failure; a second try would find the same cause,
             // and a new EventReplay is how a person asks again.
             backoff_limit: Some(0),
+            // The outcome lives in the EventReplay's status; the finished Job and its pod
+            // stay a day for `kubectl logs`, then go (an EventReplay kept in Git would
+            // otherwise keep a Completed pod forever).
+            ttl_seconds_after_finished: Some(JOB_TTL_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(replay)),
@@ -361,6 +365,9 @@ pub fn job(
         ..Job::default()
     }
 }
+
+/// How long a finished replay Job (and its pod's logs) stays: a day.
+pub const JOB_TTL_SECONDS: i32 = 86_400;
 
 /// The owner reference a ledger ConfigMap made by the operator carries.
 pub fn ledger_owner(consumer: &EventConsumer) -> Option<OwnerReference> {

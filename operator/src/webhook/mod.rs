@@ -24,7 +24,11 @@ pub mod token_mount;
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{Json, Router, extract::State, routing::post};
-use axum_server::{Handle, tls_rustls::RustlsConfig};
+use axum_server::{
+    Handle,
+    accept::NoDelayAcceptor,
+    tls_rustls::{RustlsAcceptor, RustlsConfig},
+};
 use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -200,8 +204,11 @@ pub async fn start(
         .route(registration::PATH, post(mutate))
         .with_state(reviewer);
     let handle = Handle::new();
+    // TCP_NODELAY (axum-server leaves Nagle on): an answer goes out as several small TLS
+    // records, and Nagle would hold the last ones until the API server's delayed ACK.
     let served = tokio::spawn(
-        axum_server::bind_rustls(settings.addr, tls)
+        axum_server::bind(settings.addr)
+            .acceptor(RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new()))
             .handle(handle.clone())
             .serve(app.into_make_service()),
     );

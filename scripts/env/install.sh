@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs or builds whatever the local environment lacks, cached by version under $FERRY_CACHE:
 # Debian packages (PostgreSQL, a JDK, Maven), Kafka's jars from Maven Central, and the
-# Kubernetes control plane, KWOK and helm from the Go module proxy. Does nothing that is cached.
+# Kubernetes control plane, KWOK, helm and promtool from the Go module proxy. Does nothing that
+# is cached.
 . "$(dirname "$0")/lib.sh"
 . "$ENV_SCRIPTS/node.sh"
 
@@ -73,6 +74,7 @@ if node_enabled; then
   build_into "$COREDNS_BIN" build-coredns.sh COREDNS_VERSION="$COREDNS_VERSION"
 fi
 build_into "$TOOLS_BIN" build-tools.sh KWOK_VERSION="$KWOK_VERSION" HELM_VERSION="$HELM_VERSION" K8S_VERSION="$K8S_VERSION"
+build_into "$PROMTOOL_BIN" build-promtool.sh PROMTOOL_VERSION="$PROMTOOL_VERSION"
 
 if [ ! -d "$KAFKA_LIBS" ]; then
   log "resolving Kafka $KAFKA_VERSION from Maven Central"

@@ -30,6 +30,7 @@ PG_DIR=${FERRY_PG_DIR:-/tmp/ferry-postgres-$PG_PORT}
 
 K8S_BIN=$FERRY_CACHE/k8s/$K8S_VERSION-etcd-$ETCD_VERSION/bin
 TOOLS_BIN=$FERRY_CACHE/tools/kwok-$KWOK_VERSION-helm-$HELM_VERSION/bin
+PROMTOOL_BIN=$FERRY_CACHE/promtool/$PROMTOOL_VERSION/bin
 KAFKA_LIBS=$FERRY_CACHE/kafka/$KAFKA_VERSION/libs
 
 log() { printf '[ferry-env %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

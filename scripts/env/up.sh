@@ -47,7 +47,7 @@ export FERRY_DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
 # the same port offset as this environment.
 export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'
 export FERRY_PORT_OFFSET='${FERRY_PORT_OFFSET:-0}'
-export PATH="$K8S_BIN:$TOOLS_BIN:\$PATH"
+export PATH="$K8S_BIN:$TOOLS_BIN:$PROMTOOL_BIN:\$PATH"
 $(node_env)
 ENV
 kafka_cluster_env >> "$tmp"

@@ -9,3 +9,5 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 # plugins come from Debian (install.sh).
 CRICTL_VERSION=${CRICTL_VERSION:-v1.36.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
+# promtool checks the chart's alert rules (Prometheus 3's Go module tags are v0.3xx).
+PROMTOOL_VERSION=${PROMTOOL_VERSION:-v0.316.0}

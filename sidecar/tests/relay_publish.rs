@@ -9,7 +9,7 @@ use std::{collections::HashSet, time::Duration};
 
 use clap::Parser;
 use ferry_sidecar::relay::RelayArgs;
-use ferry_testkit::{TempTopic, TestEnv, require_env};
+use ferry_testkit::{TempTopic, TestEnv, assert_chart_metrics_exposed, require_env};
 use support::*;
 
 /// Rows `(key, seq)` for `keys` keys with `per_key` rows each, interleaved across keys.
@@ -335,6 +335,8 @@ async fn published_rows_are_deleted_after_the_retention_or_at_once_and_telemetry
     );
     assert!(metrics.contains("ferry_relay_leader 1"), "{metrics}");
     assert!(metrics.contains("ferry_relay_backlog_rows"), "{metrics}");
+    // Every relay metric the chart's alerts and dashboard query is one this relay exposes.
+    assert_chart_metrics_exposed("ferry_relay_", &metrics);
     assert!(
         metrics.contains("ferry_relay_batch_duration_seconds_count"),
         "{metrics}"

@@ -5,7 +5,7 @@ mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use ferry_testkit::{http_get, require_env};
+use ferry_testkit::{assert_chart_metrics_exposed, http_get, require_env};
 use worker::{
     Target, Topics, header_of, produce, produce_events, producer, read_all, spawn_worker,
 };
@@ -243,6 +243,8 @@ async fn health_and_metrics_tell_what_the_worker_did() {
         Some(0.0),
         "{metrics}"
     );
+    // Every worker metric the chart's alerts and dashboard query is one this worker exposes.
+    assert_chart_metrics_exposed("ferry_worker_", &metrics);
     let status = worker
         .terminate(Duration::from_secs(30))
         .await

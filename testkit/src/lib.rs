@@ -13,6 +13,7 @@
 //! ACLs a test grants ([`Grant`]). Names follow one style: `Temp*` for what a test owns and
 //! the drop removes, verbs for helpers.
 
+mod chart_metrics;
 mod cleanup;
 mod env;
 #[cfg(feature = "acls")]
@@ -30,6 +31,7 @@ mod process;
 mod services;
 mod tools;
 
+pub use chart_metrics::{assert_chart_metrics_exposed, chart_metrics, exposed_metrics};
 pub use cleanup::run_to_completion;
 pub use env::{TestEnv, in_ci, unique_name};
 #[cfg(feature = "acls")]

@@ -72,5 +72,8 @@ async fn kafka_outage_is_reported_then_recovered() {
         metrics.contains("ferry_operator_reconcile_errors_total{kind=\"EventTopic\""),
         "errors were counted:\n{metrics}"
     );
+    // The reconcile-error series the chart's alert and dashboard query, as the operator
+    // exposes them once it has counted some.
+    ferry_testkit::assert_chart_metrics_exposed("ferry_operator_reconcile_", &metrics);
     let _ = f.kafka.delete_topics(&[before, during]).await;
 }

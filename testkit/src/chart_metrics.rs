@@ -85,7 +85,10 @@ mod tests {
             histogram_quantile(0.99, ferry_worker_delivery_duration_seconds_bucket) ferry_"#;
         assert_eq!(
             names(text),
-            ["ferry_relay_published", "ferry_worker_delivery_duration_seconds"]
+            [
+                "ferry_relay_published",
+                "ferry_worker_delivery_duration_seconds"
+            ]
         );
     }
 

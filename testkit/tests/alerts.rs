@@ -17,10 +17,11 @@ fn chart() -> String {
     repo_root().join("charts/ferry").display().to_string()
 }
 
-/// `helm template` of one template with `set`.
-fn render(env: &TestEnv, template: &str, set: &str) -> String {
+/// `helm template` of one template with `set`, released into `namespace`.
+fn render(env: &TestEnv, template: &str, set: &str, namespace: &str) -> String {
     let mut helm = env.command("helm");
-    helm.args(["template", "ferry", &chart(), "--set", set, "--show-only", template]);
+    helm.args(["template", "ferry", &chart(), "-n", namespace, "--set", set]);
+    helm.args(["--show-only", template]);
     succeed(helm)
 }
 
@@ -47,6 +48,7 @@ fn the_rendered_alert_rules_pass_promtool_and_fire_on_synthetic_series() {
         env,
         "templates/prometheusrule.yaml",
         "metrics.prometheusRule.enabled=true,metrics.prometheusRule.labels.release=prometheus",
+        "monitoring",
     );
     assert!(rule.contains("kind: PrometheusRule"), "{rule}");
     assert!(rule.contains("release: prometheus"), "{rule}");
@@ -70,7 +72,12 @@ fn the_rendered_alert_rules_pass_promtool_and_fire_on_synthetic_series() {
 async fn the_dashboard_is_valid_json_that_the_api_server_accepts() {
     let env = require_env!();
     let ns = TempNamespace::create(env).await.expect("namespace");
-    let map = render(env, "templates/dashboard.yaml", "metrics.dashboard.enabled=true");
+    let map = render(
+        env,
+        "templates/dashboard.yaml",
+        "metrics.dashboard.enabled=true",
+        ns.name(),
+    );
     assert!(map.contains("grafana_dashboard: \"1\""), "{map}");
     let json = block_after(&map, "  ferry.json: |-", 4);
     let dashboard: Value = serde_json::from_str(&json).expect("the dashboard is JSON");
@@ -85,12 +92,18 @@ async fn the_dashboard_is_valid_json_that_the_api_server_accepts() {
     for panel in panels {
         let targets = panel["targets"].as_array().expect("targets");
         assert!(
-            !targets.is_empty() && targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| e.contains("ferry_"))),
+            !targets.is_empty()
+                && targets
+                    .iter()
+                    .all(|t| t["expr"].as_str().is_some_and(|e| e.contains("ferry_"))),
             "every panel queries a Ferry metric: {panel}"
         );
     }
     for prefix in ["ferry_operator_", "ferry_relay_", "ferry_worker_"] {
-        assert!(!chart_metrics(prefix).is_empty(), "nothing of {prefix} is watched");
+        assert!(
+            !chart_metrics(prefix).is_empty(),
+            "nothing of {prefix} is watched"
+        );
     }
     let mut kubectl = env.command("kubectl");
     kubectl.args(["apply", "--dry-run=server", "-n", ns.name(), "-f", "-"]);

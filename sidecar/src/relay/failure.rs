@@ -28,6 +28,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every [`Reason::label`], so the counters can start at 0 for each.
+    pub const LABELS: [&'static str; 5] = [
+        "not_envelope",
+        "missing_topic",
+        "too_large",
+        "invalid_record",
+        "bad_column",
+    ];
+
     /// A bounded label for the `failed` counter.
     pub fn label(&self) -> &'static str {
         match self {
@@ -114,6 +123,19 @@ pub fn classify_send(error: &KafkaError, topic: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reasons_label_is_listed() {
+        let reasons = [
+            Reason::NotEnvelope(String::new()),
+            Reason::MissingTopic,
+            Reason::TooLarge(String::new()),
+            Reason::Invalid(String::new()),
+            Reason::BadColumn(String::new()),
+        ];
+        let labels: Vec<&str> = reasons.iter().map(Reason::label).collect();
+        assert_eq!(labels, Reason::LABELS);
+    }
 
     #[test]
     fn kafka_errors_are_sorted_into_suspect_unavailable_and_transient() {

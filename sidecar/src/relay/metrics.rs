@@ -71,6 +71,12 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(start, factor, count),
             ),
         };
+        // Every poison reason starts at 0: an alert on `increase()` then sees the first failed
+        // row, which a series that appears at 1 never shows.
+        for reason in super::failure::Reason::LABELS {
+            let _ = metrics.dead_lettered.get_or_create(&ReasonLabel { reason });
+            let _ = metrics.failed.get_or_create(&ReasonLabel { reason });
+        }
         registry.register(
             "relay_leader",
             "1 while this relay publishes its outbox table",

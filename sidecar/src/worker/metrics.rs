@@ -80,6 +80,22 @@ impl Metrics {
             lag: Family::default(),
             coordinator_requests: Gauge::default(),
         };
+        // Every outcome and copy kind starts at 0: an alert on `increase()` then sees the
+        // first lost record, which a series that appears at 1 never shows.
+        for outcome in [
+            Outcome::delivered,
+            Outcome::duplicate,
+            Outcome::retried,
+            Outcome::dead_lettered,
+            Outcome::referenced,
+            Outcome::lost,
+            Outcome::abandoned,
+        ] {
+            let _ = metrics.processed.get_or_create(&OutcomeLabels { outcome });
+        }
+        for copy in [CopyKind::retry, CopyKind::dead_letter] {
+            let _ = metrics.copies_refused.get_or_create(&CopyLabels { copy });
+        }
         let sub = registry.sub_registry_with_prefix("worker");
         sub.register(
             "processed",

@@ -120,6 +120,24 @@ fn all_committed(env: &TestEnv, group: &str, topic: &str) -> bool {
         .all(|e| matches!(e.offset(), Offset::Offset(o) if o >= high))
 }
 
+/// Waits until an Event with `reason` about the object `name` is in `namespace`.
+async fn wait_for_event(client: &kube::Client, namespace: &str, reason: &str, name: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    wait_for(&format!("the {reason} Event"), WITHIN, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+    })
+    .await;
+}
+
 fn refused(result: Result<(), KafkaError>) -> bool {
     matches!(
         result,
@@ -551,20 +569,7 @@ async fn a_replay_runs_in_the_cluster_under_its_own_least_privileged_principal()
         })
         .expect("the replay's status");
     let name = succeeded.name_any();
-    let events: Api<Event> = Api::namespaced(client.clone(), scene.ns.name());
-    wait_for("the Replayed Event", WITHIN, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("Replayed")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
-            })
-    })
-    .await;
+    wait_for_event(&client, scene.ns.name(), "Replayed", &name).await;
     let phase = succeeded.status.as_ref().and_then(|s| s.phase);
     assert_eq!(phase, Some(ReplayPhase::Succeeded));
     let acls = admin.describe_acls(None).await.expect("ACLs");
@@ -659,20 +664,7 @@ async fn a_committed_replay_that_cannot_run_fails_with_its_reason_in_status_and_
             .iter()
             .any(|c| c.type_ == "Stalled" && c.status == ConditionStatus::True)
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
-    wait_for("the ReplayFailed Event", WITHIN, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("ReplayFailed")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("committed")
-            })
-    })
-    .await;
+    wait_for_event(&client, ns.name(), "ReplayFailed", "committed").await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns.name());
     assert!(
         jobs.list(&ListParams::default())
@@ -773,20 +765,7 @@ async fn a_replay_job_that_dies_without_reporting_fails_the_replay() {
     let job_spec = job.spec.expect("job spec");
     assert_eq!(job_spec.backoff_limit, Some(0));
     assert_eq!(job_spec.ttl_seconds_after_finished, Some(86_400));
-    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
-    wait_for("the ReplayFailed Event", WITHIN, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("ReplayFailed")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("doomed")
-            })
-    })
-    .await;
+    wait_for_event(&client, ns.name(), "ReplayFailed", "doomed").await;
     let admin = KafkaAdmin::new(&env.kafka_config(), Duration::from_secs(30)).expect("admin");
     let uid = created.uid().unwrap_or_default();
     let acls = admin.describe_acls(None).await.expect("ACLs");

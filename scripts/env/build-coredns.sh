@@ -6,12 +6,8 @@
 set -euo pipefail
 : "${COREDNS_VERSION:?}" "${OUT:?}"
 mkdir -p "$OUT"
-export CGO_ENABLED=0 GOFLAGS="-mod=mod -modcacherw" GOTOOLCHAIN=local
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-go mod init local/coredns >/dev/null 2>&1
+. "$(dirname "$0")/go-module.sh"
+throwaway_module coredns
 cat > main.go <<'GO'
 // CoreDNS with the plugins the local node's Corefile uses, in CoreDNS's own plugin order.
 package main

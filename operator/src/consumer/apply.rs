@@ -22,7 +22,7 @@ use super::{
     topics::{self, Change},
 };
 use crate::{
-    api::{DeadLetter, EventConsumer, Placement},
+    api::{EventConsumer, Placement},
     identity::credentials,
     kafka, reconcile,
     reconcile::PublishEvent as _,
@@ -52,11 +52,7 @@ impl EventConsumer {
             }
         };
 
-        let managed = topics::desired(
-            &resolved,
-            &self.spec.retry.delays,
-            DeadLetter::retention(self.spec.dead_letter.as_ref()),
-        );
+        let managed = topics::of(self, &resolved);
         let wanted: Vec<String> = status_topics(&resolved, &managed, &[]).retry;
         let listed = self
             .status

@@ -11,10 +11,7 @@ use kube::{
 use tracing::info;
 
 use super::{Context, Error, Result, deployment, topics};
-use crate::{
-    api::{DeadLetter, EventConsumer},
-    reconcile::PublishEvent as _,
-};
+use crate::{api::EventConsumer, reconcile::PublishEvent as _};
 
 impl EventConsumer {
     /// Stops the workers, then deletes the consumer's own topics (the retry tiers and the
@@ -44,15 +41,7 @@ impl EventConsumer {
         }
         // Also what the spec names now, in case the status never got written.
         if let Ok(resolved) = ctx.resolve(self) {
-            names.extend(
-                topics::desired(
-                    &resolved,
-                    &self.spec.retry.delays,
-                    DeadLetter::retention(self.spec.dead_letter.as_ref()),
-                )
-                .into_iter()
-                .map(|t| t.name),
-            );
+            names.extend(topics::of(self, &resolved).into_iter().map(|t| t.name));
         }
         names.sort();
         names.dedup();

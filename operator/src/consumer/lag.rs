@@ -351,8 +351,10 @@ async fn dead_letter_offsets(
 ) -> (BTreeMap<Partition, i64>, BTreeMap<Partition, i64>) {
     partitions.sort();
     partitions.dedup();
-    let start = admin.list_offsets(&partitions, Spec::Earliest).await;
-    let end = admin.list_offsets(&partitions, Spec::Latest).await;
+    let (start, end) = tokio::join!(
+        admin.list_offsets(&partitions, Spec::Earliest),
+        admin.list_offsets(&partitions, Spec::Latest)
+    );
     match (start, end) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(e), _) | (_, Err(e)) => {

@@ -18,7 +18,10 @@ use super::{
     duration,
     resolve::{DeadLetter, Resolved},
 };
-use crate::kafka::{ConfigOp, NewTopicSpec, TopicState};
+use crate::{
+    api::EventConsumer,
+    kafka::{ConfigOp, NewTopicSpec, TopicState},
+};
 
 /// A record waits in a tier for its delay, plus however long the workers are down or behind:
 /// keep it four times the delay ("a few times", issue #13) …
@@ -68,6 +71,15 @@ pub enum Change {
     Grow(i32),
     /// Its configs differ.
     Alter(Vec<ConfigOp>),
+}
+
+/// The topics `consumer` owns, from its spec: its retry delays and dead-letter retention.
+pub fn of(consumer: &EventConsumer, resolved: &Resolved) -> Vec<ManagedTopic> {
+    desired(
+        resolved,
+        &consumer.spec.retry.delays,
+        crate::api::DeadLetter::retention(consumer.spec.dead_letter.as_ref()),
+    )
 }
 
 /// The retry tiers' topics and, unless an EventTopic is named, the dead-letter topic kept for

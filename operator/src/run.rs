@@ -319,7 +319,7 @@ impl RunArgs {
         ) {
             Some(settings) => {
                 let registration = settings.registration.clone();
-                let (running, served) = webhook::start(client.clone(), settings)
+                let (running, served) = webhook::start(client.clone(), settings, metrics.clone())
                     .await
                     .context("starting the injection webhook")?;
                 (Some((running, registration)), Some(served))

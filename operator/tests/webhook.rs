@@ -405,6 +405,36 @@ async fn unlabelled_pods_are_untouched_bad_annotations_denied_and_non_producers_
     let copied = create_pod(&ns, copy).await.expect("copy created");
     assert_eq!(relays(&copied).len(), 1, "{copied:?}");
 
+    // Every answer is counted by the pod's namespace and outcome: the two relays injected, the
+    // two denials, three left as they were (the copy, and the API server's second call for
+    // each injected pod: these pods set no requests, so the relay's turn them Burstable and
+    // PodTolerationRestriction changes them after the webhook; see webhook_reinvocation.rs),
+    // the one warning, and seven timed answers.
+    let metrics = webhook
+        .operator
+        .metrics()
+        .await
+        .expect("the operator's metrics");
+    let namespace = ns.name();
+    let expected = [
+        format!(
+            r#"ferry_operator_admissions_total{{namespace="{namespace}",outcome="injected"}} 2"#
+        ),
+        format!(r#"ferry_operator_admissions_total{{namespace="{namespace}",outcome="denied"}} 2"#),
+        format!(
+            r#"ferry_operator_admissions_total{{namespace="{namespace}",outcome="unchanged"}} 3"#
+        ),
+        format!(r#"ferry_operator_admission_warnings_total{{namespace="{namespace}"}} 1"#),
+        "ferry_operator_admission_duration_seconds_count 7".to_owned(),
+    ];
+    for line in &expected {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} in the scrape:\n{metrics}"
+        );
+    }
+    ferry_testkit::assert_chart_metrics_exposed("ferry_operator_admission", &metrics);
+
     webhook.remove(&ns.client()).await;
 }
 

@@ -62,7 +62,7 @@ fn the_rendered_alert_rules_pass_promtool_and_fire_on_synthetic_series() {
     )
     .expect("rule tests");
     let checked = promtool(env, &["check", "rules", "alerts.yaml"], &dir);
-    assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
     let tested = promtool(env, &["test", "rules", "alerts-test.yaml"], &dir);
     assert!(tested.contains("SUCCESS"), "{tested}");
     let _ = std::fs::remove_dir_all(&dir);

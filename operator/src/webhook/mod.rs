@@ -45,6 +45,7 @@ pub use sidecar::SidecarImage;
 use crate::{
     api::{EventConsumer, EventTopic},
     consumer::deployment::WorkerSettings,
+    metrics::Metrics,
 };
 
 /// How often the certificate is checked for renewal when nothing else wakes the keeper. An
@@ -146,11 +147,12 @@ where
 }
 
 /// Makes sure the certificate exists, syncs the EventTopic and EventConsumer caches, and
-/// starts serving. The
-/// handle ends only if the server fails.
+/// starts serving, counting every review in `metrics`. The handle ends only if the server
+/// fails.
 pub async fn start(
     client: Client,
     settings: Settings,
+    metrics: Metrics,
 ) -> Result<(Running, JoinHandle<std::io::Result<()>>), Error> {
     // rustls needs a process-wide crypto provider; ring is the one the workspace builds. A
     // second call (another part installed it first) is fine.
@@ -195,6 +197,7 @@ pub async fn start(
     }
 
     let reviewer = Arc::new(review::Reviewer {
+        metrics,
         image: settings.image.clone(),
         worker: settings.worker.clone(),
         topics,

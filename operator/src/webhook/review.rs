@@ -6,6 +6,8 @@
 //! account produces to no topic, so a relay that Kafka will refuse is seen at `kubectl apply`,
 //! not in a log.
 
+use std::time::Instant;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     core::{
@@ -22,12 +24,14 @@ use super::{
 use crate::{
     api::{EventConsumer, EventTopic},
     consumer::{deployment::WorkerSettings, resolve, sidecar as consumer_sidecar},
+    metrics::{Admission, Metrics},
 };
 
 /// What answers reviews: the images and settings to inject and the caches of EventTopics and
 /// EventConsumers the webhook watches.
 #[derive(Clone)]
 pub struct Reviewer {
+    pub metrics: Metrics,
     pub image: SidecarImage,
     pub worker: WorkerSettings,
     pub topics: Store<EventTopic>,
@@ -35,18 +39,39 @@ pub struct Reviewer {
 }
 
 impl Reviewer {
-    /// Answers one review. Never fails: a review that cannot be read is answered `invalid`,
-    /// which the API server turns into a refusal under `failurePolicy: Fail`.
+    /// Answers one review, and counts it. Never fails: a review that cannot be read is
+    /// answered `invalid`, which the API server turns into a refusal under
+    /// `failurePolicy: Fail`.
     pub fn review(&self, review: AdmissionReview<Pod>) -> AdmissionReview<DynamicObject> {
+        let start = Instant::now();
         let request: AdmissionRequest<Pod> = match review.try_into() {
             Ok(r) => r,
-            Err(e) => return AdmissionResponse::invalid(e).into_review(),
-        };
-        let response = AdmissionResponse::from(&request);
-        let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {
-            return response.into_review();
+            Err(e) => {
+                self.metrics
+                    .admitted("", Admission::Invalid, 0, start.elapsed());
+                return AdmissionResponse::invalid(e).into_review();
+            }
         };
         let namespace = request.namespace.as_deref().unwrap_or_default();
+        let response = self.answer(&request, namespace);
+        let warnings = response.warnings.as_ref().map_or(0, Vec::len);
+        let outcome = if !response.allowed {
+            Admission::Denied
+        } else if response.patch.is_some() {
+            Admission::Injected
+        } else {
+            Admission::Unchanged
+        };
+        self.metrics
+            .admitted(namespace, outcome, warnings, start.elapsed());
+        response.into_review()
+    }
+
+    fn answer(&self, request: &AdmissionRequest<Pod>, namespace: &str) -> AdmissionResponse {
+        let response = AdmissionResponse::from(request);
+        let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {
+            return response;
+        };
         let pod_name = pod
             .metadata
             .name
@@ -59,11 +84,11 @@ impl Reviewer {
                 tracing::debug!(namespace, pod = pod_name, reason, "admitted unchanged");
                 let mut response = response;
                 response.warnings = Some(warnings).filter(|w| !w.is_empty());
-                response.into_review()
+                response
             }
             Decision::Deny(message) => {
                 tracing::info!(namespace, pod = pod_name, message, "denied");
-                response.deny(message).into_review()
+                response.deny(message)
             }
             Decision::Inject { patch, injected } => {
                 let service_account = service_account(pod);
@@ -84,11 +109,10 @@ impl Reviewer {
                 match response.with_patch(patch) {
                     Ok(mut response) => {
                         response.warnings = Some(warnings).filter(|w| !w.is_empty());
-                        response.into_review()
+                        response
                     }
-                    Err(e) => AdmissionResponse::from(&request)
-                        .deny(format!("Ferry could not encode its patch: {e}"))
-                        .into_review(),
+                    Err(e) => AdmissionResponse::from(request)
+                        .deny(format!("Ferry could not encode its patch: {e}")),
                 }
             }
         }

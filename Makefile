@@ -43,15 +43,17 @@ lint: ## rustfmt and clippy, warnings are errors
 # On a fresh machine env-up's Go builds and Rust's build each leave a core idle much of the time
 # (linking, downloads, build scripts), so Rust builds in the background meanwhile
 # (scripts/prebuild.sh, log in .ferry/logs/prebuild.log); the steps after report any error.
-test: ## env-up, lint, images of the tested binaries, then every test against the real services
+test: ## env-up, lint, images of the tested binaries, every test against the real services, then the log audit
 	@bash scripts/env/install.sh packages
 	@setsid bash scripts/prebuild.sh & prebuild=$$!; trap 'kill -- -$$prebuild 2>/dev/null || true' EXIT; \
 	  bash scripts/env/up.sh; wait $$prebuild
 	@$(MAKE) --no-print-directory lint generate-check
 	cargo test --workspace --locked --no-run
 	FERRY_IMAGE_BUILD=no bash scripts/env/images.sh
-	cargo test --workspace --locked
-	bash examples/shop/test.sh
+	@rm -rf .ferry/logs/tests; mkdir -p .ferry/logs/tests
+	FERRY_TEST_LOGS=$(CURDIR)/.ferry/logs/tests cargo test --workspace --locked 2>&1 | tee .ferry/logs/tests/cargo-test.log
+	bash examples/shop/test.sh 2>&1 | tee .ferry/logs/tests/shop-test.log
+	cargo run -q --locked -p ferry-testkit --bin log-audit -- .ferry/logs /var/lib/ferry-node/pod-logs
 
 shop-test: env-up ## the shop example's Django unit tests (outbox in one transaction) against the env's PostgreSQL
 	bash examples/shop/test.sh

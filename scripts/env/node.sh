@@ -340,7 +340,8 @@ node_kafka_listener() {
 }
 # node_pg_listen: the extra listen address for PostgreSQL's listen_addresses.
 node_pg_listen() { node_owned_here && echo ",$NODE_IP" || true; }
-# node_pg_hba FILE: lets the pods' network in, as initdb --auth=trust lets loopback in.
+# node_pg_hba FILE: lets the pods' network in without a password (the shop's roles have none,
+# demo.sh); loopback asks for one (services.sh). A DSN's password is then not checked from pods.
 node_pg_hba() { echo "host all all $NODE_POD_CIDR trust" >> "$1"; }
 
 # node_prepare: claims the node and makes its bridge, before Kafka and PostgreSQL start (they
@@ -495,7 +496,7 @@ export FERRY_NODE_TAINT='$NODE_TAINT_KEY'
 export FERRY_NODE_IP='$NODE_IP'
 # Kafka (SASL_PLAINTEXT, the same users) and PostgreSQL as pods on the node reach them.
 export FERRY_NODE_KAFKA_BOOTSTRAP='$NODE_IP:$KAFKA_PODS_PORT'
-export FERRY_NODE_DATABASE_URL='postgresql://postgres@$NODE_IP:$PG_PORT/postgres'
+export FERRY_NODE_DATABASE_URL='postgresql://postgres:$(cat "$STATE/postgres-password")@$NODE_IP:$PG_PORT/postgres'
 # A local image with a static busybox and user 65532, for tests' pods.
 export FERRY_TESTBOX_IMAGE='$(testbox_ref)'
 ENV

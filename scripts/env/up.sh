@@ -42,7 +42,7 @@ export FERRY_KAFKA_PASSWORD='$(cat "$STATE/kafka/admin-password")'
 # A SCRAM user with no ACLs, for tests that check the authorizer refuses.
 export FERRY_KAFKA_NOACL_USERNAME='ferry-noacl'
 export FERRY_KAFKA_NOACL_PASSWORD='$(cat "$STATE/kafka/noacl-password")'
-export FERRY_DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
+export FERRY_DATABASE_URL='postgresql://postgres:$(cat "$STATE/postgres-password")@127.0.0.1:$PG_PORT/postgres'
 # Stops and starts one service (kafka, postgres, ...), for tests that restart them; it needs
 # the same port offset as this environment.
 export FERRY_ENV_CTL='$ENV_SCRIPTS/ctl.sh'

@@ -22,6 +22,7 @@ mod http;
 mod kafka;
 mod kafka_cluster;
 mod kube;
+pub mod log_audit;
 mod net;
 mod node;
 pub mod pod_env;

@@ -156,10 +156,8 @@ fn url_with_password(line: &str) -> bool {
         let start = rest[..i]
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
             .map_or(0, |j| j + 1);
-        if let Some(password) = url_password(&rest[start..]) {
-            if !is_redacted(password) {
-                return true;
-            }
+        if url_password(&rest[start..]).is_some_and(|p| !is_redacted(p)) {
+            return true;
         }
         rest = &rest[i + 3..];
     }

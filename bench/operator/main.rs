@@ -13,7 +13,8 @@
 //!
 //! Each prints a baseline measured in the same run: one raw CreateTopics request for as many
 //! topics, timed until the broker describes all of them, and the raw apply time of the objects
-//! through the API server. Not a test: it asserts nothing and never runs in CI.
+//! through the API server; `consumers` also times as many raw one-replica Deployments until
+//! all are available, the floor the environment sets under its worker Deployments. Not a test: it asserts nothing and never runs in CI.
 
 use std::{
     collections::BTreeMap,
@@ -353,6 +354,72 @@ async fn add_fake_node(client: &kube::Client, name: &str, pods: usize) -> anyhow
     Ok(())
 }
 
+/// The environment's floor for the consumer scenario: `count` one-replica Deployments applied
+/// at once, timed until every one is available (the controller-manager makes their
+/// ReplicaSets and pods, the scheduler places them, KWOK marks them running), then deleted and
+/// waited for, so the operator's run starts on a quiet API server.
+async fn raw_deployments(
+    client: &kube::Client,
+    namespace: &str,
+    count: usize,
+) -> anyhow::Result<Duration> {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+    let api = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let start = Instant::now();
+    apply_all(
+        &api,
+        (0..count).map(|i| {
+            let name = format!("raw-{i:05}");
+            let body = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "labels": {"ferry.dev/bench": "raw"}},
+                "spec": {"replicas": 1,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name, "ferry.dev/bench": "raw"}},
+                        "spec": {"containers": [{"name": "worker", "image": "ferry-sidecar:bench",
+                            "args": ["worker"], "ports": [{"name": "metrics", "containerPort": 9090}]}]}}}});
+            (name, body)
+        }),
+    )
+    .await?;
+    let available = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+            >= 1
+    };
+    loop {
+        if start.elapsed() > DEADLINE {
+            bail!("raw Deployments: not all available after {DEADLINE:?}");
+        }
+        match api.list(&ListParams::default()).await {
+            Ok(list) if list.items.iter().filter(|d| available(d)).count() == count => break,
+            Ok(_) => {}
+            Err(e) => eprintln!("(listing failed, retrying: {e:#})"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = start.elapsed();
+    let _ = api
+        .delete_collection(&Default::default(), &ListParams::default())
+        .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let raw = ListParams::default().labels("ferry.dev/bench=raw");
+    let cleanup = Instant::now();
+    while cleanup.elapsed() < Duration::from_secs(300) {
+        if pods
+            .list(&raw)
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(took)
+}
+
 /// Whether process `pid` has exited (a zombie, or gone).
 fn exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -397,6 +464,17 @@ async fn consumers(
     support::install_crds(&client).await?;
     let node = unique_name("kwok-bench");
     add_fake_node(&client, &node, count + 100).await?;
+    // FERRY_BENCH_RAW_DEPLOYMENTS=off skips this baseline (it takes minutes).
+    let raw_deployments = if std::env::var("FERRY_BENCH_RAW_DEPLOYMENTS").as_deref() == Ok("off") {
+        None
+    } else {
+        let took = raw_deployments(&client, ns.name(), count).await?;
+        println!(
+            "baseline: {count} raw one-replica Deployments applied and all available after {:.2} s (the environment's floor: controller-manager, scheduler, KWOK)",
+            took.as_secs_f64()
+        );
+        Some(took)
+    };
     let lag_interval = format!("{LAG_INTERVAL_SECS}s");
     let mut operator = support::spawn_operator(
         env,
@@ -455,6 +533,13 @@ async fn consumers(
         applied_after.as_secs_f64()
     );
     report_ready("EventConsumers", count, ready, took, 120, raw);
+    if let (Some(floor), true) = (raw_deployments, ready == count) {
+        println!(
+            "operator: EventConsumers Ready {:.2} s after the raw Deployments' floor ({:.1}x it)",
+            took.as_secs_f64() - floor.as_secs_f64(),
+            took.as_secs_f64() / floor.as_secs_f64().max(0.001)
+        );
+    }
 
     // Lag rounds: once everything has settled, the operator's CPU over a few rounds. It
     // includes whatever else runs meanwhile (reconciles a changed lag triggers), so it bounds

@@ -37,8 +37,9 @@ pub fn spawn_operator(
     operator_bin: &str,
     namespace: &str,
     extra: &[&str],
-) -> anyhow::Result<ChildProcess> {
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+) -> anyhow::Result<(ChildProcess, u16)> {
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut envs = env.kafka_args().to_env();
     // FERRY_BENCH_OPERATOR_LOG (e.g. `info`) to see what the operator does during a run.
     envs.push((
@@ -58,5 +59,8 @@ pub fn spawn_operator(
         env.kubeconfig(),
     ];
     args.extend_from_slice(extra);
-    ChildProcess::spawn("bench-operator", operator_bin, &args, &envs)
+    Ok((
+        ChildProcess::spawn("bench-operator", operator_bin, &args, &envs)?,
+        metrics_port,
+    ))
 }

@@ -281,7 +281,7 @@ async fn topics(
     let ns = TempNamespace::create(env).await?;
     let client = ns.client();
     support::install_crds(&client).await?;
-    let mut operator = support::spawn_operator(env, operator_bin, ns.name(), &[])?;
+    let (mut operator, _) = support::spawn_operator(env, operator_bin, ns.name(), &[])?;
     let pid = operator.id().context("operator pid")?;
     // Let it start and take the Lease before the clock starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -476,7 +476,7 @@ async fn consumers(
         Some(took)
     };
     let lag_interval = format!("{LAG_INTERVAL_SECS}s");
-    let mut operator = support::spawn_operator(
+    let (mut operator, _) = support::spawn_operator(
         env,
         operator_bin,
         ns.name(),

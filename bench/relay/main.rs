@@ -202,6 +202,39 @@ async fn raw_sql_rate(env: &TestEnv, pad: usize) -> f64 {
     done as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The burst case (issue #20), each run beside the pre-filled drain of the same rows, then the
+/// sustained case.
+async fn burst_cases(env: &TestEnv, topic: &str, pad: usize, runs: usize) {
+    for (label, extra) in [
+        ("marks published_at", &[][..]),
+        ("--delete-published", &["--delete-published"][..]),
+    ] {
+        for run in 1..=runs {
+            let prefilled = burst::run(env, topic, pad, true, extra).await;
+            let during = burst::run(env, topic, pad, false, extra).await;
+            let target = during.writer.as_secs_f64() * 1.5 + prefilled.drain.as_secs_f64();
+            println!(
+                "burst     {label}, run {run}: {} rows pre-filled: {prefilled}",
+                burst::BURST_ROWS
+            );
+            println!(
+                "burst     {label}, run {run}: {} rows written while it runs: {during}   [target <= {target:.2} s]",
+                burst::BURST_ROWS
+            );
+        }
+    }
+    let sustained = burst::sustained(env, topic, pad).await;
+    println!(
+        "sustained {:.0} rows/s for {} s in 1,000-row transactions: backlog each second median {} rows, max {} rows; oldest unpublished row at most {:.2} s old   [target backlog <= {} rows, 2 batches]",
+        sustained.rate,
+        burst::SUSTAINED_SECONDS,
+        sustained.median_backlog,
+        sustained.max_backlog,
+        sustained.max_age,
+        2 * config::DEFAULT_BATCH_SIZE
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let Some(env) = TestEnv::get() else {
@@ -238,42 +271,18 @@ async fn main() {
             .join(" ")
     );
 
-    // The burst case (issue #20), each run beside the pre-filled drain of the same rows:
-    // `FERRY_BENCH_RELAY_RUNS` runs (default 3; it varies from run to run), and only this
-    // case with `FERRY_BENCH_RELAY_CASES=burst`.
+    // The burst case (issue #20): `FERRY_BENCH_RELAY_RUNS` runs (default 3; it varies from run
+    // to run). `FERRY_BENCH_RELAY_CASES=burst` runs only it, `=drain` only what follows it
+    // (the drain and the steady rate, where `FERRY_BENCH_TRACING` applies).
     let runs: usize = std::env::var("FERRY_BENCH_RELAY_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    for (label, extra) in [
-        ("marks published_at", &[][..]),
-        ("--delete-published", &["--delete-published"][..]),
-    ] {
-        for run in 1..=runs {
-            let prefilled = burst::run(env, topic.name(), pad, true, extra).await;
-            let during = burst::run(env, topic.name(), pad, false, extra).await;
-            let target = during.writer.as_secs_f64() * 1.5 + prefilled.drain.as_secs_f64();
-            println!(
-                "burst     {label}, run {run}: {} rows pre-filled: {prefilled}",
-                burst::BURST_ROWS
-            );
-            println!(
-                "burst     {label}, run {run}: {} rows written while it runs: {during}   [target <= {target:.2} s]",
-                burst::BURST_ROWS
-            );
-        }
+    let cases = std::env::var("FERRY_BENCH_RELAY_CASES").unwrap_or_default();
+    if cases != "drain" {
+        burst_cases(env, topic.name(), pad, runs).await;
     }
-    let sustained = burst::sustained(env, topic.name(), pad).await;
-    println!(
-        "sustained {:.0} rows/s for {} s in 1,000-row transactions: backlog each second median {} rows, max {} rows; oldest unpublished row at most {:.2} s old   [target backlog <= {} rows, 2 batches]",
-        sustained.rate,
-        burst::SUSTAINED_SECONDS,
-        sustained.median_backlog,
-        sustained.max_backlog,
-        sustained.max_age,
-        2 * config::DEFAULT_BATCH_SIZE
-    );
-    if std::env::var("FERRY_BENCH_RELAY_CASES").as_deref() == Ok("burst") {
+    if cases == "burst" {
         return;
     }
 

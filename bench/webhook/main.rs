@@ -10,6 +10,8 @@
 //! webhook calls the API server made per pod (its `/metrics`). A third side splits that
 //! difference: the pod as the webhook answered it, created as written (without the inject
 //! label, so no webhook is called), shows what the bigger pod costs the API server by itself.
+//! Last, the mean of a webhook call as the API server times it beside the operator's own
+//! answer time (both histograms, read before and after): what the call's transport costs.
 //! Not a test: it asserts nothing and never runs in CI.
 
 use std::time::{Duration, Instant};
@@ -61,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let url = format!("https://127.0.0.1:{port}");
-    let mut operator = support::spawn_operator(
+    let (mut operator, metrics_port) = support::spawn_operator(
         env,
         &operator_bin,
         ns.name(),
@@ -119,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .context("no warm-up creation came back injected")?;
     let calls_before = env.webhook_calls(registration::WEBHOOK_NAME);
+    let api_server_before = api_server_call_time(env);
+    let answers_before = webhook_answer_time(metrics_port).await;
     let mut present = true;
     while bench.with.len() < PODS || bench.without.len() < PODS || bench.pre_injected.len() < PODS {
         let want = bench.with.len() <= bench.without.len();
@@ -144,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
         .webhook_calls(registration::WEBHOOK_NAME)
         .saturating_sub(calls_before);
     let with_count = bench.with.len() + bench.probes_with;
+    let api_server = api_server_call_time(env).since(&api_server_before);
+    let answers = webhook_answer_time(metrics_port)
+        .await
+        .since(&answers_before);
     operator.terminate(Duration::from_secs(20)).await?;
     let _ = configs
         .delete(&configuration, &DeleteParams::default())
@@ -178,7 +186,75 @@ async fn main() -> anyhow::Result<()> {
         "webhook calls by the API server: {calls} for {with_count} injected pods ({:.2} per pod)",
         calls as f64 / with_count.max(1) as f64
     );
+    println!(
+        "  a call as the API server times it: mean {:.2} ms over {} calls; the operator's answer as it times it: mean {:.3} ms over {} reviews; the rest of a call is transport (TLS, HTTP/2) and both sides' JSON",
+        api_server.mean_ms(),
+        api_server.count,
+        answers.mean_ms(),
+        answers.count
+    );
     Ok(())
+}
+
+/// The sum and count of a Prometheus histogram (a mean between two scrapes).
+#[derive(Debug, Default, Clone, Copy)]
+struct SumCount {
+    sum: f64,
+    count: u64,
+}
+
+impl SumCount {
+    /// The `<family>_sum` and `<family>_count` samples of `scrape` whose labels contain
+    /// `labels`, added up.
+    fn read(scrape: &str, family: &str, labels: &str) -> SumCount {
+        let mut total = SumCount::default();
+        for line in scrape.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if !name.contains(labels) {
+                continue;
+            }
+            let base = name.split('{').next().unwrap_or(name);
+            if base == format!("{family}_sum") {
+                total.sum += value.parse::<f64>().unwrap_or(0.0);
+            } else if base == format!("{family}_count") {
+                total.count += value.parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+        total
+    }
+
+    fn since(&self, before: &SumCount) -> SumCount {
+        SumCount {
+            sum: self.sum - before.sum,
+            count: self.count.saturating_sub(before.count),
+        }
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.sum / self.count.max(1) as f64 * 1e3
+    }
+}
+
+/// The API server's own timing of its calls to Ferry's webhook (its `/metrics`).
+fn api_server_call_time(env: &TestEnv) -> SumCount {
+    let mut kubectl = env.command("kubectl");
+    kubectl.args(["get", "--raw", "/metrics"]);
+    SumCount::read(
+        &ferry_testkit::succeed(kubectl),
+        "apiserver_admission_webhook_admission_duration_seconds",
+        &format!("name=\"{}\"", registration::WEBHOOK_NAME),
+    )
+}
+
+/// The operator's own timing of its answers (`ferry_operator_admission_duration_seconds`).
+async fn webhook_answer_time(metrics_port: u16) -> SumCount {
+    let scrape = ferry_testkit::http_get(metrics_port, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    SumCount::read(&scrape, "ferry_operator_admission_duration_seconds", "")
 }
 
 /// The pods created so far, and each measured creation's latency by its side.

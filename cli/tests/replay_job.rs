@@ -11,14 +11,15 @@
 
 mod support;
 
-use std::{collections::BTreeSet, path::PathBuf, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use ferry_operator::{
     api::{ConditionStatus, EventConsumer, EventReplay, EventTopic, ReplayPhase},
     kafka::{KafkaAdmin, acls::Operation},
 };
 use ferry_testkit::{
-    ChildProcess, TempNamespace, TempSchema, TestEnv, free_port, pod_env, require_env, wait_for,
+    ChildProcess, TempNamespace, TempPath, TempSchema, TestEnv, free_port, pod_env, require_env,
+    wait_for,
 };
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -45,7 +46,8 @@ const WITHIN: Duration = Duration::from_secs(120);
 
 /// The environment's kubeconfig, impersonating ServiceAccount `sa` of `ns` (what the Job's pod
 /// would be): the replay process gets exactly that ServiceAccount's RBAC.
-fn kubeconfig_as(env: &TestEnv, ns: &str, sa: &str) -> PathBuf {
+/// It holds the environment's client key: removed when the caller drops it.
+fn kubeconfig_as(env: &TestEnv, ns: &str, sa: &str) -> TempPath {
     let mut config = Kubeconfig::read_from(env.kubeconfig()).expect("kubeconfig");
     for named in &mut config.auth_infos {
         if let Some(auth) = named.auth_info.as_mut() {
@@ -57,9 +59,12 @@ fn kubeconfig_as(env: &TestEnv, ns: &str, sa: &str) -> PathBuf {
             ]);
         }
     }
-    let path = std::env::temp_dir().join(format!("kubeconfig-{ns}-{sa}.json"));
-    std::fs::write(&path, serde_json::to_vec(&config).expect("kubeconfig JSON"))
-        .expect("kubeconfig written");
+    let path = TempPath::new(&format!("kubeconfig-{ns}-{sa}"));
+    std::fs::write(
+        &*path,
+        serde_json::to_vec(&config).expect("kubeconfig JSON"),
+    )
+    .expect("kubeconfig written");
     path
 }
 

@@ -11,7 +11,7 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use ferry_testkit::{
-    TempNamespace, TestEnv, free_port, http_get, repo_root, require_env, run, succeed,
+    TempNamespace, TempPath, TestEnv, free_port, http_get, repo_root, require_env, run, succeed,
     succeed_with_input, unique_name, wait_for,
 };
 use serde_json::{Value, json};
@@ -95,15 +95,6 @@ impl Drop for Release<'_> {
     }
 }
 
-/// A directory removed when the test ends, also when it fails.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn the_operator_does_its_job_with_only_the_charts_rbac() {
     let env = require_env!();
@@ -151,13 +142,13 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac() {
             "1h",
         ],
     ));
-    let dir = TempDir(std::env::temp_dir().join(unique_name("ferry-sa")));
-    std::fs::create_dir_all(&dir.0).expect("temp dir");
-    let kubeconfig = dir.0.join("kubeconfig");
+    let dir = TempPath::new("ferry-sa");
+    std::fs::create_dir_all(&*dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
     token_kubeconfig(env, token.trim(), &kubeconfig);
     // With the other spawned binaries' logs when `make test` collects them (its log audit).
     let log_path = std::env::var_os("FERRY_TEST_LOGS")
-        .map_or_else(|| dir.0.clone(), std::path::PathBuf::from)
+        .map_or_else(|| dir.to_path_buf(), std::path::PathBuf::from)
         .join(format!("{operator}.log"));
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).expect("log directory");

@@ -6,5 +6,7 @@
 node_down
 remove_kafka_cluster
 for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do "stop_${SERVICES[$i]}"; done
-rm -rf "$FERRY_DIR" "$PG_DIR"
+# $PG_DIR is keyed by port: another checkout's database there is left alone.
+if [ ! -d "$PG_DIR" ] || postgres_ours; then rm -rf "$PG_DIR"; fi
+rm -rf "$FERRY_DIR"
 log "environment stopped and its state removed"

@@ -36,6 +36,14 @@ KAFKA_LIBS=$FERRY_CACHE/kafka/$KAFKA_VERSION/libs
 log() { printf '[ferry-env %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# port_listened PORT...: true when a socket on this machine listens on one of the ports (asks the
+# kernel, sends nothing).
+port_listened() {
+  local p
+  for p in "$@"; do ss -Hltn "sport = :$p" | grep -q . && return 0; done
+  return 1
+}
+
 # True when the process in $RUN/<name>.pid is alive.
 running() {
   local pidfile=$RUN/$1.pid

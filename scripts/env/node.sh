@@ -115,14 +115,6 @@ node_claim() {
   echo "$FERRY_DIR" > "$NODE_RUN/owner"
 }
 
-# port_listened PORT...: true when a socket on this machine listens on one of the ports (asks the
-# kernel, sends nothing).
-port_listened() {
-  local p
-  for p in "$@"; do ss -Hltn "sport = :$p" | grep -q . && return 0; done
-  return 1
-}
-
 # node_lock: serialises node_up/node_down of all environments on this machine.
 node_lock() { exec 8>/run/ferry-node.lock; flock 8; }
 

@@ -6,9 +6,46 @@ SERVICES=(postgres kafka etcd apiserver controller-manager scheduler kwok)
 # The real node; it adds listen addresses for pods to PostgreSQL and Kafka.
 . "$ENV_SCRIPTS/node.sh"
 
+# --- Another environment on this environment's ports ------------------------------------------
+# Another checkout's services on the same ports would answer this environment's readiness checks
+# with their own passwords and certificates, and its tests would fail far from the cause. Refuse
+# at the start instead, naming the process. (The real node has its own owner check: node_claim.)
+service_ports() {
+  case $1 in
+    postgres) echo "$PG_PORT" ;;
+    kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+    etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
+    apiserver) echo "$API_PORT" ;;
+  esac
+}
+# postgres_ours: $PG_DIR was made by this environment (see start_postgres).
+postgres_ours() { [ "$(cat "$PG_DIR/owner" 2>/dev/null)" = "$FERRY_DIR" ]; }
+refuse_foreign_listeners() {
+  local svc p ours
+  for svc in "${SERVICES[@]}"; do
+    for p in $(service_ports "$svc"); do
+      port_listened "$p" || continue
+      if [ "$svc" = postgres ]; then
+        postgres_ours && ours=1 || ours=
+      else
+        running "$svc" && ours=1 || ours=
+      fi
+      [ -n "$ours" ] || die "port $p ($svc) is taken by $(ss -Hltnp "sport = :$p" | grep -o 'users:.*' | head -1), which is not this environment's ($FERRY_DIR): if it is another checkout's Ferry environment, run \`make env-down\` there (same FERRY_PORT_OFFSET), or give this one other ports: FERRY_PORT_OFFSET=100 make env-up"
+    done
+  done
+}
+
 # --- PostgreSQL (Debian's) -------------------------------------------------------------------
 start_postgres() {
   local bin; bin=$(pg_bin)
+  # $PG_DIR is keyed by port, not by checkout: a database another checkout left behind has a
+  # password this environment does not know. Running, it is refused (refuse_foreign_listeners);
+  # stopped, it is thrown away like any of this environment's state.
+  if [ -d "$PG_DIR" ] && ! postgres_ours; then
+    as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1 &&
+      die "PostgreSQL in $PG_DIR belongs to $(cat "$PG_DIR/owner" 2>/dev/null || echo 'another environment'): run \`make env-down\` there, or FERRY_PORT_OFFSET=100 make env-up"
+    rm -rf "$PG_DIR"
+  fi
   if as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then return 0; fi
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     rm -rf "$PG_DIR"; mkdir -p "$PG_DIR" "$STATE"
@@ -21,6 +58,7 @@ start_postgres() {
       --auth-host=scram-sha-256 --pwfile="$PG_DIR/pwfile" -E UTF8 >>"$LOGS/postgres.log" 2>&1
     rm -f "$PG_DIR/pwfile"
     node_pg_hba "$PG_DIR/data/pg_hba.conf"
+    echo "$FERRY_DIR" > "$PG_DIR/owner"
   fi
   # A database made before the password (initdb --auth=trust) does not check it; give it one
   # anyway, so the DSNs carry a password either way.
@@ -33,7 +71,7 @@ start_postgres() {
 }
 stop_postgres() {
   local bin; bin=$(pg_bin)
-  [ -n "$bin" ] && [ -d "$PG_DIR/data" ] || return 0
+  [ -n "$bin" ] && [ -d "$PG_DIR/data" ] && postgres_ours || return 0
   as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 postgres_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }

@@ -8,6 +8,7 @@ started=$SECONDS
 
 bash "$ENV_SCRIPTS/install.sh"
 mkdir -p "$STATE" "$LOGS" "$RUN"
+refuse_foreign_listeners
 
 node_prepare
 # The slow starters first, so they boot while the control plane comes up.

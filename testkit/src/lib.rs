@@ -30,6 +30,7 @@ mod poll;
 mod postgres;
 mod process;
 mod services;
+mod temp_path;
 mod tools;
 
 pub use chart_metrics::{assert_chart_metrics_exposed, chart_metrics, exposed_metrics};
@@ -50,6 +51,7 @@ pub use poll::{Check, POLL_EVERY, eventually, wait_for};
 pub use postgres::{OUTBOX_SQL, TempSchema};
 pub use process::{ChildProcess, peak_rss_kib};
 pub use services::{Service, disruption_lock};
+pub use temp_path::TempPath;
 pub use tools::{repo_root, run, succeed, succeed_with_input};
 
 /// The three-broker Kafka cluster, or return from the calling test after printing why it was

@@ -93,4 +93,24 @@ mod tests {
             "other settings still show: {text}"
         );
     }
+
+    #[test]
+    fn reconciles_in_flight_are_bounded_and_never_zero() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(
+                ["ferry-operator", "run", "--kafka-bootstrap=b:9092"]
+                    .iter()
+                    .chain(extra),
+            )
+        };
+        let default = format!("{:?}", parse(&[]).expect("defaults"));
+        assert!(
+            default.contains("max_concurrent_reconciles: 32"),
+            "{default}"
+        );
+        let zero = parse(&["--max-concurrent-reconciles=0"])
+            .expect_err("zero would stop every controller")
+            .to_string();
+        assert!(zero.contains("--max-concurrent-reconciles"), "{zero}");
+    }
 }

@@ -206,6 +206,14 @@ impl<K: Resource<DynamicType = ()> + Sync> PublishEvent for K {
     }
 }
 
+/// A controller's configuration: at most `concurrency` reconciles in flight. Each reconcile's
+/// deadline then counts its own work, not the time it waited behind every other object's
+/// requests in the API server and Kafka — unbounded, a burst of applies ends in deadlines
+/// missed and work started over.
+pub fn controller_config(concurrency: u16) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(concurrency)
+}
+
 /// How soon a reconcile that found its cache not yet filled runs again.
 pub const CACHE_FILL_WAIT: Duration = Duration::from_secs(1);
 

@@ -124,6 +124,15 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_SCALE_DOWN_COOLDOWN", default_value = "5m",
           value_parser = ferry_common::duration::parse)]
     scale_down_cooldown: Duration,
+
+    /// How many objects each controller reconciles at once (EventTopics, EventConsumers,
+    /// EventReplays each).
+    // 32: enough to fill Kafka's batched admin requests and keep the API server busy. Unbounded
+    // (kube-runtime's default), a thousand resources applied at once queue behind each other in
+    // the API server and Kafka until their reconciles pass their deadline and start over.
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_RECONCILES", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
 }
 
 /// Flags of the injection webhook (DESIGN §6). It runs when `--webhook-addr` is given.
@@ -263,6 +272,7 @@ impl RunArgs {
             sidecar_image_pull_policy,
             lag_interval,
             scale_down_cooldown,
+            max_concurrent_reconciles,
         } = self;
         log.init();
         let _tracing = trace.init("ferry-operator")?;
@@ -360,6 +370,7 @@ impl RunArgs {
                     )
                 },
                 access_changed,
+                max_concurrent_reconciles,
                 stopped(term_rx.clone()),
             );
             let consumers = consumer::run(
@@ -372,6 +383,7 @@ impl RunArgs {
                     resync: resync_interval,
                     cooldown: scale_down_cooldown,
                     lag_interval,
+                    concurrency: max_concurrent_reconciles,
                 },
                 namespace.clone(),
                 stopped(term_rx.clone()),
@@ -386,6 +398,7 @@ impl RunArgs {
                     worker: worker_settings.clone(),
                     backoffs: Default::default(),
                 },
+                max_concurrent_reconciles,
                 stopped(term_rx.clone()),
             );
             let access = identity::run(

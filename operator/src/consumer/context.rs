@@ -56,6 +56,8 @@ pub struct Settings {
     pub resync: Duration,
     pub cooldown: Duration,
     pub lag_interval: Duration,
+    /// How many EventConsumers are reconciled at once (`--max-concurrent-reconciles`).
+    pub concurrency: u16,
 }
 
 impl Context {

@@ -113,7 +113,8 @@ pub async fn run(
     let controller = Controller::new(
         api::<EventConsumer>(&client, ns),
         watcher::Config::default().any_semantic(),
-    );
+    )
+    .with_config(crate::reconcile::controller_config(settings.concurrency));
     let consumers = controller.store();
     let consumers_for_shutdown = consumers.clone();
     let by_topic = consumers.clone();

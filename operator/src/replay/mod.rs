@@ -86,10 +86,11 @@ pub struct Context {
 }
 
 /// Runs the controller until `shutdown` completes; `namespace` limits what it watches (all
-/// namespaces when `None`).
+/// namespaces when `None`), `concurrency` bounds the reconciles in flight.
 pub async fn run(
     namespace: Option<String>,
     ctx: Context,
+    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (api, jobs) = match &namespace {
@@ -102,10 +103,12 @@ pub async fn run(
             Api::<Job>::all(ctx.client.clone()),
         ),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic()).owns(
-        jobs,
-        watcher::Config::default().labels("app.kubernetes.io/name=ferry-replay"),
-    );
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::reconcile::controller_config(concurrency))
+        .owns(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/name=ferry-replay"),
+        );
     let store = controller.store();
     let shutdown = shutdown.shared();
     let controller = controller

@@ -55,16 +55,20 @@ const KIND: &str = "EventTopic";
 pub const FINALIZER: &str = "ferry.dev/delete-kafka-topic";
 
 /// Runs the controller until `shutdown` completes; `api` decides which namespaces it sees,
-/// `access_changed` names EventTopics to reconcile because their producers' access changed.
+/// `access_changed` names EventTopics to reconcile because their producers' access changed,
+/// `concurrency` bounds the reconciles in flight.
 pub async fn run(
     api: Api<EventTopic>,
     ctx_parts: impl FnOnce(Store<EventTopic>) -> Context,
     mut access_changed: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<EventTopic>>,
+    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic()).reconcile_on(
-        futures::stream::poll_fn(move |cx| access_changed.poll_recv(cx)),
-    );
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::reconcile::controller_config(concurrency))
+        .reconcile_on(futures::stream::poll_fn(move |cx| {
+            access_changed.poll_recv(cx)
+        }));
     let store = controller.store();
     let ctx = Arc::new(ctx_parts(store.clone()));
     let shutdown = shutdown.shared();

@@ -420,6 +420,24 @@ async fn raw_deployments(
     Ok(took)
 }
 
+/// How many reconciles of `kind` the operator ran, finished or failed
+/// (`ferry_operator_reconciles_total` and `ferry_operator_reconcile_errors_total`), from its
+/// /metrics on `port`.
+async fn reconciles(port: u16, kind: &str) -> Option<u64> {
+    let (_, body) = ferry_testkit::http_get(port, "/metrics").await?;
+    let counted = |l: &&str| {
+        l.starts_with("ferry_operator_reconciles_total{")
+            || l.starts_with("ferry_operator_reconcile_errors_total{")
+    };
+    let kind = format!("kind=\"{kind}\"");
+    Some(
+        body.lines()
+            .filter(|l| counted(l) && l.contains(&kind))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
 /// Whether process `pid` has exited (a zombie, or gone).
 fn exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -476,7 +494,7 @@ async fn consumers(
         Some(took)
     };
     let lag_interval = format!("{LAG_INTERVAL_SECS}s");
-    let (mut operator, _) = support::spawn_operator(
+    let (mut operator, metrics_port) = support::spawn_operator(
         env,
         operator_bin,
         ns.name(),
@@ -533,6 +551,14 @@ async fn consumers(
         applied_after.as_secs_f64()
     );
     report_ready("EventConsumers", count, ready, took, 120, raw);
+    // How often each EventConsumer was reconciled on its way to Ready (every owned
+    // Deployment's status change wakes it): the operator's work per consumer.
+    if let Some(total) = reconciles(metrics_port, "EventConsumer").await {
+        println!(
+            "operator: {total} EventConsumer reconciles until all Ready ({:.1} per consumer)",
+            total as f64 / count as f64
+        );
+    }
     if let (Some(floor), true) = (raw_deployments, ready == count) {
         println!(
             "operator: EventConsumers Ready {:.2} s after the raw Deployments' floor ({:.1}x it)",

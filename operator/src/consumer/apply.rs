@@ -15,7 +15,7 @@ use kube::{
 use tracing::info;
 
 use super::{
-    Context, Error, Result, deployment,
+    Context, Error, Result, deployment, recent,
     resolve::Resolved,
     scaler,
     status::{self, Found, status_topics},
@@ -65,7 +65,7 @@ impl EventConsumer {
         // Created or corrected topics need no second pass: Kafka has answered that they are
         // in place, and the next resync describes them again. Going on at once saves every
         // new consumer a status write and a reconcile.
-        if let Some(outcome) = self.converge_topics(ctx, &managed).await? {
+        if let Some(outcome) = self.converge_topics_unless_recent(ctx, &managed).await? {
             self.finish(ctx, outcome, Found::default()).await?;
             // Requeue at the resync interval: a spec change triggers a reconcile anyway.
             return Ok(Action::requeue(ctx.resync));
@@ -121,14 +121,37 @@ impl EventConsumer {
                 return Ok(Action::requeue(ctx.resync));
             }
         };
-        let applied = deployments
-            .patch(
-                &name,
-                &PatchParams::apply(crate::field_manager::OPERATOR).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map_err(Error::Kube)?;
+        // Applied a moment ago and changed by nobody since (its generation is the one the
+        // apply left): the Deployment as read is what an apply would return.
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        let fingerprint = |generation: Option<i64>| recent::fingerprint(&(&desired, generation));
+        let applied = match &existing {
+            Some(current)
+                if ctx.applied_deployments.is_current(
+                    &uid,
+                    fingerprint(current.metadata.generation),
+                    Instant::now(),
+                ) =>
+            {
+                current.clone()
+            }
+            _ => {
+                let applied = deployments
+                    .patch(
+                        &name,
+                        &PatchParams::apply(crate::field_manager::OPERATOR).force(),
+                        &Patch::Apply(&desired),
+                    )
+                    .await
+                    .map_err(Error::Kube)?;
+                ctx.applied_deployments.record(
+                    uid,
+                    fingerprint(applied.metadata.generation),
+                    Instant::now(),
+                );
+                applied
+            }
+        };
         self.report_deployment_change(ctx, existing.as_ref(), &applied, replicas)
             .await;
 
@@ -232,6 +255,29 @@ impl EventConsumer {
         }
     }
 
+    /// [`Self::converge_topics`], unless this process found the same topics in place a moment
+    /// ago (see [`super::recent`]).
+    async fn converge_topics_unless_recent(
+        &self,
+        ctx: &Context,
+        managed: &[topics::ManagedTopic],
+    ) -> Result<Option<Outcome>> {
+        let uid = self.metadata.uid.clone().unwrap_or_default();
+        let fingerprint = recent::fingerprint(managed);
+        if ctx
+            .converged_topics
+            .is_current(&uid, fingerprint, Instant::now())
+        {
+            return Ok(None);
+        }
+        let refused = self.converge_topics(ctx, managed).await?;
+        if refused.is_none() {
+            ctx.converged_topics
+                .record(uid, fingerprint, Instant::now());
+        }
+        Ok(refused)
+    }
+
     /// Creates, grows and corrects the consumer's own topics; what Kafka refused, if anything.
     async fn converge_topics(
         &self,
@@ -260,26 +306,38 @@ impl EventConsumer {
                 .map(|(wanted, change)| apply_change(ctx, wanted, change)),
         )
         .await;
+        let mut changed = Vec::new();
+        let mut refused = None;
         for (wanted, result, note) in results {
             match self.kafka_call(ctx, async { result }).await? {
                 Ok(()) => {
                     info!(topic = wanted.name, note, "changed consumer topic");
-                    self.publish(
-                        &ctx.events,
-                        EventType::Normal,
-                        "TopicChanged",
-                        "Update",
-                        note,
-                    )
-                    .await;
+                    changed.push(note);
                 }
                 // Created by someone else since our describe: in place all the same.
                 Err(refusal)
                     if refusal.code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists => {}
-                Err(refusal) => return Ok(Some(self.refused(ctx, &wanted.name, refusal).await)),
+                Err(refusal) => {
+                    refused.get_or_insert((wanted, refusal));
+                }
             }
         }
-        Ok(None)
+        // An Event for every change Kafka made, also when another was refused; sent at once,
+        // not one API round trip after another (a new consumer has three).
+        futures::future::join_all(changed.into_iter().map(|note| {
+            self.publish(
+                &ctx.events,
+                EventType::Normal,
+                "TopicChanged",
+                "Update",
+                note,
+            )
+        }))
+        .await;
+        match refused {
+            Some((wanted, refusal)) => Ok(Some(self.refused(ctx, &wanted.name, refusal).await)),
+            None => Ok(None),
+        }
     }
 
     async fn refused(&self, ctx: &Context, topic: &str, refusal: kafka::Refusal) -> Outcome {

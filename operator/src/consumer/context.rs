@@ -1,5 +1,5 @@
-//! What every EventConsumer reconcile shares: clients, caches, the scaler's memory and each
-//! object's backoff after errors.
+//! What every EventConsumer reconcile shares: clients, caches, the scaler's memory, what was
+//! applied a moment ago and each object's backoff after errors.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -8,7 +8,7 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::{deployment::WorkerSettings, lag, resolve, scaler};
+use super::{deployment::WorkerSettings, lag, recent::Recent, resolve, scaler};
 use crate::{
     api::{EventConsumer, EventConsumerStatus, EventTopic},
     events::Publisher,
@@ -44,6 +44,10 @@ pub struct Context {
     pub(super) backoffs: Backoffs<ObjectRef<EventConsumer>>,
     /// The status last written per consumer (by UID), which the cache may not show yet.
     pub(super) written: WrittenStatus<String, EventConsumerStatus>,
+    /// The worker Deployment each consumer (by UID) had applied a moment ago.
+    pub(super) applied_deployments: Recent<String>,
+    /// The topics each consumer (by UID) found in place a moment ago.
+    pub(super) converged_topics: Recent<String>,
 }
 
 /// The settings of a [`Context`] that do not come from the controller's caches.

@@ -32,6 +32,7 @@ pub mod deployment;
 pub mod duration;
 mod error;
 pub mod lag;
+mod recent;
 pub mod resolve;
 pub mod scaler;
 pub mod sidecar;
@@ -67,6 +68,7 @@ use crate::{
 };
 pub use context::{Context, Settings};
 pub use error::{Error, Result};
+use recent::Recent;
 use status::Found;
 
 /// The kind label in metrics and logs.
@@ -110,12 +112,19 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let (lag_tx, mut lag_rx) = tokio::sync::mpsc::unbounded_channel();
-    let controller = Controller::new(
-        api::<EventConsumer>(&client, ns),
-        watcher::Config::default().any_semantic(),
+    let (consumers, consumer_writer) = reflector::store();
+    let consumer_events = reflector::reflector(
+        consumer_writer,
+        watcher(
+            api::<EventConsumer>(&client, ns),
+            watcher::Config::default().any_semantic(),
+        ),
     )
-    .with_config(crate::reconcile::controller_config(settings.concurrency));
-    let consumers = controller.store();
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(wakes, Default::default());
+    let controller = Controller::for_stream(consumer_events, consumers.clone())
+        .with_config(crate::reconcile::controller_config(settings.concurrency));
     let consumers_for_shutdown = consumers.clone();
     let by_topic = consumers.clone();
     let by_secret = consumers.clone();
@@ -193,6 +202,8 @@ pub async fn run(
         scale: Mutex::default(),
         backoffs: Backoffs::default(),
         written: WrittenStatus::default(),
+        applied_deployments: Recent::new(settings.resync),
+        converged_topics: Recent::new(settings.resync),
     });
     let rounds = lag::run(
         settings.kafka.admin().clone(),
@@ -221,6 +232,25 @@ pub async fn run(
     }
 }
 
+/// What, in an EventConsumer, asks for a reconcile: its spec (generation), its deletion, its
+/// finalizers, and the identity controller's `AccessGranted` condition that `Ready` folds in.
+/// Not the rest of its status, which this controller writes: each of its own status writes
+/// would otherwise wake it once more (three or four extra reconciles per consumer on the way
+/// to Ready, each reading the Deployment and Secret again).
+fn wakes(consumer: &EventConsumer) -> Option<u64> {
+    let access = consumer.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == crate::access_status::ACCESS_GRANTED)
+    });
+    Some(recent::fingerprint(&(
+        consumer.metadata.generation,
+        consumer.metadata.deletion_timestamp.is_some(),
+        consumer.finalizers(),
+        access,
+    )))
+}
+
 /// Whether `consumer` names EventTopic `name` as a source or as its dead-letter topic.
 fn names_topic(consumer: &EventConsumer, name: &str) -> bool {
     consumer.spec.topics.iter().any(|t| t == name)
@@ -235,6 +265,8 @@ fn names_topic(consumer: &EventConsumer, name: &str) -> bool {
 /// Entry point of one reconcile.
 pub async fn reconcile(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.start(KIND);
+    // The span kube-runtime opens around a reconcile says why it runs (`object.reason`).
+    tracing::debug!(name = consumer.name_any(), "reconciling EventConsumer");
     // kube-runtime runs one reconcile per object at a time: a call that never answers would
     // pin this EventConsumer for ever. Abandoned, it is retried with the error backoff.
     tokio::time::timeout(RECONCILE_DEADLINE, reconcile_once(consumer, ctx))
@@ -254,8 +286,10 @@ async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resu
     let api = Api::<EventConsumer>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(consumer.as_ref());
     if consumer.meta().deletion_timestamp.is_some() {
-        ctx.written
-            .forget(&consumer.metadata.uid.clone().unwrap_or_default());
+        let uid = consumer.metadata.uid.clone().unwrap_or_default();
+        ctx.written.forget(&uid);
+        ctx.applied_deployments.forget(&uid);
+        ctx.converged_topics.forget(&uid);
     }
     let group = grants::group_id(&consumer);
     if !grants::group_in_namespace(&group, &namespace)

@@ -31,7 +31,7 @@ const RETRY_RETENTION_FACTOR: u32 = 4;
 const RETRY_RETENTION_FLOOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One topic the consumer owns, as it should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ManagedTopic {
     /// Its Kafka name.
     pub name: String,

@@ -22,7 +22,10 @@ type Requests<Req, Resp> = mpsc::UnboundedSender<(Req, Reply<Resp>)>;
 type Described = std::result::Result<Option<TopicState>, Refusal>;
 
 /// Runs `call` on batches of requests as they arrive, one batch at a time per kind.
-fn spawn_batcher<Req, Resp, F, Fut>(call: F) -> mpsc::UnboundedSender<(Req, Reply<Resp>)>
+fn spawn_batcher<Req, Resp, F, Fut>(
+    kind: &'static str,
+    call: F,
+) -> mpsc::UnboundedSender<(Req, Reply<Resp>)>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -46,7 +49,16 @@ where
                 continue;
             }
             let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.into_iter().unzip();
-            match call(requests).await {
+            let (size, started) = (requests.len(), std::time::Instant::now());
+            let answer = call(requests).await;
+            // How big the batches are and how long Kafka takes for each: where a burst waits.
+            tracing::debug!(
+                kind,
+                size,
+                took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "Kafka admin batch"
+            );
+            match answer {
                 Ok(responses) => {
                     for (reply, response) in replies.into_iter().zip(responses) {
                         let _ = reply.send(Ok(response));
@@ -105,7 +117,7 @@ impl Batched {
         let a = Arc::new(admin.clone());
         let describe = {
             let a = Arc::clone(&a);
-            spawn_batcher(move |names: Vec<String>| {
+            spawn_batcher("describe", move |names: Vec<String>| {
                 let a = Arc::clone(&a);
                 async move {
                     let answers = a.describe_topics(&names).await?;
@@ -115,7 +127,7 @@ impl Batched {
         };
         let create = {
             let a = Arc::clone(&a);
-            spawn_batcher(move |topics: Vec<NewTopicSpec>| {
+            spawn_batcher("create", move |topics: Vec<NewTopicSpec>| {
                 let a = Arc::clone(&a);
                 async move {
                     let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
@@ -126,7 +138,7 @@ impl Batched {
         };
         let grow = {
             let a = Arc::clone(&a);
-            spawn_batcher(move |topics: Vec<(String, i32)>| {
+            spawn_batcher("create_partitions", move |topics: Vec<(String, i32)>| {
                 let a = Arc::clone(&a);
                 async move {
                     let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
@@ -137,18 +149,21 @@ impl Batched {
         };
         let alter = {
             let a = Arc::clone(&a);
-            spawn_batcher(move |changes: Vec<(String, Vec<ConfigOp>)>| {
-                let a = Arc::clone(&a);
-                async move {
-                    let names: Vec<String> = changes.iter().map(|t| t.0.clone()).collect();
-                    let answers = a.alter_topic_configs(&changes).await?;
-                    Ok(in_order(&names, answers, || Err(no_answer())))
-                }
-            })
+            spawn_batcher(
+                "alter_configs",
+                move |changes: Vec<(String, Vec<ConfigOp>)>| {
+                    let a = Arc::clone(&a);
+                    async move {
+                        let names: Vec<String> = changes.iter().map(|t| t.0.clone()).collect();
+                        let answers = a.alter_topic_configs(&changes).await?;
+                        Ok(in_order(&names, answers, || Err(no_answer())))
+                    }
+                },
+            )
         };
         let delete = {
             let a = Arc::clone(&a);
-            spawn_batcher(move |names: Vec<String>| {
+            spawn_batcher("delete", move |names: Vec<String>| {
                 let a = Arc::clone(&a);
                 async move {
                     let answers = a.delete_topics(&names).await?;
@@ -210,7 +225,7 @@ mod tests {
     async fn a_request_nobody_waits_for_is_not_sent() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&seen);
-        let tx = spawn_batcher(move |requests: Vec<u32>| {
+        let tx = spawn_batcher("test", move |requests: Vec<u32>| {
             let recorded = Arc::clone(&recorded);
             async move {
                 recorded.lock().expect("lock").push(requests.clone());

@@ -38,6 +38,7 @@ pub mod scaler;
 pub mod sidecar;
 pub mod status;
 pub mod topics;
+mod wake;
 
 use std::sync::{Arc, Mutex};
 
@@ -122,7 +123,7 @@ pub async fn run(
     )
     .default_backoff()
     .applied_objects()
-    .predicate_filter(wakes, Default::default());
+    .predicate_filter(wake::consumer_changed, Default::default());
     let controller = Controller::for_stream(consumer_events, consumers.clone())
         .with_config(crate::reconcile::controller_config(settings.concurrency));
     let consumers_for_shutdown = consumers.clone();
@@ -142,10 +143,13 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
     let controller = controller
-        .owns(
-            api::<Deployment>(&client, ns),
-            watcher::Config::default().labels("app.kubernetes.io/name=ferry-worker"),
-        )
+        .owns_stream(wake::deployment_changes(
+            watcher(
+                api::<Deployment>(&client, ns),
+                watcher::Config::default().labels("app.kubernetes.io/name=ferry-worker"),
+            )
+            .default_backoff(),
+        ))
         .watches_stream(topic_events, move |topic: EventTopic| {
             // Every consumer that names this EventTopic (as a source or its dead letter).
             let ns = topic.namespace();
@@ -230,25 +234,6 @@ pub async fn run(
         () = controller => {}
         () = rounds => {}
     }
-}
-
-/// What, in an EventConsumer, asks for a reconcile: its spec (generation), its deletion, its
-/// finalizers, and the identity controller's `AccessGranted` condition that `Ready` folds in.
-/// Not the rest of its status, which this controller writes: each of its own status writes
-/// would otherwise wake it once more (three or four extra reconciles per consumer on the way
-/// to Ready, each reading the Deployment and Secret again).
-fn wakes(consumer: &EventConsumer) -> Option<u64> {
-    let access = consumer.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == crate::access_status::ACCESS_GRANTED)
-    });
-    Some(recent::fingerprint(&(
-        consumer.metadata.generation,
-        consumer.metadata.deletion_timestamp.is_some(),
-        consumer.finalizers(),
-        access,
-    )))
 }
 
 /// Whether `consumer` names EventTopic `name` as a source or as its dead-letter topic.

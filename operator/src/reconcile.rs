@@ -125,6 +125,22 @@ where
     }
 }
 
+/// The finalizer helper's result, with the one refusal that means success: removing the
+/// finalizer from an object that is already gone (404). A reconcile woken by its own cleanup
+/// (the worker Deployment it deleted) reads a cache that still shows the object being deleted,
+/// runs the cleanup again and finds the object gone at the end; counted as a failure, 1,000
+/// consumers deleted at once made 1,557 reconcile errors (and `FerryReconcileErrors` fire).
+pub fn finalized<E: std::error::Error + 'static>(
+    result: Result<kube::runtime::controller::Action, finalizer::Error<E>>,
+) -> Result<kube::runtime::controller::Action, finalizer::Error<E>> {
+    match result {
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => {
+            Ok(kube::runtime::controller::Action::await_change())
+        }
+        other => other,
+    }
+}
+
 /// Runs a Kafka call; when Kafka is unreachable, `record`s a `KafkaUnavailable` outcome in
 /// the status (best effort) and returns the error, so the controller backs off.
 pub async fn kafka_call<T, E, F>(
@@ -284,5 +300,19 @@ mod tests {
         let applied: finalizer::Error<std::io::Error> =
             finalizer::Error::ApplyFailed(std::io::Error::other("x"));
         assert!(!is_stale_finalizer_write(&applied));
+    }
+
+    #[test]
+    fn a_finalizer_removed_from_an_object_already_gone_is_done() {
+        let gone: Result<_, finalizer::Error<std::io::Error>> =
+            Err(finalizer::Error::RemoveFinalizer(api_error(404)));
+        assert!(finalized(gone).is_ok());
+        // Not found while adding it, or any other refusal, stays an error.
+        let adding: Result<_, finalizer::Error<std::io::Error>> =
+            Err(finalizer::Error::AddFinalizer(api_error(404)));
+        assert!(finalized(adding).is_err());
+        let forbidden: Result<_, finalizer::Error<std::io::Error>> =
+            Err(finalizer::Error::RemoveFinalizer(api_error(403)));
+        assert!(finalized(forbidden).is_err());
     }
 }

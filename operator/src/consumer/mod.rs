@@ -295,13 +295,15 @@ async fn reconcile_once(consumer: Arc<EventConsumer>, ctx: Arc<Context>) -> Resu
         // No requeue: only a spec change can fix it, and that wakes the controller.
         return Ok(Action::await_change());
     }
-    let result = finalizer(&api, FINALIZER, consumer, |event| async {
-        match event {
-            finalizer::Event::Apply(c) => c.reconcile(&ctx).await,
-            finalizer::Event::Cleanup(c) => c.cleanup(&ctx).await,
-        }
-    })
-    .await
+    let result = crate::reconcile::finalized(
+        finalizer(&api, FINALIZER, consumer, |event| async {
+            match event {
+                finalizer::Event::Apply(c) => c.reconcile(&ctx).await,
+                finalizer::Event::Cleanup(c) => c.cleanup(&ctx).await,
+            }
+        })
+        .await,
+    )
     .map_err(|e| Error::Finalizer(Box::new(e)));
     if result.is_ok() {
         ctx.reset_backoff(&key);

@@ -128,16 +128,18 @@ pub async fn reconcile(replay: Arc<EventReplay>, ctx: Arc<Context>) -> Result<Ac
     let namespace = replay.namespace().ok_or(Error::MissingNamespace)?;
     let api = Api::<EventReplay>::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(replay.as_ref());
-    let result = finalizer(&api, FINALIZER, replay, |event| async {
-        match event {
-            finalizer::Event::Apply(r) => apply(&r, &ctx, &namespace).await,
-            finalizer::Event::Cleanup(r) => {
-                remove_principal(&r, &ctx).await?;
-                Ok(Action::await_change())
+    let result = crate::reconcile::finalized(
+        finalizer(&api, FINALIZER, replay, |event| async {
+            match event {
+                finalizer::Event::Apply(r) => apply(&r, &ctx, &namespace).await,
+                finalizer::Event::Cleanup(r) => {
+                    remove_principal(&r, &ctx).await?;
+                    Ok(Action::await_change())
+                }
             }
-        }
-    })
-    .await
+        })
+        .await,
+    )
     .map_err(|e| Error::Finalizer(Box::new(e)));
     if result.is_ok() {
         ctx.backoffs.reset(&key);

@@ -97,13 +97,15 @@ pub async fn reconcile(topic: Arc<EventTopic>, ctx: Arc<Context>) -> Result<Acti
             .forget(&topic.metadata.uid.clone().unwrap_or_default());
     }
     let result = match topic.spec.deletion_policy {
-        DeletionPolicy::Delete => finalizer(&api, FINALIZER, topic, |event| async {
-            match event {
-                finalizer::Event::Apply(t) => t.reconcile(&ctx).await,
-                finalizer::Event::Cleanup(t) => t.cleanup(&ctx).await,
-            }
-        })
-        .await
+        DeletionPolicy::Delete => crate::reconcile::finalized(
+            finalizer(&api, FINALIZER, topic, |event| async {
+                match event {
+                    finalizer::Event::Apply(t) => t.reconcile(&ctx).await,
+                    finalizer::Event::Cleanup(t) => t.cleanup(&ctx).await,
+                }
+            })
+            .await,
+        )
         .map_err(|e| Error::Finalizer(Box::new(e))),
         DeletionPolicy::Retain => {
             // Retain adds no finalizer; drop ours if the policy was Delete before.

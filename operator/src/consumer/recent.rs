@@ -55,13 +55,25 @@ impl<K: Eq + Hash> Recent<K> {
 }
 
 /// A fingerprint of `value` as its JSON (every resource and spec here serializes; none
-/// implements `Hash`). Equal JSON, equal fingerprint.
+/// implements `Hash`), streamed into the hasher. Equal JSON, equal fingerprint; a value that
+/// does not serialize gets a random one, which matches no record, so nothing is skipped for it.
 pub fn fingerprint<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    serde_json::to_vec(value)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
+    /// Feeds what serde_json writes straight into the hasher.
+    struct Hashing(DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(DefaultHasher::new());
+    match serde_json::to_writer(&mut hashing, value) {
+        Ok(()) => hashing.0.finish(),
+        Err(_) => rand::random(),
+    }
 }
 
 #[cfg(test)]

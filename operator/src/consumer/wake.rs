@@ -1,8 +1,8 @@
 //! What wakes an EventConsumer: only changes its reconcile would act on or report. Each wake
 //! is a reconcile that reads the Deployment and the credential Secret again, and with 1,000
 //! consumers applied at once most wakes were the controller's own status writes and the worker
-//! Deployments' rollouts announcing every step (eleven reconciles per consumer on the way to
-//! Ready, six with the consumer filter, fewer with both).
+//! Deployments' rollouts announcing every step (`make bench-operator`: 11.3 reconciles per
+//! consumer on the way to Ready, 6.0 with the consumer filter, 5.0 with both).
 
 use std::collections::HashMap;
 

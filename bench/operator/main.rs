@@ -17,8 +17,9 @@
 //! all are available, the floor the environment sets under its worker Deployments. Not a test: it asserts nothing and never runs in CI.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
+    pin::pin,
     time::{Duration, Instant},
 };
 
@@ -32,9 +33,11 @@ use ferry_operator::{
 };
 use ferry_testkit::{TempNamespace, TestEnv, unique_name};
 use futures::{StreamExt, stream};
+use k8s_openapi::serde::de::DeserializeOwned;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
 
@@ -196,49 +199,63 @@ fn is_ready(
     })
 }
 
-/// Polls `count_ready` until it reaches `count` or [`DEADLINE`] passes since `start`; how many
-/// were Ready and when. Ends early if the `operator` process exits.
-async fn wait_all<F, Fut>(
+/// Watches `api` until `count` of its objects are `ready` or [`DEADLINE`] passes since `start`;
+/// how many were Ready and when. A watch, not a list per poll, so that waiting adds almost no
+/// load to the API server the operator is being measured against. Ends early if the `operator`
+/// process exits.
+async fn wait_all<K>(
     start: Instant,
     count: usize,
     operator: u32,
-    count_ready: F,
+    api: &Api<K>,
+    ready: impl Fn(&K) -> bool,
 ) -> anyhow::Result<(usize, Duration)>
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let mut ready = 0;
-    while start.elapsed() < DEADLINE {
+    // A watch error (a loaded API server dropping it) is retried with backoff, not the end of
+    // the run.
+    let mut events = pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
+    // Each object's readiness by name, how many of those are true, and a relist in progress.
+    let (mut states, mut n, mut relist) = (HashMap::new(), 0, HashMap::new());
+    while n < count && start.elapsed() < DEADLINE {
         if exited(operator) {
-            bail!("the operator (pid {operator}) exited during the run, {ready}/{count} Ready");
+            bail!("the operator (pid {operator}) exited during the run, {n}/{count} Ready");
         }
-        // A list the loaded API server drops is retried, not the end of the run.
-        match count_ready().await {
-            Ok(n) => ready = n,
-            Err(e) => eprintln!("(listing failed, retrying: {e:#})"),
+        // Wake at least every 500 ms to check the process and the deadline.
+        let Ok(event) = tokio::time::timeout(Duration::from_millis(500), events.next()).await
+        else {
+            continue;
+        };
+        match event.context("the watch ended")? {
+            Ok(watcher::Event::Init) => relist.clear(),
+            Ok(watcher::Event::InitApply(obj)) => {
+                relist.insert(obj.name_any(), ready(&obj));
+            }
+            Ok(watcher::Event::InitDone) => {
+                states = std::mem::take(&mut relist);
+                n = states.values().filter(|r| **r).count();
+            }
+            Ok(watcher::Event::Apply(obj)) => {
+                let now = ready(&obj);
+                let was = states.insert(obj.name_any(), now) == Some(true);
+                n = n + usize::from(now) - usize::from(was);
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                n -= usize::from(states.remove(&obj.name_any()) == Some(true));
+            }
+            Err(e) => eprintln!("(watch failed, retrying: {e:#})"),
         }
-        if ready == count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok((ready, start.elapsed()))
+    Ok((n, start.elapsed()))
 }
 
-async fn count_ready_topics(api: &Api<EventTopic>) -> anyhow::Result<usize> {
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter(|t| {
-            is_ready(
-                t.status.as_ref().map(|s| &s.conditions[..]),
-                t.metadata.generation,
-            )
-        })
-        .count())
+/// Whether an EventTopic is Ready: what both scenarios wait for on their topics.
+fn topic_ready(topic: &EventTopic) -> bool {
+    is_ready(
+        topic.status.as_ref().map(|s| &s.conditions[..]),
+        topic.metadata.generation,
+    )
 }
 
 fn report_ready(
@@ -290,7 +307,7 @@ async fn topics(
     let start = Instant::now();
     let kafka_names = apply_topics(&api, "et", count).await?;
     let applied_after = start.elapsed();
-    let (ready, took) = wait_all(start, count, pid, || count_ready_topics(&api)).await?;
+    let (ready, took) = wait_all(start, count, pid, &api, topic_ready).await?;
     // Stay a little longer so the resync and status traffic after convergence is in the peak.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = ferry_testkit::peak_rss_kib(pid).unwrap_or(0);
@@ -505,7 +522,7 @@ async fn consumers(
 
     let topics = Api::<EventTopic>::namespaced(client.clone(), ns.name());
     let kafka_names = apply_topics(&topics, "et", count).await?;
-    let (ready, _) = wait_all(Instant::now(), count, pid, || count_ready_topics(&topics)).await?;
+    let (ready, _) = wait_all(Instant::now(), count, pid, &topics, topic_ready).await?;
     if ready < count {
         bail!("only {ready}/{count} EventTopics Ready: no consumer scenario");
     }
@@ -527,19 +544,11 @@ async fn consumers(
     )
     .await?;
     let applied_after = start.elapsed();
-    let waited = wait_all(start, count, pid, || async {
-        Ok(api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|c| {
-                is_ready(
-                    c.status.as_ref().map(|s| &s.conditions[..]),
-                    c.metadata.generation,
-                )
-            })
-            .count())
+    let waited = wait_all(start, count, pid, &api, |c: &EventConsumer| {
+        is_ready(
+            c.status.as_ref().map(|s| &s.conditions[..]),
+            c.metadata.generation,
+        )
     })
     .await;
     let (ready, took) = match waited {

@@ -54,7 +54,7 @@ impl ConsumerView {
                     t.status
                         .as_ref()
                         .and_then(|s| s.topic_name.clone())
-                        .unwrap_or_else(|| t.kafka_topic_name())
+                        .unwrap_or_else(|| t.kafka_topic_name().to_owned())
                 })
         };
         let sources = match status_topics {

@@ -254,7 +254,9 @@ fn topic_line(t: &EventTopic) -> TopicLine {
     TopicLine {
         namespace: t.namespace().unwrap_or_default(),
         name: t.name_any(),
-        topic: status.topic_name.unwrap_or_else(|| t.kafka_topic_name()),
+        topic: status
+            .topic_name
+            .unwrap_or_else(|| t.kafka_topic_name().to_owned()),
         partitions: status.partitions,
         producers: t
             .spec

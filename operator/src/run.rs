@@ -25,7 +25,7 @@ use ferry_common::{
     telemetry::LogArgs,
 };
 use kube::{
-    Api, Client, Config,
+    Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::events::Reporter,
 };
@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::{
     access_status::AccessBook,
-    api::EventTopic,
+    cache::Caches,
     consumer::{self, deployment::WorkerSettings},
     events::Publisher,
     identity::{self, credentials::ClientSettings},
@@ -224,7 +224,6 @@ impl WebhookArgs {
             cert_dir: self.webhook_cert_dir.clone(),
             image,
             worker,
-            watch_namespace: watch_namespace.cloned(),
         })
     }
 }
@@ -319,6 +318,9 @@ impl RunArgs {
             )
         };
         let mut lease = join_election().await?;
+        // One watch per kind for the process, through every leadership term: the webhook
+        // (every replica) and the controllers (the leader) read the same caches.
+        let (caches, _cache_tasks) = Caches::start(&client, namespace.as_deref());
         // Every replica serves admission (the Service may route to any); only the leader
         // registers it.
         let (webhook, served) = match webhook.settings(
@@ -329,9 +331,10 @@ impl RunArgs {
         ) {
             Some(settings) => {
                 let registration = settings.registration.clone();
-                let (running, served) = webhook::start(client.clone(), settings, metrics.clone())
-                    .await
-                    .context("starting the injection webhook")?;
+                let (running, served) =
+                    webhook::start(client.clone(), settings, &caches, metrics.clone())
+                        .await
+                        .context("starting the injection webhook")?;
                 (Some((running, registration)), Some(served))
             }
             None => (None, None),
@@ -339,10 +342,6 @@ impl RunArgs {
         metrics.set_ready(true);
         info!(identity, lease = lease_name, "waiting for leadership");
 
-        let api = match &namespace {
-            Some(ns) => Api::<EventTopic>::namespaced(client.clone(), ns),
-            None => Api::<EventTopic>::all(client.clone()),
-        };
         let reporter = Reporter {
             controller: "ferry-operator".into(),
             instance: Some(identity.clone()),
@@ -357,7 +356,7 @@ impl RunArgs {
             let (book, access_changed) = AccessBook::new();
             let topic_book = book.clone();
             let topics = topic::run(
-                api.clone(),
+                caches.topics.clone(),
                 move |store| {
                     topic::Context::new(
                         ctx_client,
@@ -385,6 +384,7 @@ impl RunArgs {
                     lag_interval,
                     concurrency: max_concurrent_reconciles,
                 },
+                caches.clone(),
                 namespace.clone(),
                 stopped(term_rx.clone()),
             );
@@ -407,6 +407,7 @@ impl RunArgs {
                     admin.clone(),
                     client_settings.clone(),
                     namespace.clone(),
+                    caches.clone(),
                     events,
                     book,
                     metrics.clone(),

@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use ferry_operator::{
     access_status::AccessBook,
     api::{EventConsumer, EventTopic},
+    cache::{CacheTasks, Caches},
     events::Publisher,
     identity::{self, credentials::ClientSettings},
     kafka::{
@@ -52,6 +53,7 @@ fn publisher(ns: &TempNamespace) -> Publisher {
 struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    _caches: CacheTasks,
 }
 
 impl Operator {
@@ -65,11 +67,13 @@ impl Operator {
                 .to_owned(),
             security_protocol: "SASL_PLAINTEXT".to_owned(),
         };
+        let (caches, cache_tasks) = Caches::start(&ns.client(), Some(ns.name()));
         let ctx = identity::Context::new(
             ns.client(),
             admin,
             settings,
             Some(ns.name().to_owned()),
+            caches,
             publisher(ns),
             AccessBook::new().0,
             Default::default(),
@@ -82,6 +86,7 @@ impl Operator {
         Operator {
             stop: Some(stop),
             task,
+            _caches: cache_tasks,
         }
     }
 
@@ -444,6 +449,10 @@ async fn an_admin_without_rights_is_reported_on_the_resources() {
         .client_config()
         .expect("settings");
     let admin = KafkaAdmin::new(&weak, Duration::from_secs(10)).expect("admin client");
+    let (caches, _cache_tasks) = Caches::start(&ns.client(), Some(ns.name()));
+    tokio::time::timeout(WITHIN, caches.wait_until_filled())
+        .await
+        .expect("the caches list the namespace");
     let ctx = identity::Context::new(
         ns.client(),
         admin,
@@ -452,6 +461,7 @@ async fn an_admin_without_rights_is_reported_on_the_resources() {
             security_protocol: "SASL_PLAINTEXT".into(),
         },
         Some(ns.name().to_owned()),
+        caches,
         publisher(&ns),
         AccessBook::new().0,
         Default::default(),

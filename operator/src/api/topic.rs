@@ -214,11 +214,11 @@ pub struct EventTopicStatus {
 
 impl EventTopic {
     /// The Kafka topic this resource names: spec.topicName, else metadata.name.
-    pub fn kafka_topic_name(&self) -> String {
+    pub fn kafka_topic_name(&self) -> &str {
         self.spec
             .topic_name
-            .clone()
-            .or_else(|| self.metadata.name.clone())
+            .as_deref()
+            .or(self.metadata.name.as_deref())
             .unwrap_or_default()
     }
 }

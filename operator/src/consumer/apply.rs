@@ -15,7 +15,7 @@ use kube::{
 use tracing::info;
 
 use super::{
-    Context, Error, Result, deployment, recent,
+    Context, Error, Result, deployment,
     resolve::Resolved,
     scaler,
     status::{self, Found, status_topics},
@@ -24,7 +24,7 @@ use super::{
 use crate::{
     api::{EventConsumer, Placement},
     identity::credentials,
-    kafka, reconcile,
+    kafka, recent, reconcile,
     reconcile::PublishEvent as _,
     status::Outcome,
 };
@@ -256,7 +256,7 @@ impl EventConsumer {
     }
 
     /// [`Self::converge_topics`], unless this process found the same topics in place a moment
-    /// ago (see [`super::recent`]).
+    /// ago (see [`crate::recent`]).
     async fn converge_topics_unless_recent(
         &self,
         ctx: &Context,

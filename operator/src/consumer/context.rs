@@ -8,7 +8,8 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::{deployment::WorkerSettings, lag, recent::Recent, resolve, scaler};
+use super::{deployment::WorkerSettings, lag, resolve, scaler};
+use crate::recent::Recent;
 use crate::{
     api::{EventConsumer, EventConsumerStatus, EventTopic},
     events::Publisher,

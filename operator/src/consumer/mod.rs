@@ -32,7 +32,6 @@ pub mod deployment;
 pub mod duration;
 mod error;
 pub mod lag;
-mod recent;
 pub mod resolve;
 pub mod scaler;
 pub mod sidecar;
@@ -54,7 +53,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         finalizer::{self, finalizer},
-        reflector::{self, ObjectRef},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -62,14 +61,15 @@ use tracing::warn;
 
 use crate::{
     api::{EventConsumer, EventTopic},
+    cache::Caches,
     identity::{consumer_grants as grants, credentials},
+    recent::Recent,
     reconcile::Backoffs,
     status::Outcome,
     written_status::WrittenStatus,
 };
 pub use context::{Context, Settings};
 pub use error::{Error, Result};
-use recent::Recent;
 use status::Found;
 
 /// The kind label in metrics and logs.
@@ -83,10 +83,11 @@ pub const FINALIZER: &str = "ferry.dev/delete-consumer-topics";
 /// `access` and `AccessGranted` under its own, and server-side apply merges the two.
 pub const STATUS_MANAGER: &str = "ferry-operator/consumer";
 
-/// Runs the controller (and the lag rounds) until `shutdown` completes. `namespace` limits
-/// what it watches; all namespaces when `None`.
+/// Runs the controller (and the lag rounds) over `caches` until `shutdown` completes.
+/// `namespace` limits the other watches (Deployments, Secrets, pods) as it limits the caches.
 pub async fn run(
     settings: Settings,
+    caches: Caches,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -102,28 +103,15 @@ pub async fn run(
     }
     let client = settings.client.clone();
     let ns = namespace.as_deref();
-    let (topic_store, topic_writer) = reflector::store();
-    let topic_events = reflector::reflector(
-        topic_writer,
-        watcher(
-            api::<EventTopic>(&client, ns),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let topic_store = caches.topics.store();
+    let topic_events = caches.topics.subscribe().touched_objects();
     let (lag_tx, mut lag_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (consumers, consumer_writer) = reflector::store();
-    let consumer_events = reflector::reflector(
-        consumer_writer,
-        watcher(
-            api::<EventConsumer>(&client, ns),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .applied_objects()
-    .predicate_filter(wake::consumer_changed, Default::default());
+    let consumers = caches.consumers.store();
+    let consumer_events = caches
+        .consumers
+        .subscribe()
+        .applied_objects()
+        .predicate_filter(wake::consumer_changed, Default::default());
     let controller = Controller::for_stream(consumer_events, consumers.clone())
         .with_config(crate::reconcile::controller_config(settings.concurrency));
     let consumers_for_shutdown = consumers.clone();

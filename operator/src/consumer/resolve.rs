@@ -121,7 +121,7 @@ pub fn resolve<'a>(
         .filter_map(|name| {
             check(name).map(|t| SourceTopic {
                 event_topic: name.clone(),
-                kafka: t.kafka_topic_name(),
+                kafka: t.kafka_topic_name().to_owned(),
                 partitions: t
                     .status
                     .as_ref()
@@ -140,7 +140,7 @@ pub fn resolve<'a>(
         None => Some(DeadLetter::Managed(naming::default_dead_letter_topic(
             &group,
         ))),
-        Some(name) => check(name).map(|t| DeadLetter::EventTopic(t.kafka_topic_name())),
+        Some(name) => check(name).map(|t| DeadLetter::EventTopic(t.kafka_topic_name().to_owned())),
     };
     if !missing.is_empty() {
         return Err(Waiting {

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{ResourceExt as _, runtime::watcher};
 
-use super::recent::fingerprint;
+use crate::recent::fingerprint;
 use crate::{access_status::ACCESS_GRANTED, api::EventConsumer};
 
 /// What, in an EventConsumer, asks for a reconcile: its spec (generation), its deletion, its

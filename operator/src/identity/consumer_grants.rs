@@ -36,15 +36,15 @@ pub fn group_in_namespace(group: &str, namespace: &str) -> bool {
 /// that names one would reach into that namespace's retries or dead letters, so it grants
 /// nothing. Only groups inside their namespace reserve names (no other is granted anything).
 pub(super) fn reserved_names(
-    topics: &[EventTopic],
-    consumers: &[EventConsumer],
+    topics: &[&EventTopic],
+    consumers: &[&EventConsumer],
 ) -> BTreeMap<String, String> {
     let kafka_names: BTreeMap<(String, String), String> = topics
         .iter()
         .map(|t| {
             (
                 (t.namespace().unwrap_or_default(), t.name_any()),
-                t.kafka_topic_name(),
+                t.kafka_topic_name().to_owned(),
             )
         })
         .collect();

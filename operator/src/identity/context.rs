@@ -12,7 +12,10 @@ use ferry_common::backoff::{self, ExponentialBackoff};
 use kube::{Api, Client, Resource};
 
 use super::credentials::ClientSettings;
-use crate::{access_status::AccessBook, events::Publisher, kafka::KafkaAdmin, metrics::Metrics};
+use crate::{
+    access_status::AccessBook, cache::Caches, events::Publisher, kafka::KafkaAdmin,
+    metrics::Metrics,
+};
 
 /// Everything the controller needs.
 pub struct Context {
@@ -24,6 +27,8 @@ pub struct Context {
     pub settings: ClientSettings,
     /// Watch one namespace, or all with `None`.
     pub namespace: Option<String>,
+    /// The EventTopics and EventConsumers in scope, which each pass reads.
+    pub caches: Caches,
     /// Publishes Kubernetes Events.
     pub events: Publisher,
     /// Where each pass records what every resource was granted, for the status writers.
@@ -38,13 +43,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for a controller over `namespace` (all with `None`).
+    /// A context for a controller over `namespace` (all with `None`), whose `caches` watch the
+    /// same scope.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         admin: KafkaAdmin,
         settings: ClientSettings,
         namespace: Option<String>,
+        caches: Caches,
         events: Publisher,
         book: AccessBook,
         metrics: Metrics,
@@ -55,6 +62,7 @@ impl Context {
             admin,
             settings,
             namespace,
+            caches,
             events,
             book,
             metrics,

@@ -9,6 +9,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("Kafka admin request failed")]
     Kafka(#[from] kafka::Error),
+    #[error("the EventTopic and EventConsumer caches do not hold their first list yet")]
+    CacheNotFilled,
 }
 
 impl Error {
@@ -17,6 +19,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Kafka(_) => "kafka",
+            Error::CacheNotFilled => "cache",
         }
     }
 
@@ -28,7 +31,7 @@ impl Error {
             Error::Kube(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => {
                 ("KubernetesRefused", false)
             }
-            Error::Kube(_) => ("KubernetesUnavailable", true),
+            Error::Kube(_) | Error::CacheNotFilled => ("KubernetesUnavailable", true),
             Error::Kafka(e) if e.is_unavailable() => ("KafkaUnavailable", true),
             Error::Kafka(e) if e.is_authorization() => ("KafkaNotAuthorized", false),
             Error::Kafka(_) => ("KafkaRefused", false),

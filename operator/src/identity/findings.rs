@@ -5,7 +5,7 @@
 //! A resource refused by the grants shows its refusal; otherwise one of its own identities'
 //! failures, or a failure of the whole pass.
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap};
 
 use kube::ResourceExt;
 
@@ -18,8 +18,8 @@ use crate::{
 
 /// The entry of every live resource in scope.
 pub fn findings(
-    topics: &[EventTopic],
-    consumers: &[EventConsumer],
+    topics: &[impl Borrow<EventTopic>],
+    consumers: &[impl Borrow<EventConsumer>],
     grants: &grants::Grants,
     pass_failure: Option<&Error>,
     failures: &Failures,
@@ -50,13 +50,13 @@ pub fn findings(
         }
     };
     let mut findings = HashMap::new();
-    for topic in topics {
+    for topic in topics.iter().map(Borrow::borrow) {
         let (ns, name) = (topic.namespace().unwrap_or_default(), topic.name_any());
         let resource = grants::topic_resource(&ns, &name);
         let key = (Kind::EventTopic, ns, name);
         findings.insert(key, entry(topic.metadata.generation, &resource));
     }
-    for consumer in consumers {
+    for consumer in consumers.iter().map(Borrow::borrow) {
         let (ns, name) = (
             consumer.namespace().unwrap_or_default(),
             consumer.name_any(),

@@ -16,7 +16,10 @@
 //! The API server refuses a group outside the namespace at admission (the
 //! ValidatingAdmissionPolicy `crdgen` writes); this check holds without it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use kube::ResourceExt;
 
@@ -132,19 +135,25 @@ pub(super) enum Resolved {
 
 /// Derives the grants of all resources. Resources being deleted grant nothing, so their access
 /// is revoked while their finalizers still run. A consumer's topic that names no EventTopic in
-/// its namespace is skipped (it has no Kafka topic to grant yet).
-pub fn from_resources(topics: &[EventTopic], consumers: &[EventConsumer]) -> Grants {
+/// its namespace is skipped (it has no Kafka topic to grant yet). Takes the objects as the
+/// caches hold them (`Arc`) or as tests build them.
+pub fn from_resources(
+    topics: &[impl Borrow<EventTopic>],
+    consumers: &[impl Borrow<EventConsumer>],
+) -> Grants {
+    let topics: Vec<&EventTopic> = topics.iter().map(Borrow::borrow).collect();
+    let consumers: Vec<&EventConsumer> = consumers.iter().map(Borrow::borrow).collect();
     let mut grants = Grants::default();
     let live = |meta: &kube::api::ObjectMeta| meta.deletion_timestamp.is_none();
     // Ownership counts every EventTopic in scope, as the topic controller's does: one being
     // deleted still owns its topic until it is gone.
-    let owners = ownership::owners(topics);
-    let reserved = reserved_names(topics, consumers);
+    let owners = ownership::owners(topics.iter().copied());
+    let reserved = reserved_names(&topics, &consumers);
     let mut resolved: BTreeMap<(String, String), Resolved> = BTreeMap::new();
     for topic in topics.iter().filter(|t| live(&t.metadata)) {
         let ns = topic.namespace().unwrap_or_default();
         let resource = topic_resource(&ns, &topic.name_any());
-        let name = topic.kafka_topic_name();
+        let name = topic.kafka_topic_name().to_owned();
         let not_owned = if ownership::is_internal_topic(&name) {
             Some((
                 "InternalTopic",

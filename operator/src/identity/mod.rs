@@ -57,10 +57,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use crate::{
-    access_status::{self, Kind},
-    api::{EventConsumer, EventTopic},
-};
+use crate::access_status::{self, Kind};
 pub use context::{Asserted, Context};
 pub use converge::Report;
 pub use error::{Error, Result};
@@ -130,16 +127,11 @@ impl Scope {
     /// the pass (so it is retried with backoff); the rest has converged.
     pub async fn reconcile(&self, ctx: &Context) -> Result<Report> {
         ctx.asserted.forget_if_due(ctx.resync, Instant::now());
-        let topics = ctx
-            .api::<EventTopic>()
-            .list(&ListParams::default())
-            .await?
-            .items;
-        let consumers = ctx
-            .api::<EventConsumer>()
-            .list(&ListParams::default())
-            .await?
-            .items;
+        if !ctx.caches.filled() {
+            return Err(Error::CacheNotFilled);
+        }
+        let topics = ctx.caches.topics.store().state();
+        let consumers = ctx.caches.consumers.store().state();
         let secrets = credential_secrets(ctx).await?;
 
         let grants = grants::from_resources(&topics, &consumers);

@@ -8,26 +8,21 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{Context, credentials};
-use crate::api::{EventConsumer, EventTopic};
 
 /// After a change, wait this long for more, so a `kubectl apply -f dir/` of many resources
 /// costs one pass, not one per resource (a few hundred ms covers one client's burst of
 /// requests).
 pub const SETTLE: Duration = Duration::from_millis(300);
 
-/// One trigger per settled burst of changes in scope.
+/// One trigger per settled burst of changes in scope: the shared caches' changes (deletions
+/// too: an EventTopic without a finalizer is gone at once, and its ACLs go with it) and the
+/// credential Secrets'.
 pub fn triggers(ctx: &Context) -> impl Stream<Item = ()> + Send + 'static {
     let secrets =
         watcher::Config::default().labels(&format!("{}=scram", credentials::CREDENTIAL_LABEL));
     let changes = stream::select_all([
-        watcher(ctx.api::<EventTopic>(), watcher::Config::default())
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-        watcher(ctx.api::<EventConsumer>(), watcher::Config::default())
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
+        ctx.caches.topics.subscribe().map(|_| ()).boxed(),
+        ctx.caches.consumers.subscribe().map(|_| ()).boxed(),
         watcher(ctx.api::<Secret>(), secrets)
             .default_backoff()
             .map(|_| ())

@@ -42,7 +42,7 @@ impl EventTopic {
 
     /// Makes the Kafka topic match the spec and reports what it found.
     pub async fn reconcile(&self, ctx: &Context) -> Result<Action> {
-        let desired = Desired::from_spec(self.kafka_topic_name(), &self.spec);
+        let desired = Desired::from_spec(self.kafka_topic_name().to_owned(), &self.spec);
 
         if ownership::is_internal_topic(&desired.name) {
             // The CRD refuses such names; an object stored before that rule still gets here.
@@ -110,7 +110,19 @@ impl EventTopic {
             .await;
         }
 
-        let plan = Plan::diff(&desired, &actual);
+        self.compare(ctx, &desired, &actual, adopted).await
+    }
+
+    /// Compares the topic found in Kafka with the spec: changes what differs, or reports it in
+    /// sync. `adopted`: first sight of a topic this resource did not create.
+    async fn compare(
+        &self,
+        ctx: &Context,
+        desired: &Desired,
+        actual: &TopicState,
+        adopted: bool,
+    ) -> Result<Action> {
+        let plan = Plan::diff(desired, actual);
         if adopted && !plan.unmanaged.is_empty() {
             // Before anything changes: a person can put back what is removed.
             let (type_, what) = if desired.keep_unmanaged {
@@ -133,7 +145,7 @@ impl EventTopic {
                 .await;
         }
         if plan.has_changes() {
-            return self.apply_plan(ctx, &desired, &actual, &plan).await;
+            return self.apply_plan(ctx, desired, actual, &plan).await;
         }
         let outcome = if plan.not_supported.is_empty() {
             Outcome::Ready {
@@ -145,7 +157,7 @@ impl EventTopic {
                 message: plan.not_supported.join("; "),
             }
         };
-        self.finish(ctx, outcome, Some(&actual)).await?;
+        self.finish(ctx, outcome, Some(actual)).await?;
         // Requeue at the resync interval: drift made directly in Kafka is found this way.
         Ok(Action::requeue(ctx.resync))
     }
@@ -172,6 +184,13 @@ impl EventTopic {
                     ),
                 )
                 .await;
+                // Kafka answers CreateTopics once its controller holds the topic; the broker
+                // usually shows it a moment later. Seen now, the status goes straight to Ready:
+                // one status write per new topic instead of two. Not seen, or the describe
+                // failed: "Creating", and the next pass looks again.
+                if let Ok(Ok(Some(actual))) = ctx.kafka.describe(&desired.name).await {
+                    return self.compare(ctx, desired, &actual, false).await;
+                }
                 let outcome = Outcome::Progressing {
                     reason: "Creating".into(),
                     message: format!(

@@ -10,11 +10,11 @@ impl EventTopic {
     /// Deletes the Kafka topic (deletionPolicy: Delete) unless another EventTopic owns it.
     pub async fn cleanup(&self, ctx: &Context) -> Result<Action> {
         let name = self.kafka_topic_name();
-        if ownership::is_internal_topic(&name) || self.conflicting_owner(&ctx.store).is_some() {
+        if ownership::is_internal_topic(name) || self.conflicting_owner(&ctx.store).is_some() {
             // The topic belongs to an older EventTopic: deleting this one must not touch it.
             return Ok(Action::await_change());
         }
-        match self.kafka_call(ctx, ctx.kafka.delete(&name)).await? {
+        match self.kafka_call(ctx, ctx.kafka.delete(name)).await? {
             Ok(()) => {
                 info!(topic = name, "deleted Kafka topic");
                 self.publish(

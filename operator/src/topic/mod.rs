@@ -26,6 +26,7 @@ mod context;
 mod error;
 pub mod plan;
 mod status;
+mod wake;
 
 use std::sync::Arc;
 
@@ -34,17 +35,19 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt as _,
         controller::Action,
         finalizer::{self, finalizer},
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::{DeletionPolicy, EventTopic};
+use crate::{
+    api::{DeletionPolicy, EventTopic},
+    cache::SharedCache,
+};
 pub use context::Context;
 pub use error::{Error, Result};
 
@@ -54,17 +57,21 @@ const KIND: &str = "EventTopic";
 /// The finalizer that makes deletion wait for the Kafka topic to be deleted.
 pub const FINALIZER: &str = "ferry.dev/delete-kafka-topic";
 
-/// Runs the controller until `shutdown` completes; `api` decides which namespaces it sees,
+/// Runs the controller until `shutdown` completes over the EventTopics of `topics`;
 /// `access_changed` names EventTopics to reconcile because their producers' access changed,
 /// `concurrency` bounds the reconciles in flight.
 pub async fn run(
-    api: Api<EventTopic>,
+    topics: SharedCache<EventTopic>,
     ctx_parts: impl FnOnce(Store<EventTopic>) -> Context,
     mut access_changed: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<EventTopic>>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    let changes = topics
+        .subscribe()
+        .applied_objects()
+        .predicate_filter(wake::topic_changed, Default::default());
+    let controller = Controller::for_stream(changes, topics.store())
         .with_config(crate::reconcile::controller_config(concurrency))
         .reconcile_on(futures::stream::poll_fn(move |cx| {
             access_changed.poll_recv(cx)

@@ -39,7 +39,7 @@ impl EventTopic {
         conditions.push(access.condition(&previous.conditions, generation, &now));
         let status = EventTopicStatus {
             observed_generation: self.metadata.generation,
-            topic_name: Some(self.kafka_topic_name()),
+            topic_name: Some(self.kafka_topic_name().to_owned()),
             topic_id: actual
                 .map(|a| a.topic_id.clone())
                 .or_else(|| previous.topic_id.clone()),

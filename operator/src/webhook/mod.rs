@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
     core::{DynamicObject, admission::AdmissionReview},
-    runtime::{WatchStreamExt as _, reflector, watcher},
+    runtime::{WatchStreamExt as _, watcher},
 };
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -42,11 +42,7 @@ pub use cert::Bundle;
 pub use registration::{Endpoint, INJECT_ENABLED, INJECT_LABEL, Registration};
 pub use sidecar::SidecarImage;
 
-use crate::{
-    api::{EventConsumer, EventTopic},
-    consumer::deployment::WorkerSettings,
-    metrics::Metrics,
-};
+use crate::{cache::Caches, consumer::deployment::WorkerSettings, metrics::Metrics};
 
 /// How often the certificate is checked for renewal when nothing else wakes the keeper. An
 /// hour: renewal is due months before expiry, and a deleted Secret wakes it at once anyway.
@@ -89,8 +85,6 @@ pub struct Settings {
     pub image: SidecarImage,
     /// What goes into every injected consumer worker besides its EventConsumer's spec.
     pub worker: WorkerSettings,
-    /// The namespace the operator watches, if only one.
-    pub watch_namespace: Option<String>,
 }
 
 /// A serving webhook. Dropping it stops the background tasks; [`Running::shutdown`] drains.
@@ -122,36 +116,13 @@ impl Drop for Running {
     }
 }
 
-/// A cache of `K` in `namespace` (all namespaces when `None`), and the task that fills it.
-fn cache<K>(client: &Client, namespace: Option<&str>) -> (reflector::Store<K>, JoinHandle<()>)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let api = match namespace {
-        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
-        None => Api::<K>::all(client.clone()),
-    };
-    let (store, writer) = reflector::store();
-    let task = tokio::spawn(
-        reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .for_each(|_| std::future::ready(())),
-    );
-    (store, task)
-}
-
-/// Makes sure the certificate exists, syncs the EventTopic and EventConsumer caches, and
+/// Makes sure the certificate exists, waits for the EventTopic and EventConsumer `caches`, and
 /// starts serving, counting every review in `metrics`. The handle ends only if the server
 /// fails.
 pub async fn start(
     client: Client,
     settings: Settings,
+    caches: &Caches,
     metrics: Metrics,
 ) -> Result<(Running, JoinHandle<std::io::Result<()>>), Error> {
     // rustls needs a process-wide crypto provider; ring is the one the workspace builds. A
@@ -183,9 +154,8 @@ pub async fn start(
         }
     };
 
-    let (topics, topic_cache) = cache::<EventTopic>(&client, settings.watch_namespace.as_deref());
-    let (consumers, consumer_cache) =
-        cache::<EventConsumer>(&client, settings.watch_namespace.as_deref());
+    let topics = caches.topics.store();
+    let consumers = caches.consumers.store();
     for ready in [
         topics.wait_until_ready().boxed(),
         consumers.wait_until_ready().boxed(),
@@ -221,7 +191,7 @@ pub async fn start(
         local_addr,
         ca,
         handle,
-        tasks: vec![topic_cache, consumer_cache, keeper],
+        tasks: vec![keeper],
     };
     Ok((running, served))
 }

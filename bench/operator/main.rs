@@ -357,7 +357,10 @@ where
     let Ok(items) = api.list_metadata(&list).await.map(|l| l.items) else {
         return 1;
     };
-    if items.iter().any(|o| o.metadata.deletion_timestamp.is_none()) {
+    if items
+        .iter()
+        .any(|o| o.metadata.deletion_timestamp.is_none())
+    {
         // It returns when done or at the API server's request timeout; the next round looks
         // again either way.
         let _ = api

@@ -259,6 +259,20 @@ async fn a_spec_change_rolls_the_template_and_drift_is_put_back() {
     // Give the rollout a moment, then it is Ready again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     t.wait_ready("roll", True, "Ready", CONVERGE).await;
+
+    // Someone deletes the Deployment: the operator creates it again, with the spec's template.
+    let gone = t.deployment("roll").await.metadata.uid;
+    t.deployments
+        .delete("roll-worker", &DeleteParams::default())
+        .await
+        .expect("deleted by hand");
+    let back = wait_for("the deleted Deployment put back", CONVERGE, || async {
+        let d = t.deployments.get("roll-worker").await.ok()?;
+        (d.metadata.uid != gone && d.metadata.deletion_timestamp.is_none()).then_some(d)
+    })
+    .await;
+    assert!(args(&worker(&back)).contains(&"--max-in-flight=7".to_owned()));
+    t.wait_ready("roll", True, "Ready", CONVERGE).await;
 }
 
 #[tokio::test]

@@ -152,11 +152,16 @@ impl Scope {
                 consumer.namespace().unwrap_or_default(),
                 consumer.name_any(),
             );
-            if let Some(entry) = findings.get(&key)
-                && let Err(e) =
-                    access_status::write_consumer_access(&ctx.client, consumer, entry).await
-            {
-                warn!(error = %e, consumer = %consumer.name_any(), "cannot write EventConsumer access status");
+            let Some(entry) = findings.get(&key) else {
+                continue;
+            };
+            match access_status::write_consumer_access(&ctx.client, consumer, entry).await {
+                Ok(()) => {}
+                // Deleted since the cache showed it: nothing left to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    warn!(error = %e, consumer = %consumer.name_any(), "cannot write EventConsumer access status");
+                }
             }
         }
         let report = result?;

@@ -1,6 +1,6 @@
 //! The command line of `ferry-sidecar`, and the async runtime it runs on.
 
-use std::num::NonZeroUsize;
+use std::{num::NonZeroUsize, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +32,8 @@ enum Command {
     Worker(Box<crate::worker::config::WorkerArgs>),
     /// Replay an EventConsumer's dead letters (the Job of an EventReplay).
     DlqReplay(Box<crate::dlq::job::ReplayJobArgs>),
+    /// Check event fixtures against an EventTopic's schema (for a service's own CI).
+    Contract(crate::contract::ContractArgs),
 }
 
 impl Cli {
@@ -41,7 +43,7 @@ impl Cli {
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let threads = self.runtime_threads.or(match self.command {
             Command::Worker(_) => Some(WORKER_RUNTIME_THREADS),
-            Command::Relay(_) | Command::DlqReplay(_) => None,
+            Command::Relay(_) | Command::DlqReplay(_) | Command::Contract(_) => None,
         });
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.enable_all();
@@ -51,25 +53,26 @@ impl Cli {
         builder.build()
     }
 
-    /// Runs the chosen subcommand to completion.
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// Runs the chosen subcommand to completion; the exit code says how it ended.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Relay(args) => {
                 args.log.init();
                 let _tracing = args.trace.init("ferry-relay")?;
-                Ok(crate::relay::run(*args, ferry_common::shutdown::signal()).await?)
+                crate::relay::run(*args, ferry_common::shutdown::signal()).await?;
             }
             Command::Worker(args) => {
                 args.log.init();
                 let _tracing = args.trace.init("ferry-worker")?;
                 crate::worker::run(*args, ferry_common::shutdown::signal()).await?;
-                Ok(())
             }
             Command::DlqReplay(args) => {
                 args.log.init();
-                crate::dlq::job::run(*args).await
+                crate::dlq::job::run(*args).await?;
             }
+            Command::Contract(args) => return Ok(args.run()),
         }
+        Ok(ExitCode::SUCCESS)
     }
 }
 

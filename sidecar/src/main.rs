@@ -8,7 +8,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = ferry_sidecar::cli::Cli::parse();
     cli.runtime()?.block_on(cli.run())
 }

@@ -82,8 +82,9 @@ pub struct EventTopicSpec {
     #[schemars(length(max = 64))]
     pub producers: Vec<Producer>,
 
-    /// Reserved for a contract for the envelope's `data`. Not enforced yet: the schema is
-    /// stored with the resource, and neither the relay nor the worker checks events against it.
+    /// A contract for the envelope's `data`: `ferry-sidecar contract check` checks a service's
+    /// event fixtures against it. Not enforced at run time yet: neither the relay nor the
+    /// worker checks events against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<TopicSchema>,
 
@@ -145,6 +146,11 @@ pub struct TopicSchema {
     /// A key of a ConfigMap in this namespace that holds the JSON Schema document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// The envelope `event` the schema is for (`user.created`); events by other names pass
+    /// unchecked. Absent: every event on the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub event: Option<String>,
     /// Which schema changes are meant to be allowed: `backward` (the new schema accepts
     /// every event the old one did) or `none` (any change). Not checked yet.
     #[serde(default)]

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use ferry_operator::webhook::{annotations, registration};
 use ferry_testkit::{TempNamespace, TestEnv, free_port, unique_name};
 use k8s_openapi::api::{
-    admissionregistration::v1::MutatingWebhookConfiguration,
+    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
     core::v1::{Pod, ServiceAccount},
 };
 use kube::{
@@ -154,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
         .since(&answers_before);
     operator.terminate(Duration::from_secs(20)).await?;
     let _ = configs
+        .delete(&configuration, &DeleteParams::default())
+        .await;
+    let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .delete(&configuration, &DeleteParams::default())
         .await;
 

@@ -209,9 +209,16 @@ async fn the_operator_does_its_job_with_only_the_charts_rbac() {
     })
     .await;
     // Webhook certificate Secret (create) and registration (patch of the chart's object).
-    wait_for("the webhook to be registered", CONVERGE, || async {
-        get(env, "mutatingwebhookconfiguration", &configuration, None)
-            .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].is_string())
+    wait_for("the webhooks to be registered", CONVERGE, || async {
+        [
+            "mutatingwebhookconfiguration",
+            "validatingwebhookconfiguration",
+        ]
+        .iter()
+        .all(|kind| {
+            get(env, kind, &configuration, None)
+                .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].is_string())
+        })
     })
     .await;
     assert!(get(env, "secret", &webhook_secret, Some(&namespace)).is_some());

@@ -589,9 +589,7 @@ impl Drop for OperatorWithWebhook {
                     (consumers.items.is_empty() && topics.items.is_empty()).then_some(())
                 })
                 .await?;
-                let _ = Api::<MutatingWebhookConfiguration>::all(client)
-                    .delete(&configuration, &DeleteParams::default())
-                    .await;
+                support::remove_webhook_configurations(&client, &configuration).await;
                 anyhow::Ok(())
             };
             if let Err(e) = cleaned.await {

@@ -84,9 +84,7 @@ impl Webhook {
     }
 
     async fn remove(self, client: &Client) {
-        let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .delete(&self.configuration, &DeleteParams::default())
-            .await;
+        support::remove_webhook_configurations(client, &self.configuration).await;
     }
 }
 
@@ -501,9 +499,7 @@ async fn two_replicas_serve_one_certificate() {
         assert_eq!(served, pem_der(&stored.cert), "replica on {port}");
     }
     drop((a, b));
-    let _ = Api::<MutatingWebhookConfiguration>::all(ns.client())
-        .delete(&configuration, &DeleteParams::default())
-        .await;
+    support::remove_webhook_configurations(&ns.client(), &configuration).await;
 }
 
 #[tokio::test]
@@ -887,4 +883,106 @@ async fn a_certificate_directory_is_served_without_a_ca_of_its_own_and_its_renew
     let _ = configs
         .delete(&configuration, &DeleteParams::default())
         .await;
+}
+
+/// The contracts webhook: an EventTopic schema that does not compile, or a change that breaks
+/// events valid under the stored schema, is refused by the API server with Ferry's message;
+/// a compatible change, and any change under `compatibility: none`, is stored.
+#[tokio::test]
+async fn event_topic_schemas_are_checked_and_breaking_changes_refused() {
+    let env = require_env!();
+    let ns = TempNamespace::create(env).await.expect("namespace");
+    install_crds(&ns.client()).await.expect("CRDs");
+    let webhook = Webhook::start(env, &ns).await;
+    let topics = Api::<ferry_operator::api::EventTopic>::namespaced(ns.client(), ns.name());
+    let apply = |name: &'static str, schema: Value| {
+        let topics = topics.clone();
+        async move {
+            topics
+                .patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "ferry.dev/v1alpha1", "kind": "EventTopic",
+                        "metadata": {"name": name},
+                        "spec": {"partitions": 1, "schema": schema},
+                    })),
+                )
+                .await
+                .map(|_| ())
+        }
+    };
+    let refusal = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // Until the API server has loaded the configuration, a broken schema may still be stored:
+    // a probe topic waits for the refusal.
+    let broken = json!({"jsonSchema": {"type": "strnig"}});
+    let first = eventually("the contracts webhook refuses", WITHIN, || async {
+        apply("probe", broken.clone()).await.err()
+    })
+    .await
+    .expect("the contracts webhook is called");
+    let message = refusal(Err(first));
+    assert!(message.contains("contracts.ferry.dev"), "{message}");
+    assert!(
+        message.contains("spec.schema.jsonSchema is refused: not a valid JSON Schema"),
+        "{message}"
+    );
+    assert!(message.contains("strnig"), "{message}");
+
+    let user = json!({"type": "object", "required": ["id"],
+                      "properties": {"id": {"type": "string"}, "plan": {"enum": ["free", "pro"]}}});
+    apply(
+        "users",
+        json!({"event": "user.created", "jsonSchema": user}),
+    )
+    .await
+    .expect("a first schema is stored");
+
+    let mut breaking = user.clone();
+    breaking["required"] = json!(["id", "email"]);
+    breaking["properties"]["plan"] = json!({"enum": ["pro"]});
+    let message = refusal(
+        apply(
+            "users",
+            json!({"event": "user.created", "jsonSchema": breaking.clone()}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("new required field \"email\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("/plan: enum values removed: \"free\""),
+        "{message}"
+    );
+    assert!(message.contains("compatibility: none"), "{message}");
+    let stored = topics.get("users").await.expect("users");
+    assert_eq!(
+        stored.spec.schema.and_then(|s| s.json_schema),
+        Some(user.clone()),
+        "the refused change is not stored"
+    );
+
+    let mut compatible = user.clone();
+    compatible["properties"]["email"] = json!({"type": "string", "format": "email"});
+    compatible["properties"]["plan"] = json!({"enum": ["free", "pro", "team"]});
+    apply(
+        "users",
+        json!({"event": "user.created", "jsonSchema": compatible}),
+    )
+    .await
+    .expect("a compatible change is stored");
+    apply(
+        "users",
+        json!({"event": "user.created", "jsonSchema": breaking, "compatibility": "none"}),
+    )
+    .await
+    .expect("compatibility: none accepts a breaking change");
+
+    webhook.remove(&ns.client()).await;
 }

@@ -14,14 +14,8 @@ use std::time::Duration;
 
 use ferry_operator::webhook::{annotations, registration};
 use ferry_testkit::{TempNamespace, eventually, free_port, require_env, unique_name};
-use k8s_openapi::api::{
-    admissionregistration::v1::MutatingWebhookConfiguration,
-    core::v1::{Pod, ServiceAccount},
-};
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams},
-};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::{Api, api::PostParams};
 use serde_json::json;
 use support::{Operator, install_crds};
 
@@ -139,7 +133,5 @@ async fn the_api_server_calls_the_webhook_once_per_pod_creation() {
     );
 
     drop(operator);
-    let _ = Api::<MutatingWebhookConfiguration>::all(ns.client())
-        .delete(&configuration, &DeleteParams::default())
-        .await;
+    support::remove_webhook_configurations(&ns.client(), &configuration).await;
 }

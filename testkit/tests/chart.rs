@@ -552,6 +552,8 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     let webhook_secret = format!("secrets/{release}-webhook-tls");
     let webhook_configuration =
         format!("mutatingwebhookconfigurations.admissionregistration.k8s.io/{cluster_name}");
+    let contracts_configuration =
+        format!("validatingwebhookconfigurations.admissionregistration.k8s.io/{cluster_name}");
 
     succeed(kubectl(
         env,
@@ -597,10 +599,15 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     ] {
         assert!(exists(env, &["crd", crd]), "helm installed CRD {crd}");
     }
-    assert!(
-        exists(env, &["mutatingwebhookconfiguration", &cluster_name]),
-        "the release's (empty) webhook configuration, for the operator to fill in"
-    );
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        assert!(
+            exists(env, &[kind, &cluster_name]),
+            "the release's (empty) {kind}, for the operator to fill in"
+        );
+    }
 
     // All namespaces: what the operator calls, in any namespace; its own objects by name.
     assert_rbac(env, &sa, elsewhere.name(), WATCHED_NEEDS, true);
@@ -632,7 +639,16 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
         ],
         false,
     );
-    assert_rbac(env, &sa, "", &[("patch", &webhook_configuration, "")], true);
+    assert_rbac(
+        env,
+        &sa,
+        "",
+        &[
+            ("patch", &webhook_configuration, ""),
+            ("patch", &contracts_configuration, ""),
+        ],
+        true,
+    );
     assert_rbac(
         env,
         &sa,
@@ -697,10 +713,15 @@ async fn chart_installs_upgrades_and_uninstalls_with_least_privilege_rbac() {
     ));
     guard.installed = false;
     assert!(!exists(env, &["deployment", &operator, "-n", &namespace]));
-    assert!(
-        !exists(env, &["mutatingwebhookconfiguration", &cluster_name]),
-        "the webhook configuration goes with the release (no failurePolicy=Fail webhook left behind)"
-    );
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        assert!(
+            !exists(env, &[kind, &cluster_name]),
+            "the {kind} goes with the release (no failurePolicy=Fail webhook left behind)"
+        );
+    }
     assert!(!exists(
         env,
         &["clusterrole", &format!("{cluster_name}-webhook")]

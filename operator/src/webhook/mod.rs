@@ -7,14 +7,16 @@
 //!        │ caBundle (leader: registration)          review: annotations → injection → patch
 //!        └──────── cert: CA + leaf in a Secret, renewed, hot-reloaded ◀──────────────┘
 //! ```
+//! The same server reviews EventTopic schemas ([`contracts`]: `/validate-eventtopic`).
 //! Every replica serves (the Service may route to any of them) from the same certificate; only
-//! the leader writes the `MutatingWebhookConfiguration`. With `--webhook-cert-dir` the
+//! the leader writes the webhook configurations. With `--webhook-cert-dir` the
 //! certificate is cert-manager's instead ([`cert_dir`]): no CA of the operator's, and the
 //! `caBundle` left to cert-manager's cainjector.
 
 pub mod annotations;
 pub mod cert;
 pub mod cert_dir;
+pub mod contracts;
 pub mod injection;
 pub mod registration;
 pub mod review;
@@ -42,7 +44,9 @@ pub use cert::Bundle;
 pub use registration::{Endpoint, INJECT_ENABLED, INJECT_LABEL, Registration};
 pub use sidecar::SidecarImage;
 
-use crate::{cache::Caches, consumer::deployment::WorkerSettings, metrics::Metrics};
+use crate::{
+    api::EventTopic, cache::Caches, consumer::deployment::WorkerSettings, metrics::Metrics,
+};
 
 /// How often the certificate is checked for renewal when nothing else wakes the keeper. An
 /// hour: renewal is due months before expiry, and a deleted Secret wakes it at once anyway.
@@ -175,6 +179,7 @@ pub async fn start(
     });
     let app = Router::new()
         .route(registration::PATH, post(mutate))
+        .route(registration::CONTRACTS_PATH, post(validate_topic))
         .with_state(reviewer);
     let handle = Handle::new();
     // TCP_NODELAY (axum-server leaves Nagle on): an answer goes out as several small TLS
@@ -201,6 +206,13 @@ async fn mutate(
     Json(review): Json<AdmissionReview<Pod>>,
 ) -> Json<AdmissionReview<DynamicObject>> {
     Json(reviewer.review(review))
+}
+
+async fn validate_topic(
+    State(reviewer): State<Arc<review::Reviewer>>,
+    Json(review): Json<AdmissionReview<EventTopic>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    Json(reviewer.review_topic(review))
 }
 
 /// Renews the certificate when due and re-creates it when its Secret is deleted or changed,

@@ -1,14 +1,18 @@
-//! The `MutatingWebhookConfiguration` that makes the API server call Ferry (DESIGN §6).
+//! The webhook configurations that make the API server call Ferry (DESIGN §6): the
+//! `MutatingWebhookConfiguration` of injection and the `ValidatingWebhookConfiguration` of
+//! EventTopic contracts ([`super::contracts`]), both under the one name `--webhook-configuration`.
 //!
-//! Pure builder plus one apply. Scoped as tightly as admission allows: only pods, only on
-//! CREATE, only those labelled `ferry.dev/inject: enabled` (so an operator outage can never
-//! block another team's pods), and with `--namespace` only that namespace.
+//! Pure builders plus one apply. Scoped as tightly as admission allows: injection sees only
+//! pods, only on CREATE, only those labelled `ferry.dev/inject: enabled` (so an operator outage
+//! can never block another team's pods); contracts see only EventTopics that carry a schema
+//! (a `matchCondition`), so an outage blocks nothing else; with `--namespace` only that
+//! namespace.
 
 use k8s_openapi::{
     ByteString,
     api::admissionregistration::v1::{
-        MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-        WebhookClientConfig,
+        MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+        ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
     },
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
@@ -25,6 +29,10 @@ pub const INJECT_ENABLED: &str = "enabled";
 pub const PATH: &str = "/mutate";
 /// The webhook's name inside the configuration (three DNS labels, as the API requires).
 pub const WEBHOOK_NAME: &str = "inject.ferry.dev";
+/// The path of EventTopic contract reviews.
+pub const CONTRACTS_PATH: &str = "/validate-eventtopic";
+/// The contract webhook's name inside its configuration.
+pub const CONTRACTS_WEBHOOK_NAME: &str = "contracts.ferry.dev";
 /// How long the API server waits for an answer. Five seconds: an answer takes microseconds
 /// from the operator's caches, and a pod creation should not hang for the API's default 10 s
 /// when the operator is unreachable.
@@ -77,13 +85,14 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The configuration, trusting `ca_pem`; without one, it leaves `caBundle` out, so that
-    /// server-side apply leaves it to whoever writes it (cert-manager's cainjector).
-    pub fn configuration(&self, ca_pem: Option<&str>) -> MutatingWebhookConfiguration {
+    /// Where the API server sends reviews of `path`, trusting `ca_pem`; without one, it leaves
+    /// `caBundle` out, so that server-side apply leaves it to whoever writes it (cert-manager's
+    /// cainjector).
+    fn client_config(&self, path: &str, ca_pem: Option<&str>) -> WebhookClientConfig {
         let ca_bundle = ca_pem.map(|ca| ByteString(ca.as_bytes().to_vec()));
-        let client_config = match &self.endpoint {
+        match &self.endpoint {
             Endpoint::Url(url) => WebhookClientConfig {
-                url: Some(format!("{}{PATH}", url.trim_end_matches('/'))),
+                url: Some(format!("{}{path}", url.trim_end_matches('/'))),
                 ca_bundle,
                 service: None,
             },
@@ -93,31 +102,42 @@ impl Registration {
                 service: Some(ServiceReference {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    path: Some(PATH.into()),
+                    path: Some(path.into()),
                     port: Some(443),
                 }),
             },
-        };
-        let namespace_selector = self.namespace.as_ref().map(|ns| LabelSelector {
+        }
+    }
+
+    fn namespace_selector(&self) -> Option<LabelSelector> {
+        self.namespace.as_ref().map(|ns| LabelSelector {
             match_labels: Some([("kubernetes.io/metadata.name".to_owned(), ns.clone())].into()),
             ..Default::default()
-        });
+        })
+    }
+
+    fn metadata(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(self.name.clone()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "ferry-operator".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// The injection configuration, trusting `ca_pem` (see [`Self::client_config`]).
+    pub fn configuration(&self, ca_pem: Option<&str>) -> MutatingWebhookConfiguration {
         MutatingWebhookConfiguration {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "ferry-operator".to_owned(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
+            metadata: self.metadata(),
             webhooks: Some(vec![MutatingWebhook {
                 name: WEBHOOK_NAME.into(),
                 admission_review_versions: vec!["v1".into()],
-                client_config,
+                client_config: self.client_config(PATH, ca_pem),
                 rules: Some(vec![RuleWithOperations {
                     operations: Some(vec!["CREATE".into()]),
                     api_groups: Some(vec![String::new()]),
@@ -131,7 +151,7 @@ impl Registration {
                     ),
                     ..Default::default()
                 }),
-                namespace_selector,
+                namespace_selector: self.namespace_selector(),
                 side_effects: "None".into(),
                 reinvocation_policy: Some("IfNeeded".into()),
                 failure_policy: Some(self.failure_policy.clone()),
@@ -142,13 +162,53 @@ impl Registration {
         }
     }
 
-    /// Applies the configuration (server-side apply; the operator owns every field it sets).
+    /// The contracts configuration: EventTopics that carry a schema, on CREATE and UPDATE.
+    /// `Fail` whatever `--webhook-failure-policy` says: with the operator down, a schema change
+    /// waits rather than slipping past the compatibility check, and the `matchCondition` keeps
+    /// every other EventTopic, and everything else, out of it.
+    pub fn contracts_configuration(&self, ca_pem: Option<&str>) -> ValidatingWebhookConfiguration {
+        ValidatingWebhookConfiguration {
+            metadata: self.metadata(),
+            webhooks: Some(vec![ValidatingWebhook {
+                name: CONTRACTS_WEBHOOK_NAME.into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: self.client_config(CONTRACTS_PATH, ca_pem),
+                rules: Some(vec![RuleWithOperations {
+                    operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                    api_groups: Some(vec!["ferry.dev".into()]),
+                    api_versions: Some(vec!["v1alpha1".into()]),
+                    resources: Some(vec!["eventtopics".into()]),
+                    scope: Some("Namespaced".into()),
+                }]),
+                match_conditions: Some(vec![MatchCondition {
+                    name: "has-schema".into(),
+                    expression: "has(object.spec.schema)".into(),
+                }]),
+                namespace_selector: self.namespace_selector(),
+                side_effects: "None".into(),
+                failure_policy: Some("Fail".into()),
+                match_policy: Some("Equivalent".into()),
+                timeout_seconds: Some(TIMEOUT_SECONDS),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    /// Applies both configurations (server-side apply; the operator owns every field it sets).
     pub async fn apply(&self, client: &Client, ca_pem: Option<&str>) -> Result<(), kube::Error> {
+        let params = PatchParams::apply(crate::field_manager::OPERATOR).force();
         Api::<MutatingWebhookConfiguration>::all(client.clone())
             .patch(
                 &self.name,
-                &PatchParams::apply(crate::field_manager::OPERATOR).force(),
+                &params,
                 &Patch::Apply(&self.configuration(ca_pem)),
+            )
+            .await?;
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .patch(
+                &self.name,
+                &params,
+                &Patch::Apply(&self.contracts_configuration(ca_pem)),
             )
             .await
             .map(|_| ())
@@ -205,6 +265,34 @@ mod tests {
             Some([("kubernetes.io/metadata.name".to_owned(), "shop".to_owned())].into())
         );
         assert_eq!(w.client_config.ca_bundle, Some(ByteString(b"PEM".to_vec())));
+    }
+
+    #[test]
+    fn the_contracts_configuration_sees_only_event_topics_with_a_schema() {
+        let r = Registration {
+            name: "ferry".into(),
+            endpoint: Endpoint::Url("https://127.0.0.1:9443".into()),
+            failure_policy: "Ignore".into(),
+            namespace: Some("shop".into()),
+        };
+        let c = r.contracts_configuration(Some("PEM"));
+        let w = &c.webhooks.expect("webhooks")[0];
+        assert_eq!(
+            w.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/validate-eventtopic")
+        );
+        let rule = &w.rules.as_ref().expect("rules")[0];
+        assert_eq!(rule.resources, Some(vec!["eventtopics".to_owned()]));
+        assert_eq!(
+            rule.operations,
+            Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()])
+        );
+        assert_eq!(
+            w.match_conditions.as_ref().expect("conditions")[0].expression,
+            "has(object.spec.schema)"
+        );
+        assert_eq!(w.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(w.namespace_selector, r.namespace_selector());
     }
 
     #[test]

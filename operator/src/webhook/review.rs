@@ -67,6 +67,39 @@ impl Reviewer {
         response.into_review()
     }
 
+    /// Answers one review of an EventTopic's contract ([`super::contracts`]). Not counted in
+    /// the admissions metric, which is about pods (its alert says pods are refused); a refusal
+    /// is logged, and the person applying the EventTopic reads Ferry's message at once.
+    pub fn review_topic(
+        &self,
+        review: AdmissionReview<EventTopic>,
+    ) -> AdmissionReview<DynamicObject> {
+        let request: AdmissionRequest<EventTopic> = match review.try_into() {
+            Ok(r) => r,
+            Err(e) => return AdmissionResponse::invalid(e).into_review(),
+        };
+        let response = AdmissionResponse::from(&request);
+        let Some(topic) = &request.object else {
+            return response.into_review();
+        };
+        match super::contracts::admit(topic, request.old_object.as_ref()) {
+            Ok(warnings) => {
+                let mut response = response;
+                response.warnings = Some(warnings).filter(|w| !w.is_empty());
+                response.into_review()
+            }
+            Err(message) => {
+                tracing::info!(
+                    namespace = request.namespace.as_deref().unwrap_or_default(),
+                    name = request.name,
+                    message,
+                    "EventTopic schema refused"
+                );
+                response.deny(message).into_review()
+            }
+        }
+    }
+
     fn answer(&self, request: &AdmissionRequest<Pod>, namespace: &str) -> AdmissionResponse {
         let response = AdmissionResponse::from(request);
         let (Operation::Create, Some(pod)) = (&request.operation, &request.object) else {

@@ -408,3 +408,18 @@ pub fn write_denied(r: &Result<(), rdkafka::error::KafkaError>) -> bool {
         ))
     )
 }
+
+/// Deletes the operator's two webhook configurations of `name` (injection and contracts), as
+/// `helm uninstall` would: a test leaves no `failurePolicy: Fail` webhook behind.
+pub async fn remove_webhook_configurations(client: &Client, name: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let params = kube::api::DeleteParams::default();
+    let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete(name, &params)
+        .await;
+    let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .delete(name, &params)
+        .await;
+}

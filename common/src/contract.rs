@@ -78,12 +78,19 @@ impl Contract {
                 }]);
             }
         };
-        if let Some(wanted) = &self.event
-            && object.get("event").and_then(Value::as_str) != Some(wanted.as_str())
-        {
+        let event = object
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.check_data(event, object.get("data").unwrap_or(&Value::Null))
+    }
+
+    /// Checks the `data` of an envelope whose `event` is `event` (for a caller that parsed
+    /// the envelope itself, as the relay does).
+    pub fn check_data(&self, event: &str, data: &Value) -> Result<(), Vec<Violation>> {
+        if self.event.as_deref().is_some_and(|wanted| wanted != event) {
             return Ok(());
         }
-        let data = object.get("data").unwrap_or(&Value::Null);
         let violations: Vec<Violation> = self
             .validator
             .iter_errors(data)

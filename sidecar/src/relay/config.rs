@@ -49,6 +49,13 @@ pub struct RelayArgs {
     #[arg(long, env = "FERRY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
 
+    /// A directory of event contracts, `<kafka topic>.json` each (an EventTopic's
+    /// `spec.schema`, inline: `{"jsonSchema": {...}, "event": "..."}`): a row whose `data`
+    /// breaks its topic's contract is poison (`schema_violation`, every violation's path in the
+    /// reason). Read again every few seconds, so a changed schema needs no restart.
+    #[arg(long, env = "FERRY_CONTRACTS_DIR")]
+    pub contracts_dir: Option<std::path::PathBuf>,
+
     /// The most rows sent to Kafka and not yet marked, so the most a crash re-publishes.
     /// The relay reads and publishes chunks of half of it: one chunk is marked while the
     /// next is in Kafka.

@@ -25,16 +25,20 @@ pub enum Reason {
     Invalid(String),
     /// The `key` or `headers` column is not usable.
     BadColumn(String),
+    /// The envelope's `data` breaks its topic's contract (`--contracts-dir`): every
+    /// violation with its path.
+    SchemaViolation(String),
 }
 
 impl Reason {
     /// Every [`Reason::label`], so the counters can start at 0 for each.
-    pub const LABELS: [&'static str; 5] = [
+    pub const LABELS: [&'static str; 6] = [
         "not_envelope",
         "missing_topic",
         "too_large",
         "invalid_record",
         "bad_column",
+        "schema_violation",
     ];
 
     /// A bounded label for the `failed` counter.
@@ -45,6 +49,7 @@ impl Reason {
             Reason::TooLarge(_) => "too_large",
             Reason::Invalid(_) => "invalid_record",
             Reason::BadColumn(_) => "bad_column",
+            Reason::SchemaViolation(_) => "schema_violation",
         }
     }
 
@@ -64,6 +69,7 @@ impl fmt::Display for Reason {
             Reason::TooLarge(e) => write!(f, "message too large: {e}"),
             Reason::Invalid(e) => write!(f, "invalid record: {e}"),
             Reason::BadColumn(e) => write!(f, "bad column: {e}"),
+            Reason::SchemaViolation(e) => write!(f, "schema violation: {e}"),
         }
     }
 }
@@ -132,6 +138,7 @@ mod tests {
             Reason::TooLarge(String::new()),
             Reason::Invalid(String::new()),
             Reason::BadColumn(String::new()),
+            Reason::SchemaViolation(String::new()),
         ];
         let labels: Vec<&str> = reasons.iter().map(Reason::label).collect();
         assert_eq!(labels, Reason::LABELS);

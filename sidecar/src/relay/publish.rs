@@ -15,6 +15,7 @@
 
 use std::{
     collections::HashSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -26,9 +27,11 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
+use tokio::sync::watch;
 
 use super::{
     batch::{Batch, BatchOutcome, report_failure},
+    contracts::Contracts,
     dead_letter::DeadLetters,
     error::{Error, Result},
     failure::{Failure, Reason, classify_send},
@@ -68,15 +71,19 @@ pub struct Publisher {
     batch_size: usize,
     /// Whether record sizes are what the broker sees (no compression).
     sizes_exact: bool,
+    /// The event contracts of `--contracts-dir`, kept current; `None` without it.
+    contracts: Option<watch::Receiver<Arc<Contracts>>>,
 }
 
 impl Publisher {
     /// A producer for `config` (the `--kafka-*` settings) with the relay's defaults, and an
-    /// admin client that reads the topics' configs; `table` is the outbox table's name.
+    /// admin client that reads the topics' configs; `table` is the outbox table's name,
+    /// `contracts` what rows are checked against.
     pub fn new(
         mut config: ClientConfig,
         dead_letter_topic: Option<String>,
         table: String,
+        contracts: Option<watch::Receiver<Arc<Contracts>>>,
     ) -> Result<Self> {
         let admin_config = config.clone();
         for (key, value) in PRODUCER_DEFAULTS {
@@ -106,6 +113,7 @@ impl Publisher {
             topics: Topics::new(admin),
             batch_size,
             sizes_exact,
+            contracts,
         })
     }
 
@@ -137,8 +145,14 @@ impl Publisher {
         let now = Instant::now();
         let mut poisoned = Vec::new();
         let mut prepared = Vec::with_capacity(rows.len());
+        // One snapshot per batch: a reload lands between batches, never inside one.
+        let contracts = self
+            .contracts
+            .as_ref()
+            .map(|c| c.borrow().clone())
+            .unwrap_or_default();
         for row in rows {
-            match prepare(row) {
+            match prepare(row, &contracts) {
                 Ok(p) => prepared.push(p),
                 Err(p) => poisoned.push(*p),
             }

@@ -7,11 +7,12 @@
 //! Nothing here is parsed into floating point: keys and header values keep their numbers as
 //! written ([`super::canonical`]).
 
-use ferry_common::headers;
+use ferry_common::{contract::Contract, headers};
 use serde_json::Value;
 
 use super::{
     canonical::{self, Json},
+    contracts::{self, Contracts},
     failure::Reason,
     order::KeyId,
     outbox::OutboxRow,
@@ -120,8 +121,12 @@ pub struct Poisoned {
     pub reason: Reason,
 }
 
-/// A row as a record ready to send, or as poison with what could be read of it.
-pub fn prepare(row: OutboxRow) -> std::result::Result<Prepared, Box<Poisoned>> {
+/// A row as a record ready to send, or as poison with what could be read of it; a row whose
+/// `data` breaks its topic's entry in `contracts` is poison too.
+pub fn prepare(
+    row: OutboxRow,
+    contracts: &Contracts,
+) -> std::result::Result<Prepared, Box<Poisoned>> {
     let key_id = KeyId::new(row.topic.as_deref(), row.key.as_deref());
     let key = kafka_key(row.key.as_deref());
     let envelope = match row.payload.as_deref() {
@@ -154,6 +159,11 @@ pub fn prepare(row: OutboxRow) -> std::result::Result<Prepared, Box<Poisoned>> {
     let Some(topic) = row.topic.clone().filter(|t| !t.is_empty()) else {
         return Err(poison(Reason::MissingTopic, key, Some(event_id), row));
     };
+    if let Some(contract) = contracts.get(&topic)
+        && let Err(reason) = check(contract, &envelope)
+    {
+        return Err(poison(reason, key, Some(event_id), row));
+    }
     let headers = match record_headers(row.headers.as_deref(), &envelope) {
         Ok(h) => h,
         Err(reason) => return Err(poison(reason, key, Some(event_id), row)),
@@ -171,6 +181,16 @@ pub fn prepare(row: OutboxRow) -> std::result::Result<Prepared, Box<Poisoned>> {
         size,
         span: None,
     })
+}
+
+/// `envelope`'s `data` against `contract`: parsed here, only for topics that have a contract
+/// (the envelope keeps `data` as raw text otherwise).
+fn check(contract: &Contract, envelope: &Envelope) -> std::result::Result<(), Reason> {
+    let data: Value = serde_json::from_str(envelope.data.get())
+        .map_err(|e| Reason::NotEnvelope(format!("data is not JSON: {e}")))?;
+    contract
+        .check_data(&envelope.event, &data)
+        .map_err(|violations| Reason::SchemaViolation(contracts::describe(&violations)))
 }
 
 impl Prepared {
@@ -283,15 +303,49 @@ mod tests {
             headers: None,
         };
         let ok = r#"{"schema":"s","event":"e","id":"ev","ts":1}"#;
-        assert!(prepare(row(Some("t"), ok)).is_ok());
-        let not_envelope = prepare(row(Some("t"), r#"{"hello":1}"#)).expect_err("poison");
+        let none = Contracts::default();
+        assert!(prepare(row(Some("t"), ok), &none).is_ok());
+        let not_envelope = prepare(row(Some("t"), r#"{"hello":1}"#), &none).expect_err("poison");
         assert_eq!(not_envelope.reason.label(), "not_envelope");
-        let no_topic = prepare(row(None, ok)).expect_err("poison");
+        let no_topic = prepare(row(None, ok), &none).expect_err("poison");
         assert_eq!(no_topic.reason, Reason::MissingTopic);
         assert_eq!(no_topic.event_id.as_deref(), Some("ev"));
         assert_eq!(
-            prepare(row(Some(""), ok)).expect_err("poison").reason,
+            prepare(row(Some(""), ok), &none)
+                .expect_err("poison")
+                .reason,
             Reason::MissingTopic
         );
+    }
+
+    #[test]
+    fn a_row_breaking_its_topics_contract_is_poison_naming_each_path() {
+        let contracts = Contracts::of(
+            "users",
+            json!({"event": "user.created", "jsonSchema": {"type": "object", "required": ["id"],
+                   "properties": {"id": {"type": "string"}, "email": {"format": "email"}}}}),
+        );
+        let row = |topic: &str, payload: &str| OutboxRow {
+            id: 3,
+            topic: Some(topic.to_owned()),
+            key: Some("\"k\"".into()),
+            payload: Some(payload.into()),
+            headers: None,
+        };
+        let valid = r#"{"schema":"s","event":"user.created","id":"ev","ts":1,"data":{"id":"u1","email":"a@b.example"}}"#;
+        assert!(prepare(row("users", valid), &contracts).is_ok());
+        let bad = r#"{"schema":"s","event":"user.created","id":"ev","ts":1,"data":{"id":7,"email":"nope"}}"#;
+        let poison = prepare(row("users", bad), &contracts).expect_err("poison");
+        assert_eq!(poison.reason.label(), "schema_violation");
+        let text = poison.reason.to_string();
+        assert!(
+            text.contains("/data/id") && text.contains("/data/email"),
+            "{text}"
+        );
+        assert_eq!(poison.event_id.as_deref(), Some("ev"));
+        // Another event on the topic, and another topic, are not this contract's.
+        let other = r#"{"schema":"s","event":"user.deleted","id":"ev","ts":1,"data":{"id":7}}"#;
+        assert!(prepare(row("users", other), &contracts).is_ok());
+        assert!(prepare(row("orders", bad), &contracts).is_ok());
     }
 }

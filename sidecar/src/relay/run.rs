@@ -39,6 +39,7 @@ pub async fn run(
         database_url,
         outbox_table,
         dead_letter_topic,
+        contracts_dir,
         batch_size,
         idle_poll_interval,
         notify,
@@ -75,6 +76,7 @@ pub async fn run(
         kafka.client_config()?,
         dead_letter_topic,
         table.name.clone(),
+        contracts_dir.map(super::contracts::watch),
     )?;
     publisher.warm_up();
     tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");

@@ -13,6 +13,9 @@
 //!   raw SQL select-and-mark rate of the same table shape without Kafka.
 //!
 //! `FERRY_BENCH_TRACING=on` runs the drain and the steady rate with tracing on ([`otlp_sink`]).
+//! `FERRY_BENCH_RELAY_CASES=contracts` (also part of a full run): 100,000 pre-filled rows drained
+//! with an event contract on their topic (`--contracts-dir`, a schema of ten properties, two
+//! required, one enum, one nested object) beside the same drain without one, alternately.
 //!
 //! Targets: ≥ 50,000 rows/s, p99 ≤ 50 ms, ≤ 30 MiB. Not a test: it asserts nothing.
 
@@ -235,6 +238,63 @@ async fn burst_cases(env: &TestEnv, topic: &str, pad: usize, runs: usize) {
     );
 }
 
+/// The contract of the benchmark's rows: realistic in shape (ten properties, two required, an
+/// enum, a nested object, formats), and met by every row (`key`, `seq` and `pad` are what the
+/// rows carry; the rest is optional), so every row is checked and published.
+fn bench_contract() -> serde_json::Value {
+    serde_json::json!({"jsonSchema": {
+        "type": "object",
+        "required": ["key", "seq"],
+        "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": 64},
+            "seq": {"type": "integer", "minimum": 0},
+            "pad": {"type": "string"},
+            "status": {"enum": ["created", "paid", "shipped", "cancelled"]},
+            "customer": {"type": "object", "required": ["id"], "properties": {
+                "id": {"type": "string"}, "tier": {"type": "string"}}},
+            "amount": {"type": "number", "minimum": 0},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "note": {"type": "string", "maxLength": 500}
+        }
+    }})
+}
+
+/// The contracts case: pre-filled drains with and without a contract on the topic, alternately,
+/// `runs` times each (DESIGN §10: validation may cost at most 20% of the drain rate).
+async fn contracts_cases(env: &TestEnv, topic: &str, pad: usize, runs: usize) {
+    let dir = ferry_testkit::TempPath::new("ferry-bench-contracts");
+    std::fs::create_dir_all(&*dir).expect("contracts dir");
+    std::fs::write(
+        dir.join(format!("{topic}.json")),
+        bench_contract().to_string(),
+    )
+    .expect("contract written");
+    let dir_arg = dir.display().to_string();
+    let with_contract = ["--contracts-dir", dir_arg.as_str()];
+    let rate = |d: &burst::Drain| burst::BURST_ROWS as f64 / d.drain.as_secs_f64();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let plain = burst::run(env, topic, pad, true, &[]).await;
+        let checked = burst::run(env, topic, pad, true, &with_contract).await;
+        println!(
+            "contracts run {run}: {} rows pre-filled, no contract: {:.0} rows/s; with the contract: {:.0} rows/s",
+            burst::BURST_ROWS,
+            rate(&plain),
+            rate(&checked)
+        );
+        without.push(rate(&plain));
+        with.push(rate(&checked));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (off, on) = (mean(&without), mean(&with));
+    println!(
+        "contracts mean of {runs}: {off:.0} rows/s without, {on:.0} rows/s with the contract: {:+.1}%   [target >= -20%]",
+        (on / off - 1.0) * 100.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let Some(env) = TestEnv::get() else {
@@ -279,10 +339,13 @@ async fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let cases = std::env::var("FERRY_BENCH_RELAY_CASES").unwrap_or_default();
-    if cases != "drain" {
+    if cases.is_empty() || cases == "burst" {
         burst_cases(env, topic.name(), pad, runs).await;
     }
-    if cases == "burst" {
+    if cases.is_empty() || cases == "contracts" {
+        contracts_cases(env, topic.name(), pad, runs).await;
+    }
+    if cases == "burst" || cases == "contracts" {
         return;
     }
 

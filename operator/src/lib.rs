@@ -25,6 +25,7 @@ pub mod cache;
 pub mod cli;
 pub mod consumer;
 pub mod container;
+pub mod contract_delivery;
 pub mod crdgen;
 pub mod events;
 pub mod field_manager;

@@ -415,6 +415,12 @@ impl RunArgs {
                 )),
                 stopped(term_rx.clone()),
             );
+            let contracts = crate::contract_delivery::run(
+                client.clone(),
+                caches.topics.clone(),
+                resync_interval,
+                stopped(term_rx.clone()),
+            );
             let registered = webhook.as_ref().map(|(running, registration)| {
                 webhook::keep_registered(
                     client.clone(),
@@ -448,6 +454,10 @@ impl RunArgs {
                     async {
                         replays.await;
                         info!("EventReplay controller stopped")
+                    },
+                    async {
+                        contracts.await;
+                        info!("event contract delivery stopped")
                     },
                     registered,
                 );

@@ -596,3 +596,98 @@ async fn a_failed_renewal_stops_the_controllers_and_the_replica_leads_again() {
     f.wait_ready("after", True, "Ready", CONVERGE).await;
     cleanup(&f, &[topic]).await;
 }
+
+/// The contracts the relays enforce: each EventTopic's schema lands in its namespace's
+/// `ferry-contracts` ConfigMap under its Kafka topic's name (a `configMapRef` one read from its
+/// ConfigMap), follows a change, and leaves with the schema or the EventTopic — also one
+/// deleted without a finalizer, which no reconcile sees.
+#[tokio::test]
+async fn schemas_are_delivered_to_the_namespaces_contracts_config_map() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+
+    let env = require_env!();
+    let f = Fixture::new(env).await;
+    let _operator = f.operator("a");
+    let (users, orders) = (unique_name("users"), unique_name("orders"));
+    let config_maps = Api::<ConfigMap>::namespaced(f.ns.client(), f.ns.name());
+    let contract = |key: String| {
+        let config_maps = config_maps.clone();
+        async move {
+            let cm = config_maps.get_opt("ferry-contracts").await.ok()??;
+            let text = cm.data.unwrap_or_default().get(&key)?.clone();
+            serde_json::from_str::<serde_json::Value>(&text).ok()
+        }
+    };
+    let user = json!({"type": "object", "required": ["id"]});
+    f.apply(
+        "users",
+        json!({"topicName": users, "schema": {"event": "user.created", "jsonSchema": user}}),
+    )
+    .await;
+    let delivered = eventually("the users contract", CONVERGE, || {
+        contract(format!("{users}.json"))
+    })
+    .await
+    .expect("the schema is delivered");
+    assert_eq!(
+        delivered,
+        json!({"event": "user.created", "jsonSchema": user})
+    );
+
+    // A schema kept in a ConfigMap of the namespace.
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "schemas"},
+                "data": {"orders.json": r#"{"type": "object", "required": ["order_id"]}"#}}))
+            .expect("ConfigMap"),
+        )
+        .await
+        .expect("schemas ConfigMap");
+    f.apply(
+        "orders",
+        json!({"topicName": orders, "deletionPolicy": "Delete",
+               "schema": {"configMapRef": {"name": "schemas", "key": "orders.json"}}}),
+    )
+    .await;
+    let delivered = eventually("the orders contract", CONVERGE, || {
+        contract(format!("{orders}.json"))
+    })
+    .await
+    .expect("the referenced schema is delivered");
+    assert_eq!(
+        delivered,
+        json!({"jsonSchema": {"type": "object", "required": ["order_id"]}})
+    );
+
+    // A changed schema follows.
+    let wider =
+        json!({"type": "object", "required": ["id"], "properties": {"email": {"type": "string"}}});
+    f.apply(
+        "users",
+        json!({"topicName": users, "schema": {"event": "user.created", "jsonSchema": wider}}),
+    )
+    .await;
+    eventually("the changed users contract", CONVERGE, || async {
+        (contract(format!("{users}.json")).await?["jsonSchema"] == wider).then_some(())
+    })
+    .await
+    .expect("the change is delivered");
+
+    // The schema dropped, and an EventTopic without a finalizer deleted: their keys go.
+    f.apply(
+        "orders",
+        json!({"topicName": orders, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    f.delete("users").await;
+    eventually("both keys gone", CONVERGE, || async {
+        let cm = config_maps.get_opt("ferry-contracts").await.ok()??;
+        cm.data.unwrap_or_default().is_empty().then_some(())
+    })
+    .await
+    .expect("the contracts ConfigMap follows");
+    f.delete("orders").await;
+    cleanup(&f, &[users, orders]).await;
+}

@@ -358,7 +358,12 @@ async fn dead_letter_offsets(
     match (start, end) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(e), _) | (_, Err(e)) => {
-            warn!(error = %ferry_common::errors::chain(&e), "cannot count dead letters this round");
+            warn!(
+                error = %ferry_common::errors::chain(&e),
+                partitions = partitions.len(),
+                first = ?partitions.first(),
+                "cannot count dead letters this round"
+            );
             (BTreeMap::new(), BTreeMap::new())
         }
     }

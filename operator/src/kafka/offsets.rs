@@ -276,11 +276,42 @@ impl KafkaAdmin {
         let mut unique = partitions.to_vec();
         unique.sort();
         unique.dedup();
-        Ok(list_offsets(&self.client, &unique, spec, self.timeout)
-            .await?
+        let listed = match list_offsets(&self.client, &unique, spec, self.timeout).await {
+            // librdkafka finds the partitions' leaders in its metadata cache, and a topic it
+            // looked up a moment before it existed (a dead-letter topic just created, asked
+            // for by the next lag round) stays unknown there until the cache's next full
+            // refresh, minutes later: every round failed with "No leaders found" until then.
+            // Asking for these topics' metadata refreshes the cache; then once more.
+            Err(Error::Request {
+                code: RDKafkaErrorCode::NoEnt,
+                ..
+            }) => {
+                self.refresh_metadata(&unique).await;
+                list_offsets(&self.client, &unique, spec, self.timeout).await?
+            }
+            other => other?,
+        };
+        Ok(listed
             .into_iter()
             .filter_map(|(k, v)| v.ok().map(|o| (k, o)))
             .collect())
+    }
+
+    /// Asks the cluster for the metadata of `partitions`' topics, which refreshes librdkafka's
+    /// cache of them; a failure leaves the cache as it was (the retry then fails as before).
+    async fn refresh_metadata(&self, partitions: &[Partition]) {
+        let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+        topics.dedup();
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        let _ = tokio::task::spawn_blocking(move || {
+            for topic in &topics {
+                if let Err(error) = client.inner().fetch_metadata(Some(topic), timeout) {
+                    tracing::debug!(topic, %error, "metadata refresh failed");
+                }
+            }
+        })
+        .await;
     }
 
     /// Every committed offset of each group (a group with none has an empty map).

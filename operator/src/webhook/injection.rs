@@ -94,6 +94,19 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         ));
     }
 
+    if requested.relay.is_some()
+        && spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == sidecar::CONTRACTS_VOLUME)
+    {
+        return Decision::Deny(format!(
+            "the pod already has a volume {:?}, the name Ferry gives the relay's event contracts; rename it",
+            sidecar::CONTRACTS_VOLUME
+        ));
+    }
+
     let mut added = Vec::new();
     let mut injected = Vec::new();
     if let Some(relay) = &requested.relay {
@@ -146,6 +159,11 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         spec.init_containers
             .get_or_insert_with(Vec::new)
             .extend(added);
+        if requested.relay.is_some() {
+            spec.volumes
+                .get_or_insert_with(Vec::new)
+                .push(sidecar::contracts_volume());
+        }
     }
     after
         .metadata
@@ -227,10 +245,15 @@ mod tests {
         assert_eq!(after["metadata"]["annotations"][INJECTED], "relay");
         // Everything but the two additions is as it was.
         let mut trimmed = after.clone();
-        trimmed["spec"]
-            .as_object_mut()
-            .expect("spec")
-            .remove("initContainers");
+        assert_eq!(
+            after["spec"]["volumes"],
+            json!([{"name": "ferry-contracts",
+                    "configMap": {"name": "ferry-contracts", "optional": true}}]),
+            "the namespace's event contracts, for the relay"
+        );
+        let spec = trimmed["spec"].as_object_mut().expect("spec");
+        spec.remove("initContainers");
+        spec.remove("volumes");
         trimmed["metadata"]["annotations"]
             .as_object_mut()
             .expect("annotations")
@@ -290,9 +313,9 @@ mod tests {
         );
         let injected = after["spec"]["initContainers"].as_array().expect("init");
         assert_eq!(injected.len(), 2, "the relay and the worker");
-        for c in injected {
-            assert_eq!(c["volumeMounts"], json!([token]), "{}", c["name"]);
-        }
+        let contracts = json!({"name": "ferry-contracts", "mountPath": "/etc/ferry/contracts", "readOnly": true});
+        assert_eq!(injected[0]["volumeMounts"], json!([contracts, token]));
+        assert_eq!(injected[1]["volumeMounts"], json!([token]));
         // What the ServiceAccount plugin does when the API server runs it again: it mounts the
         // token into every container without a mount at its path. Nothing is left to mount, so
         // the pod does not change after the webhook and the webhook is not called again.
@@ -317,12 +340,18 @@ mod tests {
     fn without_an_automounted_token_nothing_is_mounted() {
         let before = service_pod();
         let after = admitted(&before, &decide(&pod(before.clone()), &image(), &[]));
+        let mounts = after["spec"]["initContainers"][0]["volumeMounts"]
+            .as_array()
+            .expect("mounts");
         assert!(
-            after["spec"]["initContainers"][0]
-                .get("volumeMounts")
-                .is_none()
+            mounts.iter().all(|m| m["mountPath"] != TOKEN_MOUNT_PATH),
+            "{mounts:?}"
         );
-        assert!(after["spec"].get("volumes").is_none(), "no volume added");
+        let volumes = after["spec"]["volumes"].as_array().expect("volumes");
+        assert!(
+            volumes.iter().all(|v| v["name"] == "ferry-contracts"),
+            "no token volume added: {volumes:?}"
+        );
     }
 
     #[test]
@@ -334,6 +363,16 @@ mod tests {
             panic!("expected a denial");
         };
         assert!(message.contains("ferry-relay"), "{message}");
+    }
+
+    #[test]
+    fn a_volume_named_like_the_contracts_is_denied() {
+        let mut before = service_pod();
+        before["spec"]["volumes"] = json!([{"name": "ferry-contracts", "emptyDir": {}}]);
+        let Decision::Deny(message) = decide(&pod(before), &image(), &[]) else {
+            panic!("expected a denial");
+        };
+        assert!(message.contains("ferry-contracts"), "{message}");
     }
 
     #[test]

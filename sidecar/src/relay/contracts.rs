@@ -76,6 +76,11 @@ impl Contracts {
         let mut problems = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
+            // No directory, no contracts (a relay run outside a pod; in a pod the kubelet
+            // mounts the ConfigMap's directory even while the ConfigMap does not exist).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (Contracts::default(), Vec::new());
+            }
             Err(e) => {
                 problems.push(format!("cannot read {}: {e}", dir.display()));
                 return (self.copy(), problems);

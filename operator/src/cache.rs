@@ -132,6 +132,18 @@ where
 {
     /// Starts the watch of `api`; the task runs until aborted.
     pub fn start(api: Api<K>) -> (Self, JoinHandle<()>) {
+        Self::from_changes(
+            watcher(api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(strip),
+        )
+    }
+
+    /// A cache filled from `changes` (a watch, or a test's feed); the task runs until aborted
+    /// or `changes` ends.
+    fn from_changes(
+        changes: impl Stream<Item = Change<K>> + Send + 'static,
+    ) -> (Self, JoinHandle<()>) {
         let writer = Writer::default();
         let store = writer.as_reader();
         let shared = Arc::new(Mutex::new(Subscribers {
@@ -139,9 +151,6 @@ where
             writer,
         }));
         let (complete_tx, complete) = watch::channel(false);
-        let changes = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip);
         let task = tokio::spawn(fill(changes, shared.clone(), complete_tx));
         (
             Self {
@@ -267,32 +276,15 @@ mod tests {
             .collect()
     }
 
-    /// A cache fed from `changes` instead of an API server.
+    /// A cache fed from the returned sender instead of an API server.
     fn fed() -> (
         SharedCache<EventTopic>,
         futures::channel::mpsc::UnboundedSender<Change<EventTopic>>,
     ) {
-        let writer = Writer::default();
-        let store = writer.as_reader();
-        let shared = Arc::new(Mutex::new(Subscribers {
-            senders: Vec::new(),
-            writer,
-        }));
-        let (complete_tx, complete) = watch::channel(false);
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        tokio::spawn(fill(
-            rx.map(|c: Change<EventTopic>| c.map(|e| e.modify(strip))),
-            shared.clone(),
-            complete_tx,
-        ));
-        (
-            SharedCache {
-                store,
-                shared,
-                complete,
-            },
-            tx,
-        )
+        let (cache, _task) =
+            SharedCache::from_changes(rx.map(|c: Change<EventTopic>| c.map(|e| e.modify(strip))));
+        (cache, tx)
     }
 
     async fn take(

@@ -4,8 +4,10 @@
 //! updates a mounted ConfigMap in place and the relay reads its directory again every few
 //! seconds, so a schema change reaches running relays without a restart.
 //!
-//! Level-triggered per namespace: any change to an EventTopic (deletions too, which a
-//! controller never sees for a resource without a finalizer) marks its namespace, and the
+//! Level-triggered per namespace: a change to what the contracts read of an EventTopic (its
+//! schema, Kafka topic name, age or deletion — not a status write), and its deletion (which a
+//! controller never sees for a resource without a finalizer), marks its namespace and every
+//! namespace naming the same Kafka topic (ownership is cluster-wide), and the
 //! namespace's whole ConfigMap is computed again from the cache ([`desired`], pure) and applied
 //! under one field manager, so keys of topics that are gone or lost their schema disappear.
 //! Unchanged content is not applied again. Only the owner of a Kafka topic (the older
@@ -84,6 +86,24 @@ pub fn desired(
     files
 }
 
+/// What [`desired`] reads of `topic`: its schema, Kafka topic name, age (ownership) and
+/// deletion.
+fn contract_fingerprint(topic: &EventTopic) -> u64 {
+    crate::recent::fingerprint(&(
+        &topic.spec.schema,
+        topic.kafka_topic_name(),
+        &topic.metadata.creation_timestamp,
+        topic.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+/// Records what [`desired`] reads of `topic`; whether it changed since last seen.
+fn remember(seen: &mut HashMap<String, u64>, topic: &EventTopic) -> bool {
+    let uid = topic.metadata.uid.clone().unwrap_or_default();
+    let now = contract_fingerprint(topic);
+    seen.insert(uid, now) != Some(now)
+}
+
 /// Keeps every namespace's [`CONFIG_MAP`] current until `shutdown` completes.
 pub async fn run(
     client: Client,
@@ -94,6 +114,9 @@ pub async fn run(
     let store = topics.store();
     let mut changes = Box::pin(topics.subscribe());
     let mut applied: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    // What [`desired`] reads of each EventTopic (by UID): a status write changes none of it,
+    // and then the namespace is not computed again.
+    let mut seen: HashMap<String, u64> = HashMap::new();
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut due: Option<tokio::time::Instant> = None;
     let mut resync_at = tokio::time::Instant::now() + resync;
@@ -104,16 +127,33 @@ pub async fn run(
             () = &mut shutdown => return,
             change = changes.next() => {
                 let Some(Ok(event)) = change else { return };
-                let namespaces: Vec<String> = match &event {
-                    watcher::Event::Apply(t) | watcher::Event::InitApply(t) | watcher::Event::Delete(t) => {
-                        t.namespace().into_iter().collect()
+                // The namespace of a changed EventTopic, and for a change or deletion after the
+                // first list, every namespace naming the same Kafka topic: ownership is
+                // cluster-wide, and the next oldest may own it now.
+                let (topic, relevant, neighbours) = match &event {
+                    watcher::Event::InitApply(t) => (t, remember(&mut seen, t), false),
+                    watcher::Event::Apply(t) => (t, remember(&mut seen, t), true),
+                    watcher::Event::Delete(t) => {
+                        seen.remove(t.metadata.uid.as_deref().unwrap_or_default());
+                        (t, true, true)
                     }
-                    watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+                    watcher::Event::Init | watcher::Event::InitDone => continue,
                 };
-                if !namespaces.is_empty() {
-                    dirty.extend(namespaces);
-                    due.get_or_insert_with(|| tokio::time::Instant::now() + SETTLE);
+                if !relevant {
+                    continue;
                 }
+                dirty.extend(topic.namespace());
+                if neighbours {
+                    let name = topic.kafka_topic_name();
+                    dirty.extend(
+                        store
+                            .state()
+                            .iter()
+                            .filter(|t| t.kafka_topic_name() == name)
+                            .filter_map(|t| t.namespace()),
+                    );
+                }
+                due.get_or_insert_with(|| tokio::time::Instant::now() + SETTLE);
             }
             () = tokio::time::sleep_until(wake) => {
                 if tokio::time::Instant::now() >= resync_at {

@@ -24,12 +24,12 @@ use tokio::sync::watch;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The compiled contract of each topic that has one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Contracts {
     by_topic: HashMap<String, Entry>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     /// The file's text, to recompile only what changed.
     text: String,
@@ -83,7 +83,7 @@ impl Contracts {
             }
             Err(e) => {
                 problems.push(format!("cannot read {}: {e}", dir.display()));
-                return (self.copy(), problems);
+                return (self.clone(), problems);
             }
         };
         for entry in entries.flatten() {
@@ -103,13 +103,7 @@ impl Contracts {
             if let Some(known) = self.by_topic.get(&topic)
                 && known.text == text
             {
-                next.by_topic.insert(
-                    topic,
-                    Entry {
-                        text,
-                        contract: known.contract.clone(),
-                    },
-                );
+                next.by_topic.insert(topic, known.clone());
                 continue;
             }
             match compile(&text) {
@@ -133,22 +127,8 @@ impl Contracts {
 
     fn keep(&self, topic: &str, next: &mut Contracts) {
         if let Some(known) = self.by_topic.get(topic) {
-            next.by_topic.insert(
-                topic.to_owned(),
-                Entry {
-                    text: known.text.clone(),
-                    contract: known.contract.clone(),
-                },
-            );
+            next.by_topic.insert(topic.to_owned(), known.clone());
         }
-    }
-
-    fn copy(&self) -> Contracts {
-        let mut next = Contracts::default();
-        for topic in self.by_topic.keys() {
-            self.keep(topic, &mut next);
-        }
-        next
     }
 }
 

@@ -12,8 +12,11 @@
 //! under one field manager, so keys of topics that are gone or lost their schema disappear.
 //! Unchanged content is not applied again. Only the owner of a Kafka topic (the older
 //! EventTopic, [`crate::ownership`]) delivers its contract. A `configMapRef` schema is read
-//! when the namespace is computed; a change to that ConfigMap alone is seen at the next
-//! `--resync-interval`.
+//! when the namespace is computed, and the namespaces with one are computed again every
+//! [`REFERENCED_POLL`], so an edit of that ConfigMap alone arrives within it. Polled, not
+//! watched: a watch needs `list` on every ConfigMap in the cluster, and the operator reads
+//! only the ConfigMaps an EventTopic names (one GET each per poll; few topics keep their
+//! schema in a ConfigMap).
 
 use std::{
     borrow::Borrow,
@@ -22,7 +25,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Volume, VolumeMount};
 use kube::{
     Api, Client, ResourceExt as _,
     api::{Patch, PatchParams},
@@ -35,11 +38,46 @@ use crate::{api::EventTopic, cache::SharedCache, ownership};
 /// The ConfigMap of each namespace that holds its topics' contracts.
 pub const CONFIG_MAP: &str = "ferry-contracts";
 
+/// The pod volume of [`CONFIG_MAP`], in injected relays and in workers whose EventConsumer
+/// says `validate`.
+pub const VOLUME: &str = "ferry-contracts";
+
+/// Where a relay or worker finds the contracts (its `--contracts-dir`).
+pub const MOUNT_PATH: &str = "/etc/ferry/contracts";
+
+/// The volume of the namespace's [`CONFIG_MAP`], optional: a namespace with no schema has
+/// none, and the relay or worker then sees an empty directory (the kubelet updates it in place
+/// when the ConfigMap appears or changes).
+pub fn volume() -> Volume {
+    Volume {
+        name: VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: CONFIG_MAP.into(),
+            optional: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// [`volume`] mounted read-only at [`MOUNT_PATH`].
+pub fn mount() -> VolumeMount {
+    VolumeMount {
+        name: VOLUME.into(),
+        mount_path: MOUNT_PATH.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
 /// The field manager of [`CONFIG_MAP`]'s data.
 const MANAGER: &str = "ferry-operator/contracts";
 
 /// After a change, wait this long for more before computing (a `kubectl apply -f dir/`).
 const SETTLE: Duration = Duration::from_millis(300);
+
+/// How often the namespaces whose EventTopics keep a schema in a ConfigMap are computed again.
+pub const REFERENCED_POLL: Duration = Duration::from_secs(30);
 
 /// After a failed apply, try the namespace again this soon.
 const RETRY: Duration = Duration::from_secs(5);
@@ -120,9 +158,10 @@ pub async fn run(
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut due: Option<tokio::time::Instant> = None;
     let mut resync_at = tokio::time::Instant::now() + resync;
+    let mut poll_at = tokio::time::Instant::now() + REFERENCED_POLL;
     tokio::pin!(shutdown);
     loop {
-        let wake = due.unwrap_or(resync_at).min(resync_at);
+        let wake = due.unwrap_or(resync_at).min(resync_at).min(poll_at);
         tokio::select! {
             () = &mut shutdown => return,
             change = changes.next() => {
@@ -161,6 +200,21 @@ pub async fn run(
                     // changed.
                     dirty.extend(applied.keys().cloned());
                     resync_at = tokio::time::Instant::now() + resync;
+                }
+                if tokio::time::Instant::now() >= poll_at {
+                    dirty.extend(
+                        store
+                            .state()
+                            .iter()
+                            .filter(|t| {
+                                t.spec
+                                    .schema
+                                    .as_ref()
+                                    .is_some_and(|s| s.config_map_ref.is_some())
+                            })
+                            .filter_map(|t| t.namespace()),
+                    );
+                    poll_at = tokio::time::Instant::now() + REFERENCED_POLL;
                 }
                 due = None;
                 for namespace in std::mem::take(&mut dirty) {

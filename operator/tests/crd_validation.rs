@@ -378,6 +378,11 @@ async fn bad_event_consumers_are_refused() {
             "malformed dead-letter retention",
         ),
         (
+            json!({"validate": true, "delivery": {"container": {"image": "team/consumer:1"}}}),
+            "validate: true is done by Ferry's worker",
+            "validate with a team's own container",
+        ),
+        (
             json!({"placement": "DaemonSet"}),
             "supported values: \"Deployment\", \"Sidecar\"",
             "unknown placement",

@@ -660,6 +660,21 @@ async fn schemas_are_delivered_to_the_namespaces_contracts_config_map() {
         delivered,
         json!({"jsonSchema": {"type": "object", "required": ["order_id"]}})
     );
+    // An edit of that ConfigMap alone (no EventTopic changes) follows.
+    config_maps
+        .patch(
+            "schemas",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"orders.json": r#"{"type": "object"}"#}})),
+        )
+        .await
+        .expect("schemas edited");
+    eventually("the edited orders contract", CONVERGE, || async {
+        (contract(format!("{orders}.json")).await? == json!({"jsonSchema": {"type": "object"}}))
+            .then_some(())
+    })
+    .await
+    .expect("the edited ConfigMap is delivered");
 
     // A changed schema follows.
     let wider =

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod contract;
+pub mod contracts;
 pub mod dlq;
 pub mod envelope;
 pub mod relay;

@@ -61,6 +61,7 @@ use super::Condition;
 #[x_kube(validation = Rule::new("!has(self.podSelector) || self.placement == 'Sidecar'").message("spec.podSelector goes with placement: Sidecar; a Deployment-placed consumer runs its own worker pods"))]
 #[x_kube(validation = Rule::new("self.placement != 'Sidecar' || (has(self.delivery.http) && has(self.delivery.http.port))").message("placement: Sidecar delivers to the service in its own pod: set delivery.http.port (and path) instead of a Service, URL or container"))]
 #[x_kube(validation = Rule::new("self.placement == 'Sidecar' || !has(self.delivery.http) || !has(self.delivery.http.port)").message("delivery.http.port (the service on localhost) needs placement: Sidecar; a worker Deployment reaches the service through delivery.http.service"))]
+#[x_kube(validation = Rule::new("!self.validate || has(self.delivery.http)").message("validate: true is done by Ferry's worker before it delivers over HTTP; with delivery.container your own consumer reads the records, so check them there"))]
 #[x_kube(validation = Rule::new("self.placement != 'Sidecar' || !has(self.scaling)").message("placement: Sidecar runs one worker in each selected service pod, so spec.scaling does not apply: scale the service instead"))]
 pub struct EventConsumerSpec {
     /// Names of EventTopics in this namespace to consume (their `metadata.name`, not the Kafka
@@ -93,8 +94,11 @@ pub struct EventConsumerSpec {
     /// `container` (the team's own consumer).
     pub delivery: Delivery,
 
-    /// Reserved for checking records against the topic's schema before delivery. Not
-    /// implemented yet: the field is accepted and has no effect.
+    /// Check each record against its EventTopic's `spec.schema` before delivery: a record that
+    /// breaks it goes to the dead-letter topic, every violation's path in `ferry-error`, and
+    /// never reaches the service. The relay already checks at publish; this also catches
+    /// records written by producers outside Ferry. Needs `delivery.http` (a team's own
+    /// container reads records itself).
     #[serde(default)]
     pub validate: bool,
 

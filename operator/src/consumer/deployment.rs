@@ -34,6 +34,7 @@ use crate::{
         self, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, SIDECAR_UID,
         http_probe, locked_down, secret_env, value_env,
     },
+    contract_delivery,
     identity::credentials,
 };
 
@@ -263,6 +264,13 @@ pub(super) fn worker_container(
             duration::worker_flag(&idempotency.window)
         ));
     }
+    let mut mounts = vec![tmp_mount()];
+    if spec.validate {
+        // The namespace's contracts ConfigMap: records breaking their topic's schema go to
+        // the dead-letter topic instead of the service.
+        args.push(format!("--contracts-dir={}", contract_delivery::MOUNT_PATH));
+        mounts.push(contract_delivery::mount());
+    }
     Ok(Container {
         name: WORKER_CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
@@ -280,7 +288,7 @@ pub(super) fn worker_container(
         liveness_probe: Some(http_probe("/healthz", port_name, 10, 6)),
         resources: Some(resources(spec.resources.as_ref())?),
         security_context: Some(locked_down(Some(SIDECAR_UID))),
-        volume_mounts: Some(vec![tmp_mount()]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     })
 }
@@ -388,6 +396,22 @@ pub fn build(
         ),
     };
     let labels = labels(&consumer_name);
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            medium: None,
+        }),
+        ..Volume::default()
+    }];
+    let mounts_contracts = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == contract_delivery::VOLUME);
+    if mounts_contracts {
+        volumes.push(contract_delivery::volume());
+    }
     Ok(Deployment {
         metadata: ObjectMeta {
             name: Some(name(&consumer_name)),
@@ -423,14 +447,7 @@ pub fn build(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".to_owned())),
-                            medium: None,
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -549,6 +566,53 @@ mod tests {
         );
         assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(2));
         assert_eq!(d.metadata.name.as_deref(), Some("notify-worker"));
+    }
+
+    #[test]
+    fn validate_mounts_the_namespaces_contracts_into_the_worker() {
+        let plain = build(&consumer(http_spec()), &resolved(), &settings(), 1).expect("valid");
+        let has_volume = |d: &Deployment| {
+            pod(d)
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == contract_delivery::VOLUME)
+        };
+        assert!(!has_volume(&plain));
+        let args = |d: &Deployment| pod(d).containers[0].args.clone().unwrap_or_default();
+        assert!(
+            !args(&plain)
+                .iter()
+                .any(|a| a.starts_with("--contracts-dir"))
+        );
+
+        let mut spec = http_spec();
+        spec["validate"] = json!(true);
+        let checking = build(&consumer(spec), &resolved(), &settings(), 1).expect("valid");
+        assert!(has_volume(&checking));
+        let volume = pod(&checking)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == contract_delivery::VOLUME)
+            .and_then(|v| v.config_map.clone())
+            .expect("a ConfigMap volume");
+        assert_eq!(volume.name, contract_delivery::CONFIG_MAP);
+        assert_eq!(
+            volume.optional,
+            Some(true),
+            "a namespace without schemas has none"
+        );
+        assert!(args(&checking).contains(&"--contracts-dir=/etc/ferry/contracts".to_owned()));
+        let mount = pod(&checking).containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == contract_delivery::VOLUME)
+            .cloned()
+            .expect("mounted");
+        assert_eq!(mount.mount_path, contract_delivery::MOUNT_PATH);
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

@@ -75,8 +75,18 @@ pub fn worker(
     )?;
     container.name = container_name(&name);
     container.restart_policy = Some("Always".to_owned());
-    // The worker writes no files; the service's pod need not gain a volume for it.
-    container.volume_mounts = None;
+    // The worker writes no files; the service's pod need not gain a `/tmp` for it. It keeps
+    // only the contracts it checks with `validate` (the webhook adds that volume).
+    container.volume_mounts = container
+        .volume_mounts
+        .take()
+        .map(|mounts| {
+            mounts
+                .into_iter()
+                .filter(|m| m.name == crate::contract_delivery::VOLUME)
+                .collect::<Vec<_>>()
+        })
+        .filter(|mounts| !mounts.is_empty());
     if let Some(args) = container.args.as_mut() {
         args.push("--wait-for-target".to_owned());
     }

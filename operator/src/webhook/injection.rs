@@ -14,7 +14,10 @@ use super::{
     sidecar::{self, RELAY_CONTAINER, RELAY_METRICS_PORT, SidecarImage},
     token_mount::{TOKEN_MOUNT_PATH, service_account_token_mount},
 };
-use crate::consumer::{deployment::Invalid, sidecar as consumer_sidecar};
+use crate::{
+    consumer::{deployment::Invalid, sidecar as consumer_sidecar},
+    contract_delivery,
+};
 
 /// What the webhook answers for a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,19 +97,6 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         ));
     }
 
-    if requested.relay.is_some()
-        && spec
-            .volumes
-            .iter()
-            .flatten()
-            .any(|v| v.name == sidecar::CONTRACTS_VOLUME)
-    {
-        return Decision::Deny(format!(
-            "the pod already has a volume {:?}, the name Ferry gives the relay's event contracts; rename it",
-            sidecar::CONTRACTS_VOLUME
-        ));
-    }
-
     let mut added = Vec::new();
     let mut injected = Vec::new();
     if let Some(relay) = &requested.relay {
@@ -151,6 +141,27 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         }
     }
 
+    // The relay and every worker checking contracts read them from one pod volume.
+    let reads_contracts = requested.relay.is_some()
+        || added.iter().any(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == contract_delivery::VOLUME)
+        });
+    if reads_contracts
+        && spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == contract_delivery::VOLUME)
+    {
+        return Decision::Deny(format!(
+            "the pod already has a volume {:?}, the name Ferry gives the event contracts its relay and workers read; rename it",
+            contract_delivery::VOLUME
+        ));
+    }
+
     let mut after = pod.clone();
     if let Some(spec) = after.spec.as_mut() {
         // Last among the init containers: regular ones (a schema migration creating the outbox
@@ -159,10 +170,10 @@ pub fn decide(pod: &Pod, image: &SidecarImage, workers: &[Worker<'_>]) -> Decisi
         spec.init_containers
             .get_or_insert_with(Vec::new)
             .extend(added);
-        if requested.relay.is_some() {
+        if reads_contracts {
             spec.volumes
                 .get_or_insert_with(Vec::new)
-                .push(sidecar::contracts_volume());
+                .push(contract_delivery::volume());
         }
     }
     after
@@ -446,12 +457,17 @@ mod tests {
     }
 
     fn notify_worker(placement_port: i32) -> Worker<'static> {
+        worker_of(placement_port, false)
+    }
+
+    fn worker_of(placement_port: i32, validate: bool) -> Worker<'static> {
         let consumer: crate::api::EventConsumer = serde_json::from_value(json!({
             "apiVersion": "ferry.dev/v1alpha1", "kind": "EventConsumer",
             "metadata": {"name": "notify", "namespace": "shop"},
             "spec": {"topics": ["orders"], "serviceAccount": "notification",
                      "placement": "Sidecar", "podSelector": {"app": "order"},
-                     "delivery": {"http": {"port": placement_port, "path": "/events"}}},
+                     "delivery": {"http": {"port": placement_port, "path": "/events"}},
+                     "validate": validate},
         }))
         .expect("consumer");
         let resolved = crate::consumer::resolve::Resolved {
@@ -519,6 +535,58 @@ mod tests {
             after["spec"]["initContainers"][0]["ports"][0]["containerPort"], 9466,
             "the service's port 9465 is avoided"
         );
+    }
+
+    #[test]
+    fn a_validating_worker_reads_the_contracts_from_the_one_volume() {
+        let volumes = |after: &serde_json::Value| {
+            after["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["name"] == contract_delivery::VOLUME)
+                .count()
+        };
+        // Beside the relay: both mount the volume the relay brings, added once.
+        let before = service_pod();
+        let after = admitted(
+            &before,
+            &decide(&pod(before.clone()), &image(), &[worker_of(8000, true)]),
+        );
+        assert_eq!(volumes(&after), 1);
+        let worker = &after["spec"]["initContainers"][1];
+        assert!(
+            worker["args"]
+                .to_string()
+                .contains("--contracts-dir=/etc/ferry/contracts"),
+            "{worker}"
+        );
+        assert!(
+            worker["volumeMounts"]
+                .to_string()
+                .contains(contract_delivery::MOUNT_PATH)
+        );
+        // Alone (no outbox): the worker brings the volume itself.
+        let mut alone = service_pod();
+        alone["metadata"]["annotations"] = json!({});
+        let after = admitted(
+            &alone,
+            &decide(&pod(alone.clone()), &image(), &[worker_of(8000, true)]),
+        );
+        assert_eq!(volumes(&after), 1);
+        // Without validate and without a relay, no volume, and a pod's own volume of that
+        // name is no clash.
+        alone["spec"]["volumes"] = json!([{"name": contract_delivery::VOLUME, "emptyDir": {}}]);
+        let after = admitted(
+            &alone,
+            &decide(&pod(alone.clone()), &image(), &[worker_of(8000, false)]),
+        );
+        assert_eq!(volumes(&after), 1, "the pod's own, untouched");
+        let Decision::Deny(message) = decide(&pod(alone), &image(), &[worker_of(8000, true)])
+        else {
+            panic!("expected a denial: the validating worker needs the name");
+        };
+        assert!(message.contains(contract_delivery::VOLUME), "{message}");
     }
 
     #[test]

@@ -9,13 +9,14 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar};
 
-use crate::container::{
-    DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, SIDECAR_UID, http_probe,
-    locked_down, resources, secret_env, value_env,
+use crate::{
+    container::{
+        DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, SIDECAR_UID, http_probe,
+        locked_down, resources, secret_env, value_env,
+    },
+    contract_delivery,
 };
 
 use super::annotations::RelaySettings;
@@ -29,27 +30,6 @@ pub const RELAY_PORT_NAME: &str = "ferry-relay";
 /// Where the relay listens unless the pod uses that port: `ferry-sidecar relay`'s default
 /// (`DEFAULT_METRICS_ADDR`), which Prometheus configurations already name.
 pub const RELAY_METRICS_PORT: i32 = 9464;
-
-/// The pod volume of the namespace's event contracts ([`crate::contract_delivery`]).
-pub const CONTRACTS_VOLUME: &str = "ferry-contracts";
-
-/// Where the relay finds the contracts (`--contracts-dir`).
-pub const CONTRACTS_MOUNT_PATH: &str = "/etc/ferry/contracts";
-
-/// The volume of the namespace's contracts ConfigMap, optional: a namespace with no schema has
-/// none, and the relay then sees an empty directory (the kubelet updates it in place when the
-/// ConfigMap appears or changes).
-pub fn contracts_volume() -> Volume {
-    Volume {
-        name: CONTRACTS_VOLUME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: crate::contract_delivery::CONFIG_MAP.into(),
-            optional: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// The keys of the credential Secret the identity controller writes
 /// (`identity::credentials::secret`), as `FERRY_KAFKA_*` variables.
@@ -110,7 +90,10 @@ pub fn relay(
         ),
         ("FERRY_METRICS_ADDR", Some(format!("0.0.0.0:{port}"))),
         ("FERRY_LOG_FORMAT", Some("json".into())),
-        ("FERRY_CONTRACTS_DIR", Some(CONTRACTS_MOUNT_PATH.into())),
+        (
+            "FERRY_CONTRACTS_DIR",
+            Some(contract_delivery::MOUNT_PATH.into()),
+        ),
     ];
     env.extend(
         plain
@@ -137,12 +120,7 @@ pub fn relay(
             memory.unwrap_or(DEFAULT_MEMORY_REQUEST),
             memory.unwrap_or(DEFAULT_MEMORY_LIMIT),
         )),
-        volume_mounts: Some(vec![VolumeMount {
-            name: CONTRACTS_VOLUME.into(),
-            mount_path: CONTRACTS_MOUNT_PATH.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![contract_delivery::mount()]),
         ..hardened(RELAY_PORT_NAME)
     }
 }

@@ -183,7 +183,7 @@ impl<'a> Batch<'a> {
 
     /// Kafka confirmed `p` on its topic.
     pub fn delivered(&mut self, p: Prepared) {
-        tracing::trace!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "published");
+        tracing::trace!(outbox_id = p.id, event_id = p.event_id.as_deref().unwrap_or("tombstone"), topic = %p.topic, "published");
         let highest = self.delivered_keys.entry(p.key_id).or_insert(p.id);
         *highest = (*highest).max(p.id);
         self.outcome.published.push(p.id);
@@ -209,7 +209,7 @@ impl<'a> Batch<'a> {
             }
             Failure::Unavailable { label, text } => self.unavailable(p, label, text),
             Failure::Transient(error) => {
-                tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, %error, "publish failed; holding the key");
+                tracing::warn!(outbox_id = p.id, event_id = p.event_id.as_deref().unwrap_or("tombstone"), topic = %p.topic, %error, "publish failed; holding the key");
                 self.gate.fail(&p.key_id);
                 self.hold(p.key_id);
             }
@@ -293,9 +293,9 @@ mod tests {
             key_id: KeyId::new(Some(topic), Some(key)),
             topic: topic.into(),
             key: Some(key.as_bytes().to_vec()),
-            payload: Vec::new(),
+            payload: Some(Vec::new()),
             headers: Vec::new(),
-            event_id: format!("ev-{id}"),
+            event_id: Some(format!("ev-{id}")),
             size: RecordSize::of(None, &[], &[]),
             span: None,
         }

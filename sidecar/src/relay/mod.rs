@@ -23,7 +23,6 @@
 pub mod batch;
 pub mod canonical;
 pub mod config;
-pub mod contracts;
 pub mod dead_letter;
 pub mod error;
 pub mod failure;

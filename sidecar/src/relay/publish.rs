@@ -29,9 +29,10 @@ use rdkafka::{
 };
 use tokio::sync::watch;
 
+use crate::contracts::Contracts;
+
 use super::{
     batch::{Batch, BatchOutcome, report_failure},
-    contracts::Contracts,
     dead_letter::DeadLetters,
     error::{Error, Result},
     failure::{Failure, Reason, classify_send},
@@ -253,7 +254,7 @@ impl Publisher {
                 .get(&p.key_id)
                 .is_some_and(|id| *id > p.id)
             {
-                tracing::warn!(outbox_id = p.id, event_id = %p.event_id, topic = %p.topic, "re-sent after a later row of its key that Kafka already took: this key's order is broken once; grant DESCRIBE_CONFIGS on the topic to prevent it");
+                tracing::warn!(outbox_id = p.id, event_id = p.event_id.as_deref().unwrap_or("tombstone"), topic = %p.topic, "re-sent after a later row of its key that Kafka already took: this key's order is broken once; grant DESCRIBE_CONFIGS on the topic to prevent it");
             }
             let report = match self.send(&p) {
                 Ok(delivery) => delivery.await,
@@ -286,9 +287,10 @@ impl Publisher {
                 value: Some(v),
             });
         }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&p.topic)
-            .payload(&p.payload)
-            .headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&p.topic).headers(headers);
+        if let Some(payload) = &p.payload {
+            record = record.payload(payload);
+        }
         if let Some(key) = &p.key {
             record = record.key(key);
         }

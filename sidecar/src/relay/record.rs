@@ -3,7 +3,10 @@
 //! be a record (it is then [`Poisoned`], set aside by `dead_letter.rs`).
 //!
 //! Each row becomes a record: the row's `topic`, a key from the row's `key`, the payload as
-//! written, and headers from the row's `headers` plus `ferry-event-id` and `traceparent`.
+//! written, and headers from the row's `headers` plus `ferry-event-id` and `traceparent`. A
+//! payload of JSON `null` is a tombstone: a record with the row's key and no value, which
+//! deletes the key's earlier records from a compacted topic (`users.v1`); it carries no event,
+//! so no contract applies to it, and without a key it would delete nothing, so it is poison.
 //! Nothing here is parsed into floating point: keys and header values keep their numbers as
 //! written ([`super::canonical`]).
 
@@ -12,13 +15,15 @@ use serde_json::Value;
 
 use super::{
     canonical::{self, Json},
-    contracts::{self, Contracts},
     failure::Reason,
     order::KeyId,
     outbox::OutboxRow,
     topics::RecordSize,
 };
-use crate::envelope::Envelope;
+use crate::{
+    contracts::{self, Contracts},
+    envelope::Envelope,
+};
 
 /// The W3C Trace Context header (<https://www.w3.org/TR/trace-context/>), copied from the
 /// envelope's `headers` when the row has none.
@@ -43,10 +48,11 @@ pub fn kafka_key(key_json: Option<&str>) -> std::result::Result<Option<Vec<u8>>,
 
 /// The record headers of a row: its `headers` object (strings as is, other values as
 /// canonical JSON with numbers as written),
-/// then `ferry-event-id`, then `traceparent` from the envelope's headers if the row has none.
+/// then `ferry-event-id`, then `traceparent` from the envelope's headers if the row has none
+/// (a tombstone has no envelope: only its own headers).
 pub fn record_headers(
     headers_json: Option<&str>,
-    envelope: &Envelope,
+    envelope: Option<&Envelope>,
 ) -> std::result::Result<Vec<(String, Vec<u8>)>, Reason> {
     let mut out = Vec::with_capacity(2);
     match headers_json.map(canonical::parse) {
@@ -69,6 +75,9 @@ pub fn record_headers(
         Some(Err(e)) => return Err(Reason::BadColumn(format!("headers is not JSON: {e}"))),
     }
     out.retain(|(k, _)| k != headers::EVENT_ID);
+    let Some(envelope) = envelope else {
+        return Ok(out);
+    };
     out.push((headers::EVENT_ID.into(), envelope.id.clone().into_bytes()));
     if !out.iter().any(|(k, _)| k == TRACEPARENT)
         && let Some(tp) = envelope.headers.get(TRACEPARENT).and_then(Value::as_str)
@@ -89,12 +98,12 @@ pub struct Prepared {
     pub topic: String,
     /// The record key ([`kafka_key`]).
     pub key: Option<Vec<u8>>,
-    /// The record value: the payload column's text.
-    pub payload: Vec<u8>,
+    /// The record value: the payload column's text; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
     /// The record headers ([`record_headers`]).
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The envelope's `id`.
-    pub event_id: String,
+    /// The envelope's `id`; `None` for a tombstone.
+    pub event_id: Option<String>,
     /// The framed record's size bounds, checked against the topic's limits.
     pub size: RecordSize,
     /// Its `send` span while tracing is on ([`super::trace`]); ends when the row is dropped.
@@ -129,6 +138,9 @@ pub fn prepare(
 ) -> std::result::Result<Prepared, Box<Poisoned>> {
     let key_id = KeyId::new(row.topic.as_deref(), row.key.as_deref());
     let key = kafka_key(row.key.as_deref());
+    if row.payload.as_deref().map(str::trim) == Some("null") {
+        return tombstone(row, key_id, key);
+    }
     let envelope = match row.payload.as_deref() {
         None => Err(Reason::NotEnvelope("payload is NULL".into())),
         Some(text) => {
@@ -164,7 +176,7 @@ pub fn prepare(
     {
         return Err(poison(reason, key, Some(event_id), row));
     }
-    let headers = match record_headers(row.headers.as_deref(), &envelope) {
+    let headers = match record_headers(row.headers.as_deref(), Some(&envelope)) {
         Ok(h) => h,
         Err(reason) => return Err(poison(reason, key, Some(event_id), row)),
     };
@@ -175,12 +187,55 @@ pub fn prepare(
         key_id,
         topic,
         key,
-        payload,
+        payload: Some(payload),
         headers,
-        event_id,
+        event_id: Some(event_id),
         size,
         span: None,
     })
+}
+
+/// A row whose payload is JSON `null` as a tombstone: its key, its own headers, no value.
+fn tombstone(
+    row: OutboxRow,
+    key_id: KeyId,
+    key: std::result::Result<Option<Vec<u8>>, Reason>,
+) -> std::result::Result<Prepared, Box<Poisoned>> {
+    let topic = row.topic.clone().filter(|t| !t.is_empty());
+    let key = key.and_then(|k| {
+        k.ok_or_else(|| {
+            Reason::BadColumn(
+                "a tombstone (payload null) needs a key: it deletes that key's records".into(),
+            )
+        })
+    });
+    let checked = key.and_then(|key| {
+        let topic = topic.clone().ok_or(Reason::MissingTopic)?;
+        let headers = record_headers(row.headers.as_deref(), None)?;
+        Ok((key, topic, headers))
+    });
+    match checked {
+        Ok((key, topic, headers)) => Ok(Prepared {
+            id: row.id,
+            key_id,
+            size: RecordSize::of(Some(&key), &[], &headers),
+            topic,
+            key: Some(key),
+            payload: None,
+            headers,
+            event_id: None,
+            span: None,
+        }),
+        Err(reason) => Err(Box::new(Poisoned {
+            id: row.id,
+            key_id,
+            topic,
+            key: kafka_key(row.key.as_deref()).ok().flatten(),
+            payload: row.payload.map(String::into_bytes),
+            event_id: None,
+            reason,
+        })),
+    }
 }
 
 /// `envelope`'s `data` against `contract`: parsed here, only for topics that have a contract
@@ -201,8 +256,9 @@ impl Prepared {
             key_id: self.key_id,
             topic: Some(self.topic),
             key: self.key,
-            payload: Some(self.payload),
-            event_id: Some(self.event_id),
+            // A tombstone's row said `null`.
+            payload: Some(self.payload.unwrap_or_else(|| b"null".to_vec())),
+            event_id: self.event_id,
             reason,
         }
     }
@@ -250,7 +306,7 @@ mod tests {
         );
         let h = record_headers(
             Some(r#"{"amount": 12345678901234567890.123456789}"#),
-            &envelope(Value::Null),
+            Some(&envelope(Value::Null)),
         )
         .expect("valid");
         assert!(h.contains(&("amount".into(), b"12345678901234567890.123456789".to_vec())));
@@ -260,7 +316,7 @@ mod tests {
     fn headers_carry_the_event_id_and_trace_context() {
         let h = record_headers(
             Some(r#"{"x-tenant":"t1","n":3}"#),
-            &envelope(json!({"traceparent":"00-abc-def-01"})),
+            Some(&envelope(json!({"traceparent":"00-abc-def-01"}))),
         )
         .expect("valid");
         assert!(h.contains(&("x-tenant".into(), b"t1".to_vec())));
@@ -270,7 +326,7 @@ mod tests {
         // The row's own traceparent wins over the envelope's; a forged event id does not.
         let h = record_headers(
             Some(r#"{"traceparent":"row","ferry-event-id":"forged"}"#),
-            &envelope(json!({"traceparent":"env"})),
+            Some(&envelope(json!({"traceparent":"env"}))),
         )
         .expect("valid");
         let get = |k: &str| {
@@ -282,11 +338,11 @@ mod tests {
         assert_eq!(get("traceparent"), vec![b"row".to_vec()]);
         assert_eq!(get("ferry-event-id"), vec![b"ev-1".to_vec()]);
         assert!(matches!(
-            record_headers(Some("[1]"), &envelope(Value::Null)),
+            record_headers(Some("[1]"), Some(&envelope(Value::Null))),
             Err(Reason::BadColumn(_))
         ));
         assert_eq!(
-            record_headers(None, &envelope(Value::Null))
+            record_headers(None, Some(&envelope(Value::Null)))
                 .expect("ok")
                 .len(),
             1
@@ -347,5 +403,57 @@ mod tests {
         let other = r#"{"schema":"s","event":"user.deleted","id":"ev","ts":1,"data":{"id":7}}"#;
         assert!(prepare(row("users", other), &contracts).is_ok());
         assert!(prepare(row("orders", bad), &contracts).is_ok());
+    }
+
+    #[test]
+    fn a_null_payload_is_a_tombstone_with_its_key_and_no_contract() {
+        let contracts = Contracts::of(
+            "users",
+            json!({"jsonSchema": {"type": "object", "required": ["id"]}}),
+        );
+        let row = |key: Option<&str>, topic: &str| OutboxRow {
+            id: 9,
+            topic: Some(topic.to_owned()),
+            key: key.map(str::to_owned),
+            payload: Some("null".into()),
+            headers: Some(r#"{"x-tenant":"t1"}"#.into()),
+        };
+        let t = prepare(row(Some("\"u1\""), "users"), &contracts).expect("a tombstone");
+        assert_eq!(t.payload, None);
+        assert_eq!(t.key.as_deref(), Some(b"u1".as_slice()));
+        assert_eq!(t.event_id, None);
+        // Its own headers only: there is no event to name.
+        assert_eq!(t.headers, vec![("x-tenant".to_owned(), b"t1".to_vec())]);
+        // Set aside later (Kafka refused it), its copy says what the row said.
+        let set_aside = t.poison(Reason::Invalid("refused".into()));
+        assert_eq!(set_aside.payload.as_deref(), Some(b"null".as_slice()));
+
+        // Without a key it would delete nothing.
+        for key in [None, Some("null")] {
+            let keyless = prepare(row(key, "users"), &contracts).expect_err("poison");
+            assert_eq!(keyless.reason.label(), "bad_column");
+            assert!(
+                keyless.reason.to_string().contains("tombstone"),
+                "{}",
+                keyless.reason
+            );
+            assert_eq!(keyless.payload.as_deref(), Some(b"null".as_slice()));
+        }
+        assert_eq!(
+            prepare(row(Some("\"u1\""), ""), &contracts)
+                .expect_err("poison")
+                .reason,
+            Reason::MissingTopic
+        );
+        // SQL NULL is not JSON null: still not an envelope.
+        let mut sql_null = row(Some("\"u1\""), "users");
+        sql_null.payload = None;
+        assert_eq!(
+            prepare(sql_null, &contracts)
+                .expect_err("poison")
+                .reason
+                .label(),
+            "not_envelope"
+        );
     }
 }

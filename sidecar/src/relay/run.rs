@@ -76,7 +76,7 @@ pub async fn run(
         kafka.client_config()?,
         dead_letter_topic,
         table.name.clone(),
-        contracts_dir.map(super::contracts::watch),
+        contracts_dir.map(crate::contracts::watch),
     )?;
     publisher.warm_up();
     tracing::info!(table = %table.name, batch_size, notify, "outbox relay starting");

@@ -27,7 +27,10 @@ pub fn start(p: &mut Prepared) {
             KeyValue::new("messaging.system", "kafka"),
             KeyValue::new("messaging.operation.type", "send"),
             KeyValue::new("messaging.destination.name", p.topic.clone()),
-            KeyValue::new("messaging.message.id", p.event_id.clone()),
+            KeyValue::new(
+                "messaging.message.id",
+                p.event_id.clone().unwrap_or_default(),
+            ),
             KeyValue::new("ferry.outbox.id", p.id),
         ]
     }) else {
@@ -38,7 +41,11 @@ pub fn start(p: &mut Prepared) {
         Some(i) => p.headers[i].1 = traceparent,
         None => {
             p.headers.push((TRACEPARENT.into(), traceparent));
-            p.size = RecordSize::of(p.key.as_deref(), &p.payload, &p.headers);
+            p.size = RecordSize::of(
+                p.key.as_deref(),
+                p.payload.as_deref().unwrap_or_default(),
+                &p.headers,
+            );
         }
     }
     p.span = Some(span);

@@ -111,6 +111,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: String,
 
+    /// A directory of event contracts, `<kafka topic>.json` each (what the relay's
+    /// `--contracts-dir` reads; the EventConsumer's `validate`): a record whose `data` breaks
+    /// its topic's contract goes to the dead-letter topic, every violation's path in the
+    /// reason, and is not delivered. Read again every few seconds.
+    #[arg(long, env = "FERRY_CONTRACTS_DIR")]
+    pub contracts_dir: Option<std::path::PathBuf>,
+
     /// PostgreSQL DSN of the de-duplication store; unset: no de-duplication.
     #[arg(long, env = "FERRY_IDEMPOTENCY_DATABASE_URL", hide_env_values = true)]
     pub idempotency_database_url: Option<ferry_common::redact::Redacted>,

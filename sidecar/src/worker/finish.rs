@@ -62,6 +62,9 @@ pub enum Finished {
     },
     /// Given up unfinished: revoked, or the worker stopped.
     Abandoned,
+    /// A tombstone (no value): it only deletes its key's earlier records from a compacted
+    /// topic and carries no event to deliver.
+    Tombstone,
 }
 
 impl Finished {
@@ -121,6 +124,10 @@ impl Finished {
             } => {
                 tracing::error!(topic, partition, offset, id = job.event_id().as_deref(), dead_letter_topic = %dead_letter_topic, attempts, reason = %reason, copy_refused = %copy_refused, reference_refused = %reference_refused, "given up: the dead-letter topic refuses even a reference copy; the record remains only in its own topic at this offset");
                 Finish::Done(Outcome::lost)
+            }
+            Self::Tombstone => {
+                tracing::debug!(topic, partition, offset, "tombstone skipped");
+                Finish::Done(Outcome::tombstone)
             }
             Self::Abandoned => {
                 tracing::debug!(

@@ -27,6 +27,8 @@ pub enum Outcome {
     lost,
     /// Dropped unfinished: its partition was revoked or the worker stopped.
     abandoned,
+    /// Skipped: a tombstone, which carries no event.
+    tombstone,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +92,7 @@ impl Metrics {
             Outcome::referenced,
             Outcome::lost,
             Outcome::abandoned,
+            Outcome::tombstone,
         ] {
             let _ = metrics.processed.get_or_create(&OutcomeLabels { outcome });
         }

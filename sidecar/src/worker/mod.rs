@@ -120,6 +120,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> Result
         backoff: (args.retry_backoff_initial, args.retry_backoff_max),
         assignment: assignment.clone(),
         metrics: metrics.clone(),
+        contracts: args.contracts_dir.clone().map(crate::contracts::watch),
     });
     if context.dedup.is_some() {
         let context = context.clone();

@@ -1,4 +1,5 @@
-//! What happens to one record once its lane lets it start: parse, de-duplicate, deliver with
+//! What happens to one record once its lane lets it start: parse (a tombstone is skipped),
+//! check against its topic's contract (with `--contracts-dir`), de-duplicate, deliver with
 //! in-process retries, and otherwise copy it to the next retry tier or the dead-letter topic —
 //! waiting, however long, until Kafka acknowledges the copy, because only then may the record
 //! count as done (DESIGN §5); a copy Kafka refuses for good takes the bounded way of
@@ -18,6 +19,8 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
+use serde_json::Value;
+use tokio::sync::watch;
 
 use super::{
     assignment::{Assignment, Tp},
@@ -28,7 +31,10 @@ use super::{
     retry::{self, Origin, Route, Tiers},
     trace,
 };
-use crate::envelope::Envelope;
+use crate::{
+    contracts::{self, Contracts},
+    envelope::Envelope,
+};
 
 /// Everything a delivery task needs, shared by all of them.
 pub struct Context {
@@ -52,6 +58,8 @@ pub struct Context {
     pub assignment: Arc<Assignment>,
     /// Counters.
     pub metrics: Metrics,
+    /// The event contracts of `--contracts-dir`, kept current; `None`: records are not checked.
+    pub contracts: Option<watch::Receiver<Arc<Contracts>>>,
 }
 
 /// One record on its way.
@@ -137,13 +145,18 @@ impl Context {
 
     async fn deliver(&self, job: &Job) -> Finished {
         let attempts = job.attempts_so_far();
-        let payload = job.message.payload().unwrap_or_default();
+        let Some(payload) = job.message.payload() else {
+            return Finished::Tombstone;
+        };
         let envelope = match Envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => {
                 return Box::pin(self.dead_letter(job, attempts, &format!("poison: {e}"))).await;
             }
         };
+        if let Some(reason) = self.breaks_contract(&job.main_topic, &envelope) {
+            return Box::pin(self.dead_letter(job, attempts, &reason)).await;
+        }
         let id = envelope.id.as_str();
         let claim = match &self.dedup {
             Some(dedup) => {
@@ -165,6 +178,22 @@ impl Context {
             Box::pin(claim.release()).await;
         }
         finish
+    }
+
+    /// Why `envelope` breaks `topic`'s contract, if it has one and it does: every violation's
+    /// path. Checked once, before the first attempt: the same record never passes later.
+    fn breaks_contract(&self, topic: &str, envelope: &Envelope) -> Option<String> {
+        let contracts = self.contracts.as_ref()?.borrow().clone();
+        let contract = contracts.get(topic)?;
+        let data: Value = match serde_json::from_str(envelope.data.get()) {
+            Ok(data) => data,
+            Err(e) => return Some(format!("schema violation: data is not JSON: {e}")),
+        };
+        let violations = contract.check_data(&envelope.event, &data).err()?;
+        Some(format!(
+            "schema violation: {}",
+            contracts::describe(&violations)
+        ))
     }
 
     /// Delivers with in-process retries, then parks or dead-letters; with de-duplication on,

@@ -91,9 +91,10 @@ pub fn settled(span: Option<Span>, reason: &str, finished: &Finished) {
             )],
         ),
         Finished::Lost { .. } => ("lost", Vec::new()),
-        Finished::Delivered { .. } | Finished::Duplicate { .. } | Finished::Abandoned => {
-            ("abandoned", Vec::new())
-        }
+        Finished::Delivered { .. }
+        | Finished::Duplicate { .. }
+        | Finished::Abandoned
+        | Finished::Tombstone => ("abandoned", Vec::new()),
     };
     span.event(name, attributes);
 }

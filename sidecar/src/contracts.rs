@@ -1,8 +1,9 @@
-//! The contracts the relay enforces at publish: one file per Kafka topic in `--contracts-dir`
-//! (`<topic>.json`, the EventTopic's `spec.schema` in its inline form:
+//! The event contracts the relay enforces at publish and the worker, with its EventConsumer's
+//! `validate`, before delivery: one file per Kafka topic in `--contracts-dir` (`<topic>.json`,
+//! the EventTopic's `spec.schema` in its inline form:
 //! `{"jsonSchema": {...}, "event": "user.created"}`), each compiled once
-//! ([`ferry_common::contract`]). A row whose `data` breaks its topic's contract is poison: it
-//! goes to the dead-letter topic with every violation's path.
+//! ([`ferry_common::contract`]). A row or record whose `data` breaks its topic's contract goes
+//! to the dead-letter topic with every violation's path.
 //!
 //! The directory is read again every [`RELOAD_INTERVAL`], so a changed schema (a ConfigMap
 //! volume the kubelet updates in place) takes effect without a restart. A file that cannot be

@@ -2,12 +2,13 @@
 //! unless an endpoint is configured, and the W3C `traceparent` text that carries a span's
 //! context from one process to the next.
 //!
-//! One trace follows an event: the service commits its outbox row with a `traceparent`; the
-//! relay continues it with a `send` span per record and writes that span's `traceparent` into
-//! the Kafka header; the worker continues that with a `process` span per delivery attempt
-//! (retries and dead-lettering are its events) and sends that span's `traceparent` with the
-//! HTTP request, so the service's handler is the next child. The operator starts one span per
-//! reconcile.
+//! One trace follows an event: the service commits its outbox row with a `traceparent`, which
+//! the relay copies into the Kafka header as written; the worker continues it with a `process`
+//! span per delivery attempt (retries and dead-lettering are its events) and sends that span's
+//! `traceparent` with the HTTP request, so the service's handler is the next child. The relay
+//! records one `send` span per batch it publishes, linked to each record's `traceparent` (a
+//! batch sender's span in OpenTelemetry's messaging conventions). The operator starts one span
+//! per reconcile.
 //!
 //! Off (the default) is a `OnceLock` read per would-be span and nothing else: [`start`]
 //! returns `None` and callers keep the `traceparent` they had. On, the standard `OTEL_*`
@@ -21,7 +22,7 @@ use clap::Args;
 use opentelemetry::{
     Context,
     trace::{
-        Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags,
+        Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags,
         TraceId, TraceState, Tracer as _, TracerProvider as _,
     },
 };
@@ -29,7 +30,7 @@ pub use opentelemetry::{KeyValue, trace::SpanKind as Kind};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
-    trace::{SdkTracer, SdkTracerProvider},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
 };
 
 /// The standard variable that turns tracing on for every signal.
@@ -38,6 +39,31 @@ const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The path OTLP/HTTP receivers take traces on (OTLP specification, "OTLP/HTTP Request").
 const TRACES_PATH: &str = "/v1/traces";
+/// The standard variable that limits links per span (the SDK reads it itself).
+const LINK_COUNT_LIMIT: &str = "OTEL_SPAN_LINK_COUNT_LIMIT";
+/// Links a [`Spans::Linked`] span may carry unless [`LINK_COUNT_LIMIT`] says otherwise: the
+/// relay's largest chunk (half its largest `--batch-size`), one link per record, where the
+/// SDK's default (128) would drop most of a chunk's.
+const MAX_LINKS: u32 = 5_000;
+/// Spans of [`Spans::Linked`] waiting for export, unless `OTEL_BSP_MAX_QUEUE_SIZE` says
+/// otherwise. One per chunk: the exporter takes them 16 at a time far faster than a relay
+/// fills chunks, and a collector too slow for 64 loses relay spans (linked to, never parents
+/// of, the worker's) rather than relay memory; the SDK's 2,048 held tens of MiB of links.
+const LINKED_QUEUE: usize = 64;
+/// Spans of [`Spans::Linked`] per export request, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
+/// otherwise: the SDK's 512 spans of 500 links each made one request tens of MiB, in memory
+/// and on the wire (`bench/README.md`, "Tracing cost").
+const LINKED_EXPORT_BATCH: usize = 16;
+
+/// What a process's spans look like, which sizes their export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spans {
+    /// Many small spans (one per delivery attempt, per reconcile): the SDK's batching.
+    Small,
+    /// Few spans, each linked to up to a chunk of records (the relay's batch spans): a short
+    /// queue, small export requests, and room for a chunk's links.
+    Linked,
+}
 
 /// The tracer, once [`TraceArgs::init`] found an endpoint; unset means tracing is off.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
@@ -114,7 +140,7 @@ impl TraceArgs {
     /// Turns tracing on for this process if an endpoint is configured; `service` is the
     /// `service.name` unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names one.
     /// Call once, at start-up, after logging is set up; a second call keeps the first tracer.
-    pub fn init(&self, service: &'static str) -> Result<Tracing, Error> {
+    pub fn init(&self, service: &'static str, spans: Spans) -> Result<Tracing, Error> {
         let env = |name: &str| std::env::var(name).ok();
         let endpoint = match setting(self.otlp_endpoint.as_deref(), env) {
             Setting::Off => return Ok(Tracing { provider: None }),
@@ -132,10 +158,24 @@ impl TraceArgs {
         if !names_service(env) {
             resource = resource.with_service_name(service);
         }
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource.build())
+        // The SDK reads the OTEL_BSP_* variables; a value set here would override them.
+        let mut batching = BatchConfigBuilder::default();
+        let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+        if spans == Spans::Linked {
+            if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+                batching = batching.with_max_queue_size(LINKED_QUEUE);
+            }
+            if env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+                batching = batching.with_max_export_batch_size(LINKED_EXPORT_BATCH);
+            }
+            if env(LINK_COUNT_LIMIT).is_none() {
+                provider = provider.with_max_links_per_span(MAX_LINKS);
+            }
+        }
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batching.build())
             .build();
+        let provider = provider.with_span_processor(processor).build();
         let _ = TRACER.set(provider.tracer("ferry"));
         tracing::info!(
             endpoint = endpoint.as_deref().unwrap_or("from OTEL_* variables"),
@@ -183,7 +223,35 @@ pub fn start(
     Some(Span(span))
 }
 
+/// Starts a new trace's span named `name`, linked to each valid W3C `traceparent` of `links`
+/// (a batch's span, pointing at each of its messages' contexts); `None` when tracing is off,
+/// at the cost of one atomic read.
+pub fn start_linked<'a>(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    links: impl Iterator<Item = &'a str>,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Option<Span> {
+    let tracer = TRACER.get()?;
+    let links = links
+        .filter_map(parse_traceparent)
+        .map(Link::with_context)
+        .collect();
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_links(links)
+        .with_attributes(attributes())
+        .start_with_context(tracer, &Context::new());
+    Some(Span(span))
+}
+
 impl Span {
+    /// Sets (or replaces) an attribute, for what is known only at the end (counts).
+    pub fn attribute(&mut self, attribute: KeyValue) {
+        self.0.set_attribute(attribute);
+    }
+
     /// This span's context as a W3C `traceparent`, for the next hop's header.
     pub fn traceparent(&self) -> String {
         format_traceparent(self.0.span_context())

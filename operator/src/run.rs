@@ -274,7 +274,7 @@ impl RunArgs {
             max_concurrent_reconciles,
         } = self;
         log.init();
-        let _tracing = trace.init("ferry-operator")?;
+        let _tracing = trace.init("ferry-operator", ferry_common::otel::Spans::Small)?;
         let client = kube_client(kubeconfig.as_ref()).await?;
         let admin = KafkaAdmin::new(&kafka.client_config()?, kafka_admin_timeout)?;
         let batched = Batched::new(admin.clone());

@@ -58,12 +58,16 @@ impl Cli {
         match self.command {
             Command::Relay(args) => {
                 args.log.init();
-                let _tracing = args.trace.init("ferry-relay")?;
+                let _tracing = args
+                    .trace
+                    .init("ferry-relay", ferry_common::otel::Spans::Linked)?;
                 crate::relay::run(*args, ferry_common::shutdown::signal()).await?;
             }
             Command::Worker(args) => {
                 args.log.init();
-                let _tracing = args.trace.init("ferry-worker")?;
+                let _tracing = args
+                    .trace
+                    .init("ferry-worker", ferry_common::otel::Spans::Small)?;
                 crate::worker::run(*args, ferry_common::shutdown::signal()).await?;
             }
             Command::DlqReplay(args) => {

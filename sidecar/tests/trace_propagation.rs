@@ -1,7 +1,8 @@
 //! One trace from the service's commit to its HTTP handler, against the real binaries: outbox
 //! rows with a `traceparent` go through the relay, Kafka and the worker to a real HTTP
 //! target, while a real OTLP/HTTP receiver (started here, decoding the protobuf) collects the
-//! spans the relay and the worker export. With tracing off nothing is exported and the
+//! spans the relay and the worker export: the worker's spans in the row's trace, the relay's
+//! batch span linked to it. With tracing off nothing is exported and the
 //! `traceparent` still reaches the target.
 
 #[path = "relay/support.rs"]
@@ -33,6 +34,8 @@ struct Received {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    /// `(trace id, span id)` of each link.
+    links: Vec<(String, String)>,
     events: Vec<String>,
     error: bool,
 }
@@ -77,6 +80,11 @@ async fn export(State(store): State<Store>, body: Bytes) -> (StatusCode, Vec<u8>
                 trace_id: hex(&span.trace_id),
                 span_id: hex(&span.span_id),
                 parent_span_id: hex(&span.parent_span_id),
+                links: span
+                    .links
+                    .iter()
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
                 events: span.events.into_iter().map(|e| e.name).collect(),
                 // STATUS_CODE_ERROR = 2.
                 error: span.status.is_some_and(|s| s.code == 2),
@@ -116,6 +124,16 @@ impl Receiver {
         spans
             .iter()
             .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The spans linked to the span `(trace_id, span_id)`.
+    fn linking(&self, trace_id: &str, span_id: &str) -> Vec<Received> {
+        let spans = self.spans.lock().expect("lock");
+        spans
+            .iter()
+            .filter(|s| s.links.iter().any(|(t, p)| t == trace_id && p == span_id))
             .cloned()
             .collect()
     }
@@ -250,26 +268,26 @@ async fn one_trace_runs_from_the_outbox_row_to_the_http_handler() {
         wait_for(
             &format!("{key}: the relay's and the worker's spans"),
             Duration::from_secs(30),
-            || async { receiver.spans(trace).len() > attempts },
+            || async {
+                receiver.spans(trace).len() >= attempts
+                    && !receiver.linking(trace, row_span).is_empty()
+            },
         )
         .await;
-        let spans = receiver.spans(trace);
-        let sends: Vec<_> = spans
-            .iter()
-            .filter(|s| s.service == "ferry-relay")
-            .collect();
+        // The relay's batch span, linked to the row's context (it sends all three rows, in
+        // one batch or more).
+        let sends = receiver.linking(trace, row_span);
         assert_eq!(
             sends.len(),
             1,
-            "{key}: one relay span per record: {spans:#?}"
+            "{key}: one relay span links to the row: {sends:#?}"
         );
-        let send = sends[0];
+        let send = &sends[0];
+        assert_eq!(send.service, "ferry-relay");
         assert_eq!(send.name, format!("send {}", topics.main.name));
         assert_eq!(send.kind, SpanKind::Producer as i32);
-        assert_eq!(
-            &send.parent_span_id, row_span,
-            "{key}: the relay span continues the row's traceparent"
-        );
+        assert!(!send.error, "{key}: every row published: {send:#?}");
+        let spans = receiver.spans(trace);
         let processes: Vec<_> = spans
             .iter()
             .filter(|s| s.service == "ferry-worker")
@@ -277,14 +295,14 @@ async fn one_trace_runs_from_the_outbox_row_to_the_http_handler() {
         assert_eq!(
             processes.len(),
             attempts,
-            "{key}: a span per attempt: {spans:#?}"
+            "{key}: a span per attempt, and nothing else in the row's trace: {spans:#?}"
         );
         for p in &processes {
             assert_eq!(p.name, format!("process {}", topics.main.name));
             assert_eq!(p.kind, SpanKind::Consumer as i32);
             assert_eq!(
-                p.parent_span_id, send.span_id,
-                "{key}: the worker span is the relay span's child (via the Kafka header)"
+                &p.parent_span_id, row_span,
+                "{key}: the worker span continues the row's traceparent (the Kafka header as written)"
             );
         }
         // Each HTTP request carries the trace, its parent the attempt's span.

@@ -196,13 +196,7 @@ impl<'a> Batch<'a> {
 
     /// `p` failed: poison is set aside later, a topic not writable yet waits, anything else
     /// holds the key (WARN: the row is retried, nothing is lost).
-    pub fn failed(&mut self, mut p: Prepared, failure: Failure) {
-        let what = match &failure {
-            Failure::Poison(reason) | Failure::Suspect(reason) => reason.label(),
-            Failure::Unavailable { label, .. } => label,
-            Failure::Transient(_) => "transient",
-        };
-        super::trace::fail(&mut p, what);
+    pub fn failed(&mut self, p: Prepared, failure: Failure) {
         match failure {
             Failure::Poison(reason) | Failure::Suspect(reason) => {
                 self.poisoned.push(p.poison(reason))
@@ -297,7 +291,6 @@ mod tests {
             headers: Vec::new(),
             event_id: Some(format!("ev-{id}")),
             size: RecordSize::of(None, &[], &[]),
-            span: None,
         }
     }
 

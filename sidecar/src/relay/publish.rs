@@ -163,12 +163,13 @@ impl Publisher {
             .check(&self.producer, prepared.iter().map(|p| p.topic.as_str()))
             .await;
 
+        let span = super::trace::start(&prepared);
         // Send in id order; a key's later rows stay behind its failed one.
         let mut batch = Batch::new(holds, behind, now, poisoned);
         // What is known of the topic of the current run of rows (rows come in runs of one
         // topic: one lookup per run, not per row).
         let mut topic: Option<(String, Option<&TopicCheck>, TopicFacts)> = None;
-        for mut p in prepared {
+        for p in prepared {
             if !batch.gate.admit(&p.key_id) {
                 batch.hold(p.key_id);
                 continue;
@@ -185,8 +186,6 @@ impl Publisher {
                 batch.unavailable(p, label, text.clone());
                 continue;
             }
-            // The record's span, before its size is checked (a new trace adds a header).
-            super::trace::start(&mut p);
             if let Some(reason) = facts.refuse(p.key.is_some(), p.size, self.sizes_exact) {
                 batch.poisoned.push(p.poison(reason));
                 continue;
@@ -224,6 +223,7 @@ impl Publisher {
             )
             .await;
         self.renew_if_fatal();
+        super::trace::settle(span, &outcome);
         outcome
     }
 

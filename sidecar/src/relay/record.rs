@@ -106,8 +106,6 @@ pub struct Prepared {
     pub event_id: Option<String>,
     /// The framed record's size bounds, checked against the topic's limits.
     pub size: RecordSize,
-    /// Its `send` span while tracing is on ([`super::trace`]); ends when the row is dropped.
-    pub span: Option<ferry_common::otel::Span>,
 }
 
 /// A poison row on its way to the dead-letter topic (or the error column), with whatever
@@ -191,7 +189,6 @@ pub fn prepare(
         headers,
         event_id: Some(event_id),
         size,
-        span: None,
     })
 }
 
@@ -224,7 +221,6 @@ fn tombstone(
             payload: None,
             headers,
             event_id: None,
-            span: None,
         }),
         Err(reason) => Err(Box::new(Poisoned {
             id: row.id,

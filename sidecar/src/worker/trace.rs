@@ -1,8 +1,9 @@
 //! The worker's part of a trace: one `process <topic>` span per delivery attempt, a child of
-//! the record's `traceparent` header (the relay's `send` span; else the envelope's
-//! `headers.traceparent`), whose own `traceparent` goes with the HTTP request so the service's
-//! handler is its child. A retry in process, a copy to a retry tier and dead-lettering are
-//! events on the attempt that led to them; a failed attempt's status is an error.
+//! the record's `traceparent` header (the service's row's, which the relay copies as written;
+//! else the envelope's `headers.traceparent`), whose own `traceparent` goes with the HTTP
+//! request so the service's handler is its child. A retry in process, a copy to a retry tier
+//! and dead-lettering are events on the attempt that led to them; a failed attempt's status is
+//! an error.
 //!
 //! With tracing off nothing here runs but one atomic read per attempt, and the request carries
 //! the `traceparent` [`super::delivery::traceparent`] chose.

@@ -346,3 +346,55 @@ async fn with_tracing_off_nothing_is_exported_and_the_traceparent_still_arrives(
     );
     assert_eq!(*receiver.requests.lock().expect("lock"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_sets_a_row_aside_is_an_error_span() {
+    let env = require_env!();
+    let receiver = Receiver::start().await;
+    let topic = ferry_testkit::TempTopic::create(env, 1)
+        .await
+        .expect("topic");
+    let dead_letters = ferry_testkit::TempTopic::create(env, 1)
+        .await
+        .expect("dead-letter topic");
+    let outbox = TestOutbox::create(env).await;
+    let good = new_traceparent();
+    // One batch: a good row, then a row that is not an envelope (poison, set aside).
+    insert(&outbox, topic.name(), &[("good", &good.0)]).await;
+    outbox
+        .client
+        .execute(
+            "INSERT INTO outbox (topic, key, payload) VALUES ($1, to_jsonb('bad'::text), '{\"hello\": 1}'::jsonb)",
+            &[&topic.name()],
+        )
+        .await
+        .expect("insert poison");
+    let endpoint = format!("--otlp-endpoint={}", receiver.base);
+    let relay = spawn_relay(
+        "trace-poison-relay",
+        env,
+        &outbox.url(),
+        None,
+        &[
+            "--idle-poll-interval=100ms",
+            "--dead-letter-topic",
+            dead_letters.name(),
+            &endpoint,
+        ],
+    );
+    outbox
+        .stop_once_settled(relay, Duration::from_secs(60))
+        .await;
+    wait_for(
+        "the relay's batch span",
+        Duration::from_secs(30),
+        || async { !receiver.linking(&good.1, &good.2).is_empty() },
+    )
+    .await;
+    let sends = receiver.linking(&good.1, &good.2);
+    assert_eq!(sends.len(), 1, "{sends:#?}");
+    assert!(
+        sends[0].error,
+        "a batch that set a row aside is an error: {sends:#?}"
+    );
+}

@@ -21,6 +21,8 @@ use ferry_common::contract::{Contract, Violation};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::envelope::Envelope;
+
 /// How often the directory is read again for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -193,6 +195,16 @@ fn report(dir: &Path, contracts: &Contracts, problems: &[String]) {
             "an event contract cannot be used; its topic keeps its previous contract, if any"
         );
     }
+}
+
+/// Checks `envelope`'s `data` against `contract` (parsed here, so only for topics that have
+/// one: the envelope keeps `data` as raw text); on a violation, every path ([`describe`]).
+pub fn check(contract: &Contract, envelope: &Envelope) -> Result<(), String> {
+    let data: Value =
+        serde_json::from_str(envelope.data.get()).map_err(|e| format!("data is not JSON: {e}"))?;
+    contract
+        .check_data(&envelope.event, &data)
+        .map_err(|violations| describe(&violations))
 }
 
 /// The poison reason for `violations`, cut to a size a Kafka header carries comfortably.

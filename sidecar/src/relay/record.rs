@@ -10,7 +10,7 @@
 //! Nothing here is parsed into floating point: keys and header values keep their numbers as
 //! written ([`super::canonical`]).
 
-use ferry_common::{contract::Contract, headers};
+use ferry_common::headers;
 use serde_json::Value;
 
 use super::{
@@ -170,9 +170,14 @@ pub fn prepare(
         return Err(poison(Reason::MissingTopic, key, Some(event_id), row));
     };
     if let Some(contract) = contracts.get(&topic)
-        && let Err(reason) = check(contract, &envelope)
+        && let Err(violations) = contracts::check(contract, &envelope)
     {
-        return Err(poison(reason, key, Some(event_id), row));
+        return Err(poison(
+            Reason::SchemaViolation(violations),
+            key,
+            Some(event_id),
+            row,
+        ));
     }
     let headers = match record_headers(row.headers.as_deref(), Some(&envelope)) {
         Ok(h) => h,
@@ -232,16 +237,6 @@ fn tombstone(
             reason,
         })),
     }
-}
-
-/// `envelope`'s `data` against `contract`: parsed here, only for topics that have a contract
-/// (the envelope keeps `data` as raw text otherwise).
-fn check(contract: &Contract, envelope: &Envelope) -> std::result::Result<(), Reason> {
-    let data: Value = serde_json::from_str(envelope.data.get())
-        .map_err(|e| Reason::NotEnvelope(format!("data is not JSON: {e}")))?;
-    contract
-        .check_data(&envelope.event, &data)
-        .map_err(|violations| Reason::SchemaViolation(contracts::describe(&violations)))
 }
 
 impl Prepared {

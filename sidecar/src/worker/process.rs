@@ -19,7 +19,6 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
@@ -184,16 +183,8 @@ impl Context {
     /// path. Checked once, before the first attempt: the same record never passes later.
     fn breaks_contract(&self, topic: &str, envelope: &Envelope) -> Option<String> {
         let contracts = self.contracts.as_ref()?.borrow().clone();
-        let contract = contracts.get(topic)?;
-        let data: Value = match serde_json::from_str(envelope.data.get()) {
-            Ok(data) => data,
-            Err(e) => return Some(format!("schema violation: data is not JSON: {e}")),
-        };
-        let violations = contract.check_data(&envelope.event, &data).err()?;
-        Some(format!(
-            "schema violation: {}",
-            contracts::describe(&violations)
-        ))
+        let violations = contracts::check(contracts.get(topic)?, envelope).err()?;
+        Some(format!("schema violation: {violations}"))
     }
 
     /// Delivers with in-process retries, then parks or dead-letters; with de-duplication on,

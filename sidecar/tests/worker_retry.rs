@@ -71,6 +71,15 @@ async fn per_key_order_holds_through_retry_tiers() {
         .map(|r| r.headers["ferry-attempt"].as_str())
         .collect();
     assert_eq!(attempts, ["1", "2", "3", "4"]);
+    // With tracing off and no traceparent in the record, the worker makes one up once per
+    // pass: both in-process attempts carry the same one, so the service can tie them together.
+    let traceparents: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.id == "o-10")
+        .map(|r| r.headers["traceparent"].as_str())
+        .collect();
+    assert!(traceparents[0].starts_with("00-"), "{traceparents:?}");
+    assert_eq!(traceparents[0], traceparents[1], "{traceparents:?}");
     // Other keys were not held up by k0's wait in the tiers.
     let k0_retry_done = requests
         .iter()

@@ -203,7 +203,9 @@ impl Context {
             offset: job.origin.1,
         };
         let kafka_trace = header(&job.message, "traceparent");
-        let trace = traceparent(envelope, kafka_trace);
+        // Without a span of ours, the request carries the record's own `traceparent` (or one
+        // made up once, the same for every attempt); chosen only then, as tracing makes its own.
+        let mut fallback = None;
         let envelope_trace = envelope.headers.get("traceparent").and_then(|v| v.as_str());
         // A tier pass is one attempt; the main topic gets `--retry-attempts`.
         let in_process = if job.tier.is_some() {
@@ -219,16 +221,17 @@ impl Context {
         let (reason, span) = loop {
             attempts += 1;
             let span = trace::attempt(job, kafka_trace, envelope_trace, attempts);
-            let traceparent = span.as_ref().map(otel::Span::traceparent);
+            let own = span.as_ref().map(otel::Span::traceparent);
+            let traceparent = match &own {
+                Some(own) => own.as_str(),
+                None => fallback
+                    .get_or_insert_with(|| traceparent(envelope, kafka_trace))
+                    .as_str(),
+            };
             let started = Instant::now();
             let verdict = self
                 .delivery
-                .deliver(
-                    envelope,
-                    &position,
-                    attempts,
-                    traceparent.as_deref().unwrap_or(&trace),
-                )
+                .deliver(envelope, &position, attempts, traceparent)
                 .await;
             self.metrics
                 .observe_latency(started.elapsed().as_secs_f64());

@@ -8,7 +8,7 @@
 //! With tracing off nothing here runs but one atomic read per attempt, and the request carries
 //! the `traceparent` [`super::delivery::traceparent`] chose.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ferry_common::otel::{self, KeyValue, Kind, Span};
 use rdkafka::Message as _;
@@ -34,19 +34,26 @@ pub fn attempt(
         Kind::Consumer,
         parent,
         || {
-            vec![
+            let mut attributes = vec![
                 KeyValue::new("messaging.system", "kafka"),
                 KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.destination.name", job.main_topic.to_string()),
-                KeyValue::new("messaging.kafka.source.topic", job.tp.0.to_string()),
+                KeyValue::new("messaging.destination.name", Arc::clone(&job.main_topic)),
                 KeyValue::new(
                     "messaging.destination.partition.id",
                     job.origin.0.to_string(),
                 ),
                 KeyValue::new("messaging.kafka.offset", job.origin.1),
                 KeyValue::new("ferry.attempt", i64::from(attempt)),
-                KeyValue::new("ferry.read_offset", job.message.offset()),
-            ]
+            ];
+            // Read from a retry tier: where this copy was read, which the record's origin
+            // above is not. A main-topic record's would repeat it, on every span.
+            if job.tier.is_some() {
+                attributes.extend([
+                    KeyValue::new("messaging.kafka.source.topic", Arc::clone(&job.tp.0)),
+                    KeyValue::new("ferry.read_offset", job.message.offset()),
+                ]);
+            }
+            attributes
         },
     )
 }

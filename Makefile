@@ -3,8 +3,10 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 export FERRY_CACHE ?= $(HOME)/.cache/ferry
+# Where cargo puts release builds (CARGO_TARGET_DIR, when set, moves them).
+RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 
-.PHONY: help env-up env-down images shop-images demo demo-down test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-webhook
+.PHONY: help env-up env-down images shop-images demo demo-down test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-worker-tracing bench-webhook
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,12 +82,15 @@ bench-operator: env-up ## 1,000 EventTopics; 1,000 EventConsumers (CPU per lag r
 
 bench-webhook: env-up ## 1,000 opted-in pod creations with the injection webhook and without: p50/p99 added (release)
 	cargo build --release --locked -p ferry-operator --bin ferry-operator -p ferry-bench --bin bench-webhook
-	target/release/bench-webhook target/release/ferry-operator
+	$(RELEASE)/bench-webhook $(RELEASE)/ferry-operator
 
 bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency, RSS, with baselines (release build)
 	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-relay
-	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/bench-relay
+	FERRY_SIDECAR_BIN=$(RELEASE)/ferry-sidecar $(RELEASE)/bench-relay
 
 bench-worker: env-up ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
 	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-worker
-	FERRY_SIDECAR_BIN=target/release/ferry-sidecar target/release/bench-worker
+	FERRY_SIDECAR_BIN=$(RELEASE)/ferry-sidecar $(RELEASE)/bench-worker
+
+bench-worker-tracing: env-up ## what tracing costs the worker: bench-worker's throughput runs off/on in PAIRS pairs (5), means
+	PAIRS=$(or $(PAIRS),5) bench/worker-tracing-pairs.sh

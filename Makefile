@@ -6,7 +6,7 @@ export FERRY_CACHE ?= $(HOME)/.cache/ferry
 # Where cargo puts release builds (CARGO_TARGET_DIR, when set, moves them).
 RELEASE := $(or $(CARGO_TARGET_DIR),target)/release
 
-.PHONY: help env-up env-down images shop-images demo demo-down test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-worker-tracing bench-webhook
+.PHONY: help env-up env-down images shop-images demo demo-down test shop-test lint generate generate-check bench-operator bench-relay bench-worker bench-worker-build bench-worker-tracing bench-webhook
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,9 +88,12 @@ bench-relay: env-up ## outbox relay benchmark: drain rate, steady-state latency,
 	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-relay
 	FERRY_SIDECAR_BIN=$(RELEASE)/ferry-sidecar $(RELEASE)/bench-relay
 
-bench-worker: env-up ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
+# The worker benchmark's two binaries, for both bench-worker targets.
+bench-worker-build: env-up
 	cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-worker
+
+bench-worker: bench-worker-build ## worker throughput per ordering, p99 latency, RSS and the key-concurrency table (release)
 	FERRY_SIDECAR_BIN=$(RELEASE)/ferry-sidecar $(RELEASE)/bench-worker
 
-bench-worker-tracing: env-up ## what tracing costs the worker: bench-worker's throughput runs off/on in PAIRS pairs (5), means
-	PAIRS=$(or $(PAIRS),5) bench/worker-tracing-pairs.sh
+bench-worker-tracing: bench-worker-build ## what tracing costs the worker: bench-worker's throughput runs off/on in PAIRS pairs (5), means
+	RELEASE=$(RELEASE) PAIRS=$(or $(PAIRS),5) bench/worker-tracing-pairs.sh

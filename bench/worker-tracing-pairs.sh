@@ -3,15 +3,15 @@
 # then on (every span exported to the benchmark's dropping receiver), PAIRS times, alternating so
 # a slow stretch of the machine weighs on both sides; then the mean events/s and worker CPU per
 # event of each side, per ordering and max in flight. Single runs vary by ±25% on 2 cores, so one
-# pair says little. Needs `make env-up`; the raw runs go to $LOG.
+# pair says little. The raw runs go to $LOG. Run it through make, which starts the environment,
+# builds both binaries and says where ($RELEASE):
 #
 #   make bench-worker-tracing PAIRS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target=${RELEASE:?run it as make bench-worker-tracing, which builds the binaries}
 PAIRS=${PAIRS:-5}
 LOG=${LOG:-$(mktemp -t worker-tracing-pairs.XXXXXX)}
-target=${CARGO_TARGET_DIR:-target}/release
-cargo build --release --locked -p ferry-sidecar --bin ferry-sidecar -p ferry-bench --bin bench-worker
 export FERRY_SIDECAR_BIN=$target/ferry-sidecar FERRY_BENCH_SECTIONS=throughput
 for i in $(seq 1 "$PAIRS"); do
     for tracing in off on; do
